@@ -1,0 +1,195 @@
+"""`python -m nemo2sherpa <stage> ...`: every stage without Airflow.
+
+Each stage prints its small JSON manifest as the last line of stdout. Bad input exits 2 with
+one line `nemo2sherpa: error: ...`; a failed validation gate exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import GateFailed, InputError
+
+log = logging.getLogger("nemo2sherpa")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def run_stage(stage: str, **kw: Any) -> Any:
+    """Run one stage in this process (the venv tasks call this)."""
+    if stage == "source":
+        from .source import resolve_source
+        return resolve_source(kw["source"], kw.get("revision"), Path(kw["download_dir"]))
+    if stage == "export":
+        from .export import export_nemo
+        m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]))
+        return {k: m[k] for k in ("spec", "params", "files", "timings_s")}
+    if stage == "validate":
+        from .validate import validate_bundle
+        r = validate_bundle(Path(kw["bundle"]), Path(kw["reference"]), kw["variants"], kw.get("mode", "full"),
+                            kw.get("source") or {}, Path(kw["report"]) if kw.get("report") else None)
+        return {"passed": r["passed"], "gates": len(r["gates"]), "mode": r["mode"],
+                "max_abs_diff": {v: x.get("max_abs_diff") for v, x in r["variants"].items()},
+                "token_match": {v: x.get("decoding", {}).get("token_match_rate") for v, x in r["variants"].items()}}
+    if stage == "quantize":
+        from .quantize import quantize_bundle
+        return quantize_bundle(Path(kw["bundle"]))
+    if stage == "metadata":
+        from .metadata import apply_metadata
+        from .modelspec import ModelSpec
+        spec = ModelSpec.from_dict(json.loads((Path(kw["reference"]) / "export.json").read_text())["spec"])
+        return apply_metadata(Path(kw["bundle"]), spec, kw.get("source") or {})
+    if stage == "benchmark":
+        from .benchmark import run_benchmark
+        r = run_benchmark(Path(kw["bundle"]), Path(kw["reference"]), kw["variants"], [float(x) for x in kw["lengths"]],
+                          int(kw.get("runs", 5)), int(kw.get("threads", 2)), bool(kw.get("gpu")),
+                          Path(kw["out"]) if kw.get("out") else None)
+        return {v: {L: s["p50_s"] for L, s in x["by_length"].items()} for v, x in r["cpu"].items()}
+    raise ValueError(f"unknown stage {stage}")
+
+
+STAGE_ARGS = {
+    "source": [("--source", {"required": True}), ("--revision", {}), ("--download-dir", {"required": True})],
+    "export": [("--nemo", {"required": True}), ("--bundle", {"required": True}), ("--reference", {"required": True})],
+    "validate": [("--bundle", {"required": True}), ("--reference", {"required": True}),
+                 ("--variants", {"default": "fp32,int8"}), ("--mode", {"default": "full", "choices": ["pre", "full"]}),
+                 ("--source-json", {}), ("--report", {})],
+    "quantize": [("--bundle", {"required": True})],
+    "metadata": [("--bundle", {"required": True}), ("--reference", {"required": True}), ("--source-json", {})],
+    "benchmark": [("--bundle", {"required": True}), ("--reference", {"required": True}),
+                  ("--variants", {"default": "fp32,int8"}), ("--lengths", {"default": "2,5"}),
+                  ("--runs", {"default": "5"}), ("--threads", {"default": "2"}), ("--gpu", {"action": "store_true"}),
+                  ("--out", {})],
+}
+
+
+def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
+            gpu: bool = False) -> dict[str, Any]:
+    """The command-line conversion: every stage in its own venv (the DAG's venvs), no publish."""
+    from . import venvs
+    from .source import classify
+
+    classify(src)  # refuses bad input before any venv is built
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
+    work = out.parent / f".{out.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    include = str(Path(__file__).resolve().parents[1])
+
+    def stage(venv_name: str, *args: str) -> Any:
+        py = venvs.ensure(venv_name) / "bin" / "python"
+        t0 = time.monotonic()
+        proc = subprocess.run([str(py), "-m", "nemo2sherpa", *args], stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": include}, text=True)
+        if proc.returncode == 2:
+            raise SystemExit(2)  # the child printed its one-line error
+        if proc.returncode != 0:
+            raise SystemExit(f"nemo2sherpa: stage {args[0]} failed (exit {proc.returncode}); see the log above")
+        log.info("stage %s done in %.1f s", args[0], time.monotonic() - t0)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    try:
+        bundle, ref = work / "bundle", work / "reference"
+        src_m = stage("download", "source", "--source", src, *(["--revision", revision] if revision else []),
+                      "--download-dir", str(work / "download"))
+        (work / "source.json").write_text(json.dumps(src_m))
+        sj = str(work / "source.json")
+        stage("nemo", "export", "--nemo", src_m["path"], "--bundle", str(bundle), "--reference", str(ref))
+        stage("onnx", "validate", "--bundle", str(bundle), "--reference", str(ref), "--variants", "fp32",
+              "--mode", "pre", "--source-json", sj)
+        if "int8" in variants:
+            stage("onnx", "quantize", "--bundle", str(bundle))
+        stage("onnx", "metadata", "--bundle", str(bundle), "--reference", str(ref), "--source-json", sj)
+        val = stage("onnx", "validate", "--bundle", str(bundle), "--reference", str(ref), "--variants",
+                    ",".join(variants), "--mode", "full", "--source-json", sj, "--report", str(bundle / "validation.json"))
+        bench = stage("onnx", "benchmark", "--bundle", str(bundle), "--reference", str(ref), "--variants",
+                      ",".join(variants), "--lengths", lengths, *(["--gpu"] if gpu else []),
+                      "--out", str(bundle / "benchmark.json"))
+        shutil.copy2(ref / "export.json", bundle / "export.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        os.replace(bundle, out)  # the bundle appears whole or not at all
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"out": str(out), "source": src_m, "validation": val, "benchmark_p50_s": bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="nemo2sherpa", description="NeMo Parakeet-TDT -> sherpa-onnx, stage by stage")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, args in STAGE_ARGS.items():
+        p = sub.add_parser(name)
+        for flag, opts in args:
+            p.add_argument(flag, **opts)
+    p = sub.add_parser("convert", help="all stages in their venvs, no publish")
+    p.add_argument("src")
+    p.add_argument("out", type=Path)
+    p.add_argument("--variants", default="fp32,int8")
+    p.add_argument("--revision")
+    p.add_argument("--lengths", default="2,5")
+    p.add_argument("--gpu", action="store_true")
+    p = sub.add_parser("venv", help="create (if needed) and print a stage venv")
+    p.add_argument("name")
+    p = sub.add_parser("sherpa-decode")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--variant", default="fp32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("wavs", nargs="+")
+    p = sub.add_parser("bench-sherpa")
+    for flag in ("--bundle", "--variant", "--lengths"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    setup_logging()
+    try:
+        if a.cmd == "venv":
+            from . import venvs
+            print(venvs.ensure(a.name))
+            return 0
+        if a.cmd == "sherpa-decode":
+            from .sherpa import decode_files
+            print(json.dumps(decode_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads)))
+            return 0
+        if a.cmd == "bench-sherpa":
+            from .benchmark import sherpa_cpu
+            print(json.dumps(sherpa_cpu(Path(a.bundle), a.variant, [float(x) for x in _csv(a.lengths)], a.runs, a.threads)))
+            return 0
+        if a.cmd == "convert":
+            r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu)
+            print(json.dumps(r))
+            return 0
+        kw = {k: v for k, v in vars(a).items() if k != "cmd" and v is not None}
+        if "variants" in kw:
+            kw["variants"] = _csv(kw["variants"])
+        if "lengths" in kw:
+            kw["lengths"] = _csv(kw["lengths"])
+        if "source_json" in kw:
+            kw["source"] = json.loads(Path(kw.pop("source_json")).read_text())
+        print(json.dumps(run_stage(a.cmd, **kw), default=str))
+        return 0
+    except InputError as e:
+        print(f"nemo2sherpa: error: {e}", file=sys.stderr)
+        return 2
+    except GateFailed as e:
+        print(f"nemo2sherpa: validation failed: {e}", file=sys.stderr)
+        return 3

@@ -1,0 +1,111 @@
+"""Greedy TDT / RNNT decoding over the three ONNX sessions (numpy + onnxruntime).
+
+The same decoder serves the decoding-parity gate (CPU) and the onnxruntime benchmarks (CPU and
+CUDA). It follows NeMo's greedy TDT rule: token = argmax over vocab+blank, skip =
+durations[argmax over the duration logits]; a non-blank token updates the prediction net; the
+frame advances by the skip; at most `max_symbols` symbols per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VARIANT_FILES = {
+    "fp32": ("encoder.onnx", "decoder.onnx", "joiner.onnx"),
+    "int8": ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"),
+}
+
+
+def variant_files(bundle: Path, variant: str) -> tuple[Path, Path, Path]:
+    if variant not in VARIANT_FILES:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_FILES)}")
+    e, d, j = VARIANT_FILES[variant]
+    return bundle / e, bundle / d, bundle / j
+
+
+@dataclass
+class Sessions:
+    encoder: object
+    decoder: object
+    joiner: object
+    providers: list[str]
+
+    @classmethod
+    def load(cls, bundle: Path, variant: str, providers: list[str] | None = None, threads: int = 2) -> Sessions:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers = providers or ["CPUExecutionProvider"]
+        sess = [ort.InferenceSession(str(p), sess_options=opts, providers=providers) for p in variant_files(bundle, variant)]
+        return cls(*sess, providers=sess[0].get_providers())
+
+
+class GreedyDecoder:
+    def __init__(self, sessions: Sessions, vocab_size: int, durations: list[int], max_symbols: int = 10):
+        self.s = sessions
+        self.blank = vocab_size
+        self.durations = list(durations)
+        self.max_symbols = max_symbols
+        dec_inputs = self.s.decoder.get_inputs()
+        self._dec_names = [i.name for i in dec_inputs]
+        self._state_shapes = [i.shape for i in dec_inputs[2:]]
+        self._enc_names = [i.name for i in self.s.encoder.get_inputs()]
+        self._join_names = [i.name for i in self.s.joiner.get_inputs()]
+
+    def encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.s.encoder.run(None, {self._enc_names[0]: features.astype(np.float32),
+                                       self._enc_names[1]: lengths.astype(np.int64)})
+        return out[0], out[1]
+
+    def zero_state(self, layers: int, hidden: int) -> list[np.ndarray]:
+        return [np.zeros((layers, 1, hidden), dtype=np.float32) for _ in range(2)]
+
+    def predict(self, token: int, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        out = self.s.decoder.run(None, {
+            self._dec_names[0]: np.array([[token]], dtype=np.int32),
+            self._dec_names[1]: np.array([1], dtype=np.int32),
+            self._dec_names[2]: state[0],
+            self._dec_names[3]: state[1],
+        })
+        return out[0], [out[2], out[3]]
+
+    def joint(self, enc_frame: np.ndarray, dec_out: np.ndarray) -> np.ndarray:
+        return self.s.joiner.run(None, {self._join_names[0]: enc_frame, self._join_names[1]: dec_out})[0]
+
+    def decode_encoded(self, enc: np.ndarray, length: int, layers: int, hidden: int) -> list[int]:
+        """enc: [1, D, T'] for one utterance."""
+        hyp: list[int] = []
+        state = self.zero_state(layers, hidden)
+        dec_out, new_state = self.predict(self.blank, state)
+        V1 = self.blank + 1
+        t = 0
+        while t < length:
+            frame = enc[:, :, t : t + 1]
+            symbols = 0
+            skip = 1
+            need_loop = True
+            while need_loop and symbols < self.max_symbols:
+                logits = self.joint(frame, dec_out).reshape(-1)
+                k = int(np.argmax(logits[:V1]))
+                skip = self.durations[int(np.argmax(logits[V1:]))] if self.durations else (0 if k != self.blank else 1)
+                if k != self.blank:
+                    hyp.append(k)
+                    state = new_state
+                    dec_out, new_state = self.predict(k, state)
+                symbols += 1
+                t += skip
+                need_loop = skip == 0
+            if symbols == self.max_symbols and (self.durations or need_loop):
+                t += 1  # NeMo's TDT rule advances after max_symbols whatever the last skip was
+        return hyp
+
+    def decode_features(self, features: np.ndarray, layers: int, hidden: int) -> list[int]:
+        """features: [1, C, T] (NeMo-normalized)."""
+        enc, enc_len = self.encode(features, np.array([features.shape[2]], dtype=np.int64))
+        return self.decode_encoded(enc, int(enc_len[0]), layers, hidden)

@@ -1,0 +1,198 @@
+"""Stage 2, export (NeMo venv): .nemo -> encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt.
+
+Uses each module's own `export()` (not the whole-model export, whose `decoder_joint` graph
+sherpa-onnx cannot load). Before exporting, it records PyTorch reference tensors and NeMo's
+greedy transcripts of the evaluation clips into `reference/`, so later stages never need NeMo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .audio import load_clips, read_wav
+from .errors import InputError
+from .modelspec import ModelSpec, read_nemo_config
+
+log = logging.getLogger("nemo2sherpa.export")
+
+ENCODER_WEIGHTS = "encoder.weights"
+# Frame counts that are not multiples of the subsampling factor, on purpose.
+REFERENCE_FRAMES = (203, 157)
+DECODER_STEPS = 4
+
+
+def _load_model(nemo_path: Path):
+    import torch
+
+    from nemo.collections.asr.models import ASRModel
+
+    torch.set_grad_enabled(False)
+    model = ASRModel.restore_from(restore_path=str(nemo_path), map_location="cpu")
+    model.eval()  # restore_from returns training mode
+    cls = type(model).__name__
+    if not (hasattr(model, "joint") and hasattr(model, "decoder") and hasattr(model.decoder, "predict")):
+        raise InputError(f"{nemo_path}: {cls} is not a transducer (no RNNT decoder/joint); nothing to export")
+    return model
+
+
+def write_tokens(model, spec: ModelSpec, path: Path) -> int:
+    vocab = list(getattr(model.joint, "vocabulary", None) or [])
+    if len(vocab) != spec.vocab_size:
+        tok = model.tokenizer
+        vocab = [tok.ids_to_tokens([i])[0] for i in range(tok.vocab_size)]
+    if len(vocab) != spec.vocab_size:
+        raise InputError(f"tokenizer has {len(vocab)} tokens but the config says vocab_size={spec.vocab_size}")
+    lines = []
+    for i, piece in enumerate(vocab):
+        piece = str(piece)
+        if not piece or any(c.isspace() for c in piece):
+            raise InputError(f"token {i} ({piece!r}) is empty or has white space: tokens.txt cannot hold it")
+        lines.append(f"{piece} {i}")
+    lines.append(f"<blk> {spec.vocab_size}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
+def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    import torch
+
+    ref: dict[str, np.ndarray] = {}
+    g = torch.Generator().manual_seed(0)
+    # Encoder on a fixed random batch, odd frame counts, batch 2 with unequal lengths.
+    T = max(REFERENCE_FRAMES)
+    feats = torch.randn(len(REFERENCE_FRAMES), spec.feat_dim, T, generator=g)
+    lens = torch.tensor(REFERENCE_FRAMES, dtype=torch.int64)
+    enc, enc_len = model.encoder(audio_signal=feats, length=lens)
+    ref["enc_in_features"], ref["enc_in_lengths"] = feats.numpy(), lens.numpy()
+    ref["enc_out"], ref["enc_out_lengths"] = enc.numpy(), enc_len.numpy()
+
+    # Decoder: blank (the start symbol) then a few tokens, one step at a time with state.
+    tokens = [spec.blank_id] + [int(x) for x in torch.randint(0, spec.vocab_size, (DECODER_STEPS - 1,), generator=g)]
+    state = None
+    dec_outs, states_h, states_c = [], [], []
+    for t in tokens:
+        y = torch.tensor([[t]], dtype=torch.long)
+        out, state = model.decoder.predict(y, state=state, add_sos=False, batch_size=1)
+        dec_outs.append(out.transpose(1, 2).numpy())  # [1, H, 1]
+        states_h.append(state[0].numpy())
+        states_c.append(state[1].numpy())
+    ref["dec_tokens"] = np.array(tokens, dtype=np.int32)
+    ref["dec_out"] = np.concatenate(dec_outs, axis=0)  # [steps, H, 1]
+    ref["dec_state_h"] = np.stack(states_h)
+    ref["dec_state_c"] = np.stack(states_c)
+
+    # Joiner on encoder frames x decoder outputs (raw logits: export turns log_softmax off).
+    model.joint.log_softmax = False
+    f = enc[:1, :, :5]  # [1, D, 5]
+    dec = torch.from_numpy(ref["dec_out"][:, :, 0]).T.unsqueeze(0)  # [1, H, steps]
+    logits = model.joint.joint(f.transpose(1, 2), dec.transpose(1, 2))  # [1, T, U, V']
+    ref["joint_enc"], ref["joint_dec"], ref["joint_out"] = f.numpy(), dec.numpy(), logits.numpy()
+
+    # Real clips: NeMo's own features and greedy decode (the decoding-parity reference).
+    info: dict[str, Any] = {"clips": []}
+    clips = load_clips(clips_dir)
+    hyps = model.transcribe([str(c.path) for c in clips], batch_size=len(clips), return_hypotheses=True, verbose=False)
+    if isinstance(hyps, tuple):  # older NeMo returned (best, all)
+        hyps = hyps[0]
+    model.eval()  # transcribe() leaves modules in training mode
+    for i, (clip, hyp) in enumerate(zip(clips, hyps)):
+        samples, rate = read_wav(clip.path)
+        if rate != spec.sample_rate:
+            raise InputError(f"{clip.path}: {rate} Hz, the model wants {spec.sample_rate} Hz")
+        x = torch.from_numpy(samples).unsqueeze(0)
+        feats_c, flen = model.preprocessor(input_signal=x, length=torch.tensor([x.shape[1]]))
+        ref[f"clip{i}_features"] = feats_c.numpy()
+        ref[f"clip{i}_tokens"] = np.asarray(hyp.y_sequence, dtype=np.int64).reshape(-1)
+        info["clips"].append(
+            {"name": clip.name, "path": str(clip.path), "text": clip.text, "nemo_text": hyp.text,
+             "nemo_tokens": [int(t) for t in ref[f"clip{i}_tokens"]], "frames": int(flen[0])}
+        )
+    return ref, info
+
+
+def _export_encoder(model, bundle: Path) -> list[str]:
+    """Export the encoder; if it spilled into per-tensor files, merge them into encoder.weights."""
+    import onnx
+
+    tmp = bundle / ".encoder-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model.encoder.export(str(tmp / "encoder.onnx"))
+        spilled = [p for p in tmp.iterdir() if p.name != "encoder.onnx"]
+        if spilled:
+            log.info("encoder spilled into %d external tensor files; merging into %s", len(spilled), ENCODER_WEIGHTS)
+            m = onnx.load(str(tmp / "encoder.onnx"), load_external_data=True)
+            onnx.save_model(m, str(bundle / "encoder.onnx"), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=ENCODER_WEIGHTS, size_threshold=1024)
+            del m
+        else:
+            os.replace(tmp / "encoder.onnx", bundle / "encoder.onnx")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ["encoder.onnx"] + ([ENCODER_WEIGHTS] if (bundle / ENCODER_WEIGHTS).exists() else [])
+
+
+def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None) -> dict[str, Any]:
+    """Export one checkpoint. Returns the export manifest (also written to reference/export.json)."""
+    nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
+    if not nemo_path.is_file():
+        raise InputError(f"{nemo_path} does not exist: give the path of a .nemo file")
+    cfg = read_nemo_config(nemo_path)  # also refuses unsafe archives before NeMo extracts it
+    spec = ModelSpec.from_config(cfg)
+    log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
+             spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,
+             spec.enc_hidden, spec.pred_rnn_layers, spec.pred_hidden)
+    for d in (bundle_dir, reference_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+
+    t0 = time.monotonic()
+    model = _load_model(nemo_path)
+    params = sum(p.numel() for p in model.parameters())
+    t_load = time.monotonic() - t0
+    log.info("restored %s (%.1f M params) in %.1f s", spec.model_class, params / 1e6, t_load)
+
+    t0 = time.monotonic()
+    ref, info = _references(model, spec, clips_dir)
+    np.savez(reference_dir / "reference.npz", **ref)
+    t_ref = time.monotonic() - t0
+    for c in info["clips"]:
+        log.info("NeMo greedy %s: %r", c["name"], c["nemo_text"])
+
+    t0 = time.monotonic()
+    files = _export_encoder(model, bundle_dir)
+    model.decoder.export(str(bundle_dir / "decoder.onnx"))
+    model.joint.export(str(bundle_dir / "joiner.onnx"))
+    files += ["decoder.onnx", "joiner.onnx", "tokens.txt"]
+    n_tokens = write_tokens(model, spec, bundle_dir / "tokens.txt")
+    t_export = time.monotonic() - t0
+
+    stray = sorted(p.name for p in bundle_dir.iterdir() if p.name not in files)
+    if stray:
+        raise RuntimeError(f"export left unexpected files in {bundle_dir}: {stray[:5]}")
+    sizes = {f: (bundle_dir / f).stat().st_size for f in files}
+    manifest = {
+        "nemo2sherpa": __version__,
+        "nemo_path": str(nemo_path),
+        "spec": spec.to_dict(),
+        "params": params,
+        "tokens": n_tokens,
+        "files": sizes,
+        "timings_s": {"restore": round(t_load, 2), "reference": round(t_ref, 2), "export": round(t_export, 2)},
+        **info,
+    }
+    (reference_dir / "export.json").write_text(json.dumps(manifest, indent=2))
+    for f, s in sizes.items():
+        log.info("%-16s %12s bytes", f, f"{s:,}")
+    log.info("export done: restore %.1f s, references %.1f s, export %.1f s", t_load, t_ref, t_export)
+    return manifest

@@ -1,0 +1,92 @@
+"""Stage 5, metadata (ONNX venv): the encoder metadata sherpa-onnx reads, derived from the spec.
+
+sherpa-onnx's NeMo transducer loader needs vocab_size (without blank), subsampling_factor,
+pred_rnn_layers, pred_hidden; feat_dim overrides the caller's; normalize_type must be
+"per_feature"; TDT decoding is switched on only when `url` contains "tdt".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from . import PIPELINE_VERSION, __version__
+from .modelspec import ModelSpec
+
+log = logging.getLogger("nemo2sherpa.metadata")
+
+REQUIRED_KEYS = ("vocab_size", "subsampling_factor", "pred_rnn_layers", "pred_hidden")
+ENCODERS = ("encoder.onnx", "encoder.int8.onnx", "encoder.fp16.onnx")
+
+
+def source_url(source: dict[str, Any]) -> str:
+    if source.get("repo_id"):
+        return f"https://huggingface.co/{source['repo_id']}"
+    return f"file://{source.get('path', '')}"
+
+
+def tdt_url(url: str, is_tdt: bool) -> str:
+    """sherpa-onnx switches on TDT iff the url contains "tdt": make that true exactly for TDT models."""
+    if is_tdt:
+        return url if "tdt" in url else f"{url}#tdt"
+    # A plain RNNT model whose name happens to contain "tdt" must not be decoded as TDT.
+    return url.replace("tdt", "t-d-t")
+
+
+def expected_metadata(spec: ModelSpec, source: dict[str, Any]) -> dict[str, str]:
+    rev = source.get("revision") or "unknown"
+    return {
+        "vocab_size": str(spec.vocab_size),
+        "subsampling_factor": str(spec.subsampling_factor),
+        "pred_rnn_layers": str(spec.pred_rnn_layers),
+        "pred_hidden": str(spec.pred_hidden),
+        "feat_dim": str(spec.feat_dim),
+        "normalize_type": spec.normalize_type,
+        "model_type": spec.model_class,
+        "version": PIPELINE_VERSION,
+        "model_author": "NeMo",
+        "url": tdt_url(source_url(source), spec.is_tdt),
+        "comment": (
+            f"converted by nemo2sherpa {__version__} ({PIPELINE_VERSION}) from {source.get('name', '?')}@{rev}; "
+            f"{'TDT durations ' + str(list(spec.durations)) if spec.is_tdt else 'RNNT'}; "
+            f"blank id {spec.blank_id}"
+        ),
+    }
+
+
+def write_metadata(onnx_path: Path, meta: dict[str, str]) -> None:
+    """Replace an ONNX file's metadata in place, leaving external weights untouched."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=str(v))
+    tmp = onnx_path.with_name(onnx_path.name + ".tmp")
+    onnx.save_model(m, str(tmp))
+    os.replace(tmp, onnx_path)
+
+
+def read_metadata(onnx_path: Path) -> dict[str, str]:
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def apply_metadata(bundle: Path, spec: ModelSpec, source: dict[str, Any]) -> dict[str, Any]:
+    meta = expected_metadata(spec, source)
+    done = []
+    for name in ENCODERS:
+        p = Path(bundle) / name
+        if p.exists():
+            write_metadata(p, meta)
+            done.append(name)
+    if "encoder.onnx" not in done:
+        raise FileNotFoundError(f"{bundle}/encoder.onnx missing: run export first")
+    for k, v in meta.items():
+        log.info("metadata %-18s = %s", k, v)
+    log.info("metadata written to %s", ", ".join(done))
+    return {"metadata": meta, "files": done}

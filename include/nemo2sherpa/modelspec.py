@@ -1,0 +1,169 @@
+"""What a NeMo transducer checkpoint is, derived from its model config (never assumed).
+
+Pure Python: usable in every stage venv. `ModelSpec.from_config` takes the dict of a .nemo's
+`model_config.yaml`; export records the spec in `export.json` for the later stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import InputError
+
+TRANSDUCER_CLASSES = {
+    "EncDecRNNTBPEModel",
+    "EncDecRNNTModel",
+    "EncDecHybridRNNTCTCBPEModel",
+    "EncDecHybridRNNTCTCModel",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_class: str
+    feat_dim: int
+    vocab_size: int  # without blank
+    durations: tuple[int, ...]  # empty for plain RNNT
+    pred_hidden: int
+    pred_rnn_layers: int
+    enc_hidden: int
+    encoder_layers: int
+    subsampling_factor: int
+    normalize_type: str
+    sample_rate: int
+    hybrid: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_tdt(self) -> bool:
+        return len(self.durations) > 0
+
+    @property
+    def joiner_output_dim(self) -> int:
+        return self.vocab_size + 1 + len(self.durations)
+
+    @property
+    def blank_id(self) -> int:
+        return self.vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["durations"] = list(self.durations)
+        d["is_tdt"] = self.is_tdt
+        d["joiner_output_dim"] = self.joiner_output_dim
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["durations"] = tuple(kw.get("durations", ()))
+        return cls(**kw)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], target: str | None = None) -> ModelSpec:
+        """Derive the spec from a NeMo model config (the dict of model_config.yaml)."""
+        target = target or cfg.get("target") or cfg.get("_target_") or ""
+        model_class = target.rsplit(".", 1)[-1] if target else _guess_class(cfg)
+        if model_class not in TRANSDUCER_CLASSES:
+            raise InputError(
+                f"checkpoint is a {model_class or 'model of unknown class'}, not a transducer "
+                f"(RNNT/TDT): nemo2sherpa converts EncDecRNNTBPEModel / EncDecHybridRNNTCTCBPEModel "
+                f"checkpoints such as nvidia/parakeet-tdt-1.1b; pick one of those"
+            )
+        pre = cfg.get("preprocessor") or {}
+        enc = cfg.get("encoder") or {}
+        dec = cfg.get("decoder") or {}
+        joint = cfg.get("joint") or {}
+        prednet = dec.get("prednet") or {}
+        decoding = cfg.get("decoding") or {}
+        loss = cfg.get("loss") or {}
+        defaults = cfg.get("model_defaults") or {}
+
+        durations = decoding.get("durations") or (loss.get("tdt_kwargs") or {}).get("durations") or []
+        if not durations and decoding.get("model_type") == "tdt":
+            durations = defaults.get("tdt_durations") or []
+        num_extra = int(joint.get("num_extra_outputs") or 0)
+        if durations and num_extra != len(durations):
+            raise InputError(
+                f"inconsistent TDT config: {len(durations)} durations {list(durations)} but the joint "
+                f"has num_extra_outputs={num_extra}; the checkpoint's config is damaged"
+            )
+        vocab = dec.get("vocab_size") or joint.get("num_classes")
+        if vocab is None:
+            vocabulary = joint.get("vocabulary") or []
+            vocab = len(vocabulary) if vocabulary else None
+        if vocab is None:
+            raise InputError("model config has no decoder.vocab_size / joint.num_classes: cannot size tokens.txt")
+        normalize = pre.get("normalize")
+        return cls(
+            model_class=model_class,
+            feat_dim=int(pre.get("features") or enc.get("feat_in")),
+            vocab_size=int(vocab),
+            durations=tuple(int(d) for d in durations),
+            pred_hidden=int(prednet.get("pred_hidden") or defaults.get("pred_hidden")),
+            pred_rnn_layers=int(prednet.get("pred_rnn_layers", 1)),
+            enc_hidden=int(enc.get("d_model")),
+            encoder_layers=int(enc.get("n_layers")),
+            subsampling_factor=int(enc.get("subsampling_factor", 1)),
+            normalize_type=str(normalize) if normalize else "",
+            sample_rate=int(cfg.get("sample_rate") or pre.get("sample_rate") or 16000),
+            hybrid="Hybrid" in model_class,
+        )
+
+
+def _guess_class(cfg: dict[str, Any]) -> str:
+    if "aux_ctc" in cfg and "joint" in cfg:
+        return "EncDecHybridRNNTCTCBPEModel"
+    if "joint" in cfg:
+        return "EncDecRNNTBPEModel"
+    dec = (cfg.get("decoder") or {}).get("_target_", "")
+    if "ConvASRDecoder" in dec:
+        return "EncDecCTCModelBPE"
+    return ""
+
+
+def safe_nemo_members(path: Path) -> list[tarfile.TarInfo]:
+    """List a .nemo archive's members, refusing anything that escapes the extraction dir."""
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise InputError(
+            f"{path} is not a readable .nemo archive ({e}); re-download it (a truncated download is the usual cause)"
+        ) from None
+    with tf:
+        try:
+            members = tf.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise InputError(f"{path} is truncated or corrupt ({e}); re-download it") from None
+    for m in members:
+        p = PurePosixPath(m.name)
+        if p.is_absolute() or ".." in p.parts or m.issym() or m.islnk() or m.isdev():
+            raise InputError(
+                f"{path} has an unsafe member {m.name!r} (absolute path, '..', link or device): "
+                f"refusing to extract it; obtain the checkpoint from a trusted source"
+            )
+    return members
+
+
+def read_nemo_config(path: Path) -> dict[str, Any]:
+    """Read model_config.yaml out of a .nemo without NeMo (needs PyYAML)."""
+    import yaml
+
+    members = safe_nemo_members(path)
+    cfg_members = [m for m in members if PurePosixPath(m.name).name == "model_config.yaml"]
+    if not cfg_members:
+        raise InputError(f"{path} has no model_config.yaml: it is not a NeMo checkpoint")
+    with tarfile.open(path, "r:*") as tf:
+        f = tf.extractfile(cfg_members[0])
+        assert f is not None
+        text = f.read().decode("utf-8")
+    cfg = yaml.safe_load(io.StringIO(text))
+    if not isinstance(cfg, dict):
+        raise InputError(f"{path}: model_config.yaml is not a mapping")
+    return cfg

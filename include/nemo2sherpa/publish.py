@@ -1,0 +1,101 @@
+"""Stage 7, publish: the bundle to s3://<bucket>/<prefix>/<model>/<revision>/, manifest last.
+
+Every object carries its sha256 in metadata; `manifest.json` (names, sizes, sha256s, source,
+pipeline version, gate summary) is uploaded only after every file is up and verified, so a
+reader that finds the manifest finds a complete bundle. Takes a boto3 S3 client: the caller
+decides where the credentials come from (an Airflow connection in the DAG).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from . import PIPELINE_VERSION, __version__
+from .source import sha256_file
+
+log = logging.getLogger("nemo2sherpa.publish")
+
+PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
+             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "validation.json")
+MANIFEST = "manifest.json"
+
+
+def bundle_key(prefix: str, model: str, revision: str) -> str:
+    parts = [p.strip("/") for p in (prefix, model, f"{revision}-{PIPELINE_VERSION}") if p and p.strip("/")]
+    return "/".join(parts)
+
+
+def _ensure_bucket(client, bucket: str, create: bool) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket", "NotFound") and create:
+            client.create_bucket(Bucket=bucket)
+            log.info("created bucket %s", bucket)
+        elif code in ("404", "NoSuchBucket", "NotFound"):
+            raise RuntimeError(f"bucket {bucket!r} does not exist; create it or set create_bucket") from None
+        elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise RuntimeError(f"S3 refused access to bucket {bucket!r} ({code}): check the connection's keys") from None
+        else:
+            raise
+
+
+def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
+                   summary: dict[str, Any] | None = None, create_bucket: bool = True) -> dict[str, Any]:
+    from boto3.s3.transfer import TransferConfig
+
+    bundle = Path(bundle)
+    _ensure_bucket(client, bucket, create_bucket)
+    cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+    files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
+    entries = []
+    t_all = time.monotonic()
+    for f in files:
+        digest = sha256_file(f)
+        size = f.stat().st_size
+        t0 = time.monotonic()
+        client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
+                           ExtraArgs={"Metadata": {"sha256": digest}})
+        dt = time.monotonic() - t0
+        head = client.head_object(Bucket=bucket, Key=f"{key}/{f.name}")
+        if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != digest:
+            raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
+        log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s", f.name, f"{size:,}", size / 1e6 / max(dt, 1e-6), digest[:16])
+        entries.append({"name": f.name, "size": size, "sha256": digest})
+    manifest = {
+        "format": "nemo2sherpa-bundle/1",
+        "nemo2sherpa": __version__,
+        "pipeline_version": PIPELINE_VERSION,
+        "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "revision", "sha256", "size")},
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": entries,
+        "summary": summary or {},
+    }
+    body = json.dumps(manifest, indent=2).encode()
+    (bundle / MANIFEST).write_bytes(body)
+    client.put_object(Bucket=bucket, Key=f"{key}/{MANIFEST}", Body=body, ContentType="application/json")
+    uris = [f"s3://{bucket}/{key}/{e['name']}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}"]
+    log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
+             time.monotonic() - t_all)
+    return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries}
+
+
+def verify_download(local_dir: Path) -> list[str]:
+    """Check every file listed in a downloaded manifest.json; returns the names verified."""
+    local_dir = Path(local_dir)
+    manifest = json.loads((local_dir / MANIFEST).read_text())
+    bad = []
+    for e in manifest["files"]:
+        p = local_dir / e["name"]
+        if not p.exists() or p.stat().st_size != e["size"] or sha256_file(p) != e["sha256"]:
+            bad.append(e["name"])
+    if bad:
+        raise RuntimeError(f"files that do not match manifest.json: {bad}")
+    return [e["name"] for e in manifest["files"]]

@@ -1,0 +1,101 @@
+"""Stage 1, source (download venv): resolve a registry name, Hugging Face repo id or local path.
+
+Returns a small manifest: where the .nemo lies, its revision (a Hub commit sha, or for a local
+file `sha256:<first 16 hex>` of its content), size and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .registry import load_registry
+
+log = logging.getLogger("nemo2sherpa.source")
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def classify(source: str) -> tuple[str, str]:
+    """('registry'|'local'|'hub', value). Refuses what is none of them, with the fix."""
+    source = (source or "").strip()
+    if not source:
+        raise InputError("source is empty: give a registry name (e.g. parakeet-tdt-1.1b), a repo id "
+                         "(nvidia/parakeet-tdt-1.1b) or a path to a .nemo file")
+    reg = load_registry()
+    if source in reg:
+        return "registry", source
+    if source.startswith("s3://"):
+        raise InputError(f"{source}: s3:// sources are not supported yet; download the .nemo and give its path")
+    p = Path(source).expanduser()
+    if source.endswith(".nemo") or source.startswith(("/", ".", "~")):
+        if not p.is_file():
+            raise InputError(f"{source}: no such .nemo file; check the path (it must be readable by the worker)")
+        if p.suffix != ".nemo":
+            raise InputError(f"{source}: not a .nemo file; give the path of a NeMo checkpoint (*.nemo)")
+        return "local", str(p.resolve())
+    if REPO_ID.match(source):
+        return "hub", source
+    raise InputError(f"{source!r} is neither a registry model ({', '.join(sorted(reg))}), a Hugging Face repo id "
+                     f"(owner/name) nor a path to a .nemo file")
+
+
+def resolve_source(source: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+    kind, value = classify(source)
+    if kind == "registry":
+        entry = load_registry()[value]
+        return {**resolve_source(entry["repo_id"], revision or entry.get("revision"), download_dir), "name": value}
+    if kind == "local":
+        p = Path(value)
+        t0 = time.monotonic()
+        digest = sha256_file(p)
+        log.info("local checkpoint %s: %s bytes, sha256 %s (%.1f s)", p, f"{p.stat().st_size:,}", digest,
+                 time.monotonic() - t0)
+        return {"kind": "local", "name": p.stem, "path": str(p), "revision": f"sha256-{digest[:16]}",
+                "sha256": digest, "size": p.stat().st_size}
+    return download_hub(value, revision, download_dir)
+
+
+def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    api = HfApi()
+    try:
+        info = api.model_info(repo_id, revision=revision or "main", files_metadata=True)
+    except RepositoryNotFoundError:
+        raise InputError(f"{repo_id}: no such Hugging Face repo (or it is private: set the hf token)") from None
+    except RevisionNotFoundError:
+        raise InputError(f"{repo_id}: revision {revision!r} not found; give a branch, tag or commit sha") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise InputError(f"{repo_id}: the Hub could not be reached ({e}); check the network or HF_ENDPOINT") from None
+    nemo = [s for s in info.siblings or [] if s.rfilename.endswith(".nemo")]
+    if not nemo:
+        raise InputError(f"{repo_id}@{info.sha}: the repo has no .nemo file; nemo2sherpa converts NeMo checkpoints")
+    f = nemo[0]
+    t0 = time.monotonic()
+    path = Path(hf_hub_download(repo_id, f.rfilename, revision=info.sha, local_dir=str(download_dir)))
+    dt = time.monotonic() - t0
+    size = path.stat().st_size
+    digest = sha256_file(path)
+    want = getattr(getattr(f, "lfs", None), "sha256", None)
+    if want and want != digest:
+        path.unlink()
+        raise InputError(f"{repo_id}/{f.rfilename}: sha256 {digest} != Hub's {want}; the download is corrupt, retry")
+    log.info("downloaded %s/%s@%s: %s bytes in %.1f s (%.1f MB/s)", repo_id, f.rfilename, info.sha, f"{size:,}", dt,
+             size / 1e6 / max(dt, 1e-6))
+    return {"kind": "hub", "name": repo_id.split("/")[-1], "repo_id": repo_id, "path": str(path),
+            "revision": info.sha, "sha256": digest, "size": size}
