@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .audio import fixed_length, load_clips, read_wav
-
 log = logging.getLogger("nemo2sherpa.benchmark")
 
 
 def _stats(times: list[float], seconds: float) -> dict[str, float]:
+    import numpy as np
+
     a = np.asarray(times)
     return {"p50_s": round(float(np.percentile(a, 50)), 5), "p95_s": round(float(np.percentile(a, 95)), 5),
             "rtf_p50": round(float(np.percentile(a, 50)) / seconds, 5), "runs": len(times)}
@@ -31,6 +29,7 @@ def _stats(times: list[float], seconds: float) -> dict[str, float]:
 
 def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, threads: int) -> dict[str, Any]:
     """In-process (call it from a child process): sherpa-onnx CPU latency per clip length."""
+    from .audio import fixed_length, load_clips, read_wav
     from .sherpa import recognizer
 
     speech, rate = read_wav(load_clips()[0].path)
@@ -57,6 +56,7 @@ def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, thre
 
 def ort_cuda(bundle: Path, variant: str, lengths: list[float], runs: int, spec: dict[str, Any]) -> dict[str, Any]:
     """onnxruntime CUDA EP over the greedy decoder, on random NeMo-shaped features."""
+    import numpy as np
     import onnxruntime as ort
 
     from .decode import GreedyDecoder, Sessions

@@ -65,7 +65,8 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
                            ExtraArgs={"Metadata": {"sha256": digest}})
         dt = time.monotonic() - t0
         head = client.head_object(Bucket=bucket, Key=f"{key}/{f.name}")
-        if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != digest:
+        meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()}  # some servers capitalise keys
+        if head["ContentLength"] != size or meta.get("sha256") != digest:
             raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
         log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s", f.name, f"{size:,}", size / 1e6 / max(dt, 1e-6), digest[:16])
         entries.append({"name": f.name, "size": size, "sha256": digest})

@@ -37,13 +37,16 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None) -> dict[str, Any]
             partial = scratch / dst.name
             external = name == "encoder" and (bundle / "encoder.weights").exists()
             t0 = time.monotonic()
-            quantize_dynamic(
-                model_input=str(src),
-                model_output=str(partial),
-                weight_type=QuantType.QUInt8,
-                use_external_data_format=external,
-                op_types_to_quantize=["MatMul", "Gemm"] if name != "encoder" else None,
-            )
+            logging.disable(logging.INFO)  # onnxruntime logs one root INFO line per tensor
+            try:
+                quantize_dynamic(
+                    model_input=str(src),
+                    model_output=str(partial),
+                    weight_type=QuantType.QUInt8,
+                    use_external_data_format=external,
+                )
+            finally:
+                logging.disable(logging.NOTSET)
             extra = [p for p in scratch.iterdir() if p.name != dst.name and p.is_file() and p.parent == scratch]
             if partial.stat().st_size > 2**31 - 1 or (external and extra):
                 raise RuntimeError(f"{dst.name} would need external data; not supported yet")

@@ -1,0 +1,58 @@
+# nemo2sherpa: two set-up commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+PYTHON ?= python3.11
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+
+export AIRFLOW_HOME ?= $(ROOT)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM := 4
+export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
+export NEMO2SHERPA_VENV_CACHE ?= $(ROOT)/.cache/venvs
+export NEMO2SHERPA_WORKSPACE ?= $(ROOT)/.workspace
+# uv ignores pip's config: hand it pip's find-links (where the local CPU torch wheel lies) and
+# never let it download a Python of its own.
+export UV_FIND_LINKS ?= $(shell pip config get global.find-links 2>/dev/null || true)
+export UV_PYTHON_DOWNLOADS := never
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONPATH := $(ROOT)/include
+
+.PHONY: venv demo test convert up down fixtures clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q uv==0.13.8 2>&1 | grep -v "is ignored" || true
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## make demo: local S3 server + one DAG run on the embedded tiny model; prints URIs and figures.
+demo: venv
+	$(PY) scripts/demo.py
+
+## make test: the whole suite (CI runs this).
+test: venv
+	$(PY) -m pytest -ra tests
+
+## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8]
+convert: venv
+	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
+	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(or $(VARIANTS),fp32,int8)"
+
+## make up / make down: Airflow (UI on 127.0.0.1:8080) + S3 server on loopback.
+up: venv
+	$(PY) scripts/stack.py up
+down: venv
+	$(PY) scripts/stack.py down
+
+## make fixtures: rebuild the committed tiny model and clips (needs espeak-ng and sox).
+fixtures: venv
+	tests/fixtures/make_clips.sh
+	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/build_tiny_model.py --out tests/fixtures/tiny-tdt.nemo
+
+clean:
+	rm -rf .workspace .demo .airflow

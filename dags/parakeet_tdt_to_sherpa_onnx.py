@@ -1,0 +1,209 @@
+"""parakeet_tdt_to_sherpa_onnx: NeMo Parakeet-TDT checkpoint -> validated sherpa-onnx bundle on S3.
+
+Thin on purpose: params, wiring, venvs. The work is in include/nemo2sherpa (no Airflow there).
+Heavy stages run in cached virtualenvs built from include/nemo2sherpa/requirements/*.txt; big
+files move through a per-run workspace folder, XCom carries small manifests only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
+if INCLUDE not in sys.path:
+    sys.path.insert(0, INCLUDE)
+
+from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
+from nemo2sherpa.registry import load_registry  # noqa: E402
+
+DAG_ID = "parakeet_tdt_to_sherpa_onnx"
+WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve().parents[1] / ".workspace"))
+VENV_CACHE = str(venvs.default_cache())
+BENCHMARK_QUEUE = os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")
+REGISTRY = sorted(load_registry())
+
+VENV = dict(venv_cache_path=VENV_CACHE, system_site_packages=False, expect_airflow=False,
+            retries=1, retry_delay=timedelta(seconds=30))
+
+PARAMS = {
+    "source": Param(
+        "parakeet-tdt-1.1b", type="string", minLength=1, title="Source",
+        description=f"A registry model ({', '.join(REGISTRY)}), a Hugging Face repo id (owner/name) "
+                    "or the path of a .nemo file readable by the workers.",
+        examples=REGISTRY,
+    ),
+    "revision": Param(None, type=["null", "string"], title="Revision",
+                      description="Hub branch, tag or commit sha (recorded as the commit sha). Empty: the registry's "
+                                  "pin, else main. Ignored for local files (their sha256 is the revision)."),
+    "variants": Param(["fp32", "int8"], type="array", title="Variants",
+                      items={"type": "string", "enum": ["fp32", "int8"]}, minItems=1, uniqueItems=True,
+                      description="Which bundles to build and publish. fp32 is always built (int8 is made from it)."),
+    "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
+                         description="Airflow connection (type aws) to the S3-compatible store; put a custom "
+                                     "endpoint in its extra as endpoint_url."),
+    "bucket": Param("nemo2sherpa", type="string", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="Bucket",
+                    description="S3 bucket (created if missing)."),
+    "prefix": Param("bundles", type="string", pattern=r"^[A-Za-z0-9._/-]*$", title="Key prefix",
+                    description="Bundles go to s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/."),
+    "gpu_benchmark": Param(False, type="boolean", title="GPU benchmark",
+                           description="Also benchmark with onnxruntime's CUDA provider; recorded as skipped, "
+                                       "with the reason, where no CUDA provider is available."),
+    "benchmark_lengths": Param([2, 5, 10], type="array", items={"type": "number", "exclusiveMinimum": 0},
+                               minItems=1, title="Benchmark clip lengths (s)"),
+    "force": Param(False, type="boolean", title="Force",
+                   description="Re-convert and re-publish even if this bundle's manifest is already published."),
+}
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    catchup=False,
+    params=PARAMS,
+    tags=["nemo2sherpa", "asr", "sherpa-onnx"],
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+)
+def parakeet_tdt_to_sherpa_onnx():
+    @task(retries=1)
+    def plan() -> dict:
+        """Check the params (bad input fails here, once, with the fix) and lay out the run's workspace."""
+        from airflow.exceptions import AirflowFailException
+
+        from nemo2sherpa.errors import InputError
+        from nemo2sherpa.source import classify
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        try:
+            classify(p["source"])
+        except InputError as e:
+            raise AirflowFailException(str(e)) from None
+        variants = sorted(set(p["variants"]) | {"fp32"})
+        ws = Path(WORKSPACE) / DAG_ID / _safe(ctx["run_id"])
+        layout = {"include_dir": INCLUDE, "ws": str(ws), "download": str(ws / "download"), "bundle": str(ws / "bundle"),
+                  "reference": str(ws / "reference"), "variants": variants, "source": p["source"],
+                  "revision": p["revision"], "gpu": bool(p["gpu_benchmark"]),
+                  "lengths": [float(x) for x in p["benchmark_lengths"]]}
+        ws.mkdir(parents=True, exist_ok=True)
+        print(f"workspace {ws}; variants {variants}; pipeline {PIPELINE_VERSION}")
+        return layout
+
+    @task.virtualenv(task_id="source", requirements=venvs.requirements("download"), **VENV)
+    def source(plan: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        return run_stage("source", source=plan["source"], revision=plan["revision"], download_dir=plan["download"])
+
+    @task.virtualenv(task_id="export", requirements=venvs.requirements("nemo"), **VENV)
+    def export(plan: dict, src: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        return run_stage("export", nemo=src["path"], bundle=plan["bundle"], reference=plan["reference"])
+
+    @task.virtualenv(task_id="validate_export", requirements=venvs.requirements("onnx"), **VENV)
+    def validate_export(plan: dict, exported: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        return run_stage("validate", bundle=plan["bundle"], reference=plan["reference"], variants=["fp32"], mode="pre")
+
+    @task.virtualenv(task_id="quantize", requirements=venvs.requirements("onnx"), **VENV)
+    def quantize(plan: dict, checked: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        if "int8" not in plan["variants"]:
+            print("int8 not requested: nothing to quantize")
+            return {}
+        return run_stage("quantize", bundle=plan["bundle"])
+
+    @task.virtualenv(task_id="metadata", requirements=venvs.requirements("onnx"), **VENV)
+    def metadata(plan: dict, src: dict, quantized: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        return run_stage("metadata", bundle=plan["bundle"], reference=plan["reference"], source=src)
+
+    @task.virtualenv(task_id="validate", requirements=venvs.requirements("onnx"), **VENV)
+    def validate(plan: dict, src: dict, meta: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        return run_stage("validate", bundle=plan["bundle"], reference=plan["reference"], variants=plan["variants"],
+                         mode="full", source=src, report=plan["bundle"] + "/validation.json")
+
+    @task.virtualenv(task_id="benchmark", requirements=venvs.requirements("onnx"), queue=BENCHMARK_QUEUE, **VENV)
+    def benchmark(plan: dict, validated: dict) -> dict:
+        import sys
+
+        sys.path.insert(0, plan["include_dir"])
+        from nemo2sherpa.cli import run_stage, setup_logging
+
+        setup_logging()
+        return run_stage("benchmark", bundle=plan["bundle"], reference=plan["reference"], variants=plan["variants"],
+                         lengths=plan["lengths"], gpu=plan["gpu"], out=plan["bundle"] + "/benchmark.json")
+
+    @task(retries=2, retry_delay=timedelta(seconds=20))
+    def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
+        """Upload with sha256s, manifest last; skip if this exact bundle is already published (unless force)."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle
+
+        p = get_current_context()["params"]
+        hook = S3Hook(aws_conn_id=p["aws_conn_id"])
+        client = hook.get_conn()
+        key = bundle_key(p["prefix"], src["name"], src["revision"])
+        if not p["force"] and hook.check_for_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]):
+            print(f"s3://{p['bucket']}/{key}/ already published (manifest present): up to date; set force to redo")
+            return {"uri": f"s3://{p['bucket']}/{key}/", "skipped": True, "objects": []}
+        summary = {"validation": validated, "benchmark_p50_s": bench}
+        out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary)
+        print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
+        print(f"local bundle folder: {plan['bundle']}")
+        return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False}
+
+    pl = plan()
+    src = source(pl)
+    exp = export(pl, src)
+    chk = validate_export(pl, exp)
+    q = quantize(pl, chk)
+    meta = metadata(pl, src, q)
+    val = validate(pl, src, meta)
+    bench = benchmark(pl, val)
+    publish(pl, src, val, bench)
+
+
+parakeet_tdt_to_sherpa_onnx()

@@ -1,0 +1,90 @@
+"""`make demo`: the main job on the embedded default, end to end, on this machine.
+
+Starts a real S3-compatible server on 127.0.0.1 (rclone serve s3, data under .demo/s3), creates
+the bucket, runs the DAG once (`airflow dags test`) on the tiny Parakeet-TDT fixture, stops the
+server whatever happens, and prints the S3 URIs, the local folder holding the published files,
+the validation figures and the benchmark table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "include"))
+
+from s3server import S3Server  # noqa: E402
+
+DAG_ID = "parakeet_tdt_to_sherpa_onnx"
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"
+BUCKET = "nemo2sherpa"
+
+
+def airflow_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+    env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def run_dag(env: dict[str, str], conf: dict, log_path: Path) -> int:
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log:
+        proc = subprocess.run([airflow, "dags", "test", DAG_ID, "-c", json.dumps(conf)], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    return proc.returncode
+
+
+def main() -> int:
+    demo = ROOT / ".demo"
+    demo.mkdir(exist_ok=True)
+    log_path = demo / "dag-test.log"
+    conf = {"source": str(FIXTURE), "bucket": BUCKET, "prefix": "bundles", "benchmark_lengths": [2, 5],
+            "variants": ["fp32", "int8"], "force": True}
+    t0 = time.monotonic()
+    with S3Server(demo / "s3", log=demo / "rclone-s3.log") as s3:
+        print(f"S3 server: {s3.endpoint} (rclone serve s3, data in {s3.root})")
+        s3.client().create_bucket(Bucket=BUCKET) if BUCKET not in [b["Name"] for b in s3.client().list_buckets()["Buckets"]] else None
+        env = airflow_env({"AIRFLOW_CONN_AWS_DEFAULT": s3.airflow_conn()})
+        print(f"running DAG {DAG_ID} on {FIXTURE.name} (log: {log_path}) ...", flush=True)
+        rc = run_dag(env, conf, log_path)
+        text = log_path.read_text(errors="replace")
+        if rc != 0 or "published:" not in text:
+            print("\n".join(text.splitlines()[-60:]))
+            print(f"DAG run FAILED (exit {rc}); full log: {log_path}", file=sys.stderr)
+            return 1
+        objs = s3.client().list_objects_v2(Bucket=BUCKET, Prefix="bundles/")["Contents"]
+        manifests = sorted((o for o in objs if o["Key"].endswith("/manifest.json")), key=lambda o: o["LastModified"])
+        key = manifests[-1]["Key"].rsplit("/", 1)[0]
+        manifest = json.loads(s3.client().get_object(Bucket=BUCKET, Key=f"{key}/manifest.json")["Body"].read())
+    # The server is stopped here; its files stay on disk.
+    folder = demo / "s3" / BUCKET / key
+    print(f"\nDAG run succeeded in {time.monotonic() - t0:.0f} s.\n\nS3 URIs:")
+    for f in manifest["files"] + [{"name": "manifest.json", "size": (folder / 'manifest.json').stat().st_size}]:
+        print(f"  s3://{BUCKET}/{key}/{f['name']:<20} {f['size']:>12,} bytes")
+    print(f"\nlocal folder with the published files: {folder}")
+    val = json.loads((folder / "validation.json").read_text())
+    print(f"\nvalidation: {len(val['gates'])} gates, {'all passed' if val['passed'] else 'FAILED'}")
+    for v, r in val["variants"].items():
+        d = r["max_abs_diff"]
+        print(f"  {v}: max abs diff vs PyTorch encoder {d['encoder']:.2e} decoder {d['decoder']:.2e} "
+              f"joiner {d['joiner']:.2e}; greedy token match vs NeMo {r['decoding']['token_match_rate']:.2%}")
+    from nemo2sherpa.benchmark import table
+
+    print("\nbenchmark (sherpa-onnx, CPU, warm-up excluded):")
+    print(table(json.loads((folder / "benchmark.json").read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
