@@ -55,7 +55,8 @@ PARAMS = {
                            description="Also benchmark with onnxruntime's CUDA provider; recorded as skipped, "
                                        "with the reason, where no CUDA provider is available."),
     "benchmark_lengths": Param([2, 5, 10], type="array", items={"type": "number", "exclusiveMinimum": 0},
-                               minItems=1, title="Benchmark clip lengths (s)"),
+                               minItems=1, title="Benchmark clip lengths (s)",
+                               description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
     "force": Param(False, type="boolean", title="Force",
                    description="Re-convert and re-publish even if this bundle's manifest is already published."),
 }
@@ -79,7 +80,7 @@ def parakeet_tdt_to_sherpa_onnx():
     @task(retries=1)
     def plan() -> dict:
         """Check the params (bad input fails here, once, with the fix) and lay out the run's workspace."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from nemo2sherpa.errors import InputError
         from nemo2sherpa.source import classify

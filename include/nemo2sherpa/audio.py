@@ -1,12 +1,10 @@
-"""Evaluation clips: 16 kHz mono 16-bit WAV files with reference texts (stdlib + numpy only)."""
+"""Evaluation clips: 16 kHz mono 16-bit WAV files with reference texts (stdlib; numpy where samples are read)."""
 
 from __future__ import annotations
 
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 DEFAULT_CLIPS = Path(__file__).resolve().parent / "data" / "clips"
 
@@ -30,8 +28,10 @@ def load_clips(clips_dir: Path | None = None) -> list[Clip]:
     return clips
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
+def read_wav(path: Path):
     """Samples as float32 in [-1, 1] and the sample rate; refuses anything but mono 16-bit PCM."""
+    import numpy as np
+
     with wave.open(str(path), "rb") as w:
         if w.getnchannels() != 1 or w.getsampwidth() != 2:
             raise ValueError(f"{path}: need mono 16-bit PCM, got {w.getnchannels()} ch x {8 * w.getsampwidth()} bit")
@@ -40,8 +40,10 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return data.astype(np.float32) / 32768.0, rate
 
 
-def fixed_length(samples: np.ndarray, rate: int, seconds: float) -> np.ndarray:
+def fixed_length(samples, rate: int, seconds: float):
     """Tile (or cut) speech to an exact length, for latency by clip length."""
+    import numpy as np
+
     n = int(round(seconds * rate))
     reps = int(np.ceil(n / max(1, len(samples))))
     return np.tile(samples, reps)[:n].astype(np.float32)

@@ -1,0 +1,90 @@
+"""Shared fixtures: the real stage venvs (the DAG's own), a converted tiny bundle, a real S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INCLUDE = ROOT / "include"
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"
+for p in (INCLUDE, ROOT / "scripts"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+# Airflow reads its config at import: set it before any test imports airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".cache" / "airflow-test"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("NEMO2SHERPA_VENV_CACHE", str(ROOT / ".cache" / "venvs"))
+os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+from nemo2sherpa import venvs  # noqa: E402
+from s3server import S3Server  # noqa: E402
+
+
+def stage_python(name: str) -> Path:
+    return venvs.ensure(name) / "bin" / "python"
+
+
+def run_cli(venv: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(stage_python(venv)), "-m", "nemo2sherpa", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(INCLUDE)})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nemo2sherpa {args[0]} exit {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def source_manifest(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("source")
+    m = last_json(run_cli("download", "source", "--source", str(FIXTURE), "--download-dir", str(d)))
+    path = d / "source.json"
+    path.write_text(json.dumps(m))
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> Path:
+    """export of the tiny fixture: <dir>/bundle (fp32 ONNX + tokens) and <dir>/reference."""
+    d = tmp_path_factory.mktemp("exported")
+    run_cli("nemo", "export", "--nemo", str(FIXTURE), "--bundle", str(d / "bundle"), "--reference", str(d / "reference"))
+    return d
+
+
+@pytest.fixture(scope="session")
+def full_bundle(exported, source_manifest, tmp_path_factory) -> Path:
+    """exported + quantized + metadata: a complete bundle (a copy: tests may not touch `exported`)."""
+    d = tmp_path_factory.mktemp("full")
+    shutil.copytree(exported / "bundle", d / "bundle")
+    shutil.copytree(exported / "reference", d / "reference")
+    run_cli("onnx", "quantize", "--bundle", str(d / "bundle"))
+    run_cli("onnx", "metadata", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"),
+            "--source-json", str(source_manifest))
+    return d
+
+
+@pytest.fixture()
+def s3(tmp_path):
+    with S3Server(tmp_path / "s3", log=tmp_path / "rclone.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated Airflow metadata DB (sqlite) under AIRFLOW_HOME."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
+    return os.environ["AIRFLOW_HOME"]

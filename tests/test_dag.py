@@ -1,0 +1,66 @@
+"""DAG integrity: imports cleanly, validated params, retries everywhere, heavy stages in venvs."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+from nemo2sherpa import venvs
+
+DAG_ID = "parakeet_tdt_to_sherpa_onnx"
+HEAVY = {"source": "download", "export": "nemo", "validate_export": "onnx", "quantize": "onnx",
+         "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags[DAG_ID]
+
+
+def test_wiring(dag):
+    assert set(dag.task_ids) == {"plan", "publish", *HEAVY}
+    order = ["plan", "source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark", "publish"]
+    for a, b in zip(order, order[1:]):
+        assert a in dag.get_task(b).upstream_task_ids, f"{a} -> {b}"
+
+
+def test_every_task_has_retries(dag):
+    for t in dag.tasks:
+        assert t.retries >= 1, t.task_id
+
+
+def test_heavy_tasks_are_cached_virtualenv_tasks(dag):
+    from airflow.providers.standard.operators.python import PythonVirtualenvOperator
+
+    for task_id, venv in HEAVY.items():
+        t = dag.get_task(task_id)
+        assert isinstance(t, PythonVirtualenvOperator), task_id
+        assert t.venv_cache_path and not t.system_site_packages
+        assert sorted(t.requirements) == venvs.requirements(venv)
+    assert dag.get_task("benchmark").queue == "gpu"
+
+
+def test_cli_venvs_are_the_dag_venvs(dag):
+    """`make convert` must reuse the exact venvs the DAG's tasks build: same hash as the operator's."""
+    for task_id, venv in HEAVY.items():
+        digest, text = dag.get_task(task_id)._calculate_cache_hash()
+        assert (digest, text) == venvs.hash_data(venvs.requirements(venv)), task_id
+
+
+def test_params_schema_rejects_bad_input(dag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    p = dag.params
+    assert set(p) >= {"source", "revision", "variants", "aws_conn_id", "bucket", "prefix", "gpu_benchmark", "force"}
+    for name in p:
+        assert p.get_param(name).description, f"{name} has no description for the form"
+    assert "parakeet-tdt-1.1b" in p.get_param("source").schema["examples"]
+    for name, bad in [("variants", ["fp16"]), ("variants", []), ("bucket", "Bad_Bucket!"), ("source", ""),
+                      ("gpu_benchmark", "yes")]:
+        with pytest.raises(ParamValidationError):
+            p.get_param(name).resolve(bad)
+    assert p.get_param("variants").resolve(["int8"]) == ["int8"]

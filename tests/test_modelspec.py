@@ -1,0 +1,76 @@
+"""Model facts come from the checkpoint's config; unsafe or non-transducer checkpoints are refused."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from conftest import FIXTURE
+from nemo2sherpa.errors import InputError
+from nemo2sherpa.metadata import tdt_url
+from nemo2sherpa.modelspec import ModelSpec, read_nemo_config, safe_nemo_members
+from nemo2sherpa.registry import load_registry
+from nemo2sherpa.source import classify
+
+
+def test_spec_from_fixture_config():
+    spec = ModelSpec.from_config(read_nemo_config(FIXTURE))
+    assert spec.model_class == "EncDecRNNTBPEModel"
+    assert (spec.feat_dim, spec.vocab_size, spec.durations) == (80, 64, (0, 1, 2, 3, 4))
+    assert (spec.pred_rnn_layers, spec.pred_hidden, spec.subsampling_factor) == (2, 64, 8)
+    assert spec.normalize_type == "per_feature"
+    assert spec.joiner_output_dim == 64 + 1 + 5 and spec.is_tdt
+
+
+def test_ctc_model_is_refused_naming_its_class():
+    cfg = {"target": "nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE", "preprocessor": {"features": 80}}
+    with pytest.raises(InputError, match="EncDecCTCModelBPE.*not a transducer"):
+        ModelSpec.from_config(cfg)
+
+
+def _tar_with(tmp_path, member: tarfile.TarInfo, data: bytes = b"x"):
+    p = tmp_path / "evil.nemo"
+    with tarfile.open(p, "w") as tf:
+        tf.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return p
+
+
+def test_path_traversal_and_links_refused_before_extraction(tmp_path):
+    m = tarfile.TarInfo("../../etc/evil")
+    m.size = 1
+    with pytest.raises(InputError, match="unsafe member"):
+        safe_nemo_members(_tar_with(tmp_path, m))
+    link = tarfile.TarInfo("model_config.yaml")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with pytest.raises(InputError, match="unsafe member"):
+        safe_nemo_members(_tar_with(tmp_path, link))
+
+
+def test_truncated_nemo_is_refused(tmp_path):
+    p = tmp_path / "cut.nemo"
+    p.write_bytes(FIXTURE.read_bytes()[:5000])
+    with pytest.raises(InputError, match="truncated|corrupt|not a readable"):
+        read_nemo_config(p)
+
+
+def test_url_switches_tdt_exactly_for_tdt_models():
+    assert "tdt" in tdt_url("file:///m/custom.nemo", True)
+    assert "tdt" not in tdt_url("https://huggingface.co/acme/rnnt-not-tdt", False)
+    assert tdt_url("https://huggingface.co/nvidia/parakeet-tdt-1.1b", True).endswith("parakeet-tdt-1.1b")
+
+
+def test_source_classification(tmp_path):
+    assert classify("parakeet-tdt-1.1b") == ("registry", "parakeet-tdt-1.1b")
+    assert classify("nvidia/parakeet-tdt-1.1b") == ("hub", "nvidia/parakeet-tdt-1.1b")
+    assert classify(str(FIXTURE))[0] == "local"
+    for bad, msg in [("", "empty"), ("/no/such/model.nemo", "no such .nemo"), ("not a model!", "neither")]:
+        with pytest.raises(InputError, match=msg):
+            classify(bad)
+
+
+def test_registry_has_the_target_models():
+    reg = load_registry()
+    assert reg["parakeet-tdt-1.1b"]["repo_id"] == "nvidia/parakeet-tdt-1.1b"
+    assert reg["parakeet-tdt-1.1b"]["feat_dim"] == 80

@@ -1,0 +1,47 @@
+"""publish against a real S3 server (rclone serve s3 on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nemo2sherpa.publish import bundle_key, publish_bundle, verify_download
+
+
+def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path):
+    src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
+    key = bundle_key("bundles", "tiny-tdt", "sha256-abc")
+    out = publish_bundle(s3.client(), full_bundle / "bundle", "nemo2sherpa", key, src)
+    assert out["objects"][-1].endswith("/manifest.json")
+    c = s3.client()
+    listed = {o["Key"].rsplit("/", 1)[1] for o in c.list_objects_v2(Bucket="nemo2sherpa", Prefix=key)["Contents"]}
+    assert {"encoder.onnx", "encoder.int8.onnx", "tokens.txt", "manifest.json"} <= listed
+    # Objects are files on the server's disk: download fresh and check every sha256.
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    for name in listed:
+        c.download_file("nemo2sherpa", f"{key}/{name}", str(dl / name))
+    assert set(verify_download(dl)) == listed - {"manifest.json"}
+    manifest = json.loads((dl / "manifest.json").read_text())
+    head = c.head_object(Bucket="nemo2sherpa", Key=f"{key}/encoder.onnx")
+    want = next(f["sha256"] for f in manifest["files"] if f["name"] == "encoder.onnx")
+    assert {k.lower(): v for k, v in head["Metadata"].items()}["sha256"] == want
+    # A tampered file is caught.
+    (dl / "tokens.txt").write_text("tampered\n")
+    with pytest.raises(RuntimeError, match="tokens.txt"):
+        verify_download(dl)
+
+
+def test_wrong_credentials_give_a_clear_error(full_bundle, s3):
+    import boto3
+
+    bad = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.key, aws_secret_access_key="wrong",
+                       region_name="us-east-1")
+    with pytest.raises(RuntimeError, match="refused access.*check the connection's keys"):
+        publish_bundle(bad, full_bundle / "bundle", "nemo2sherpa", "k", {"name": "x"})
+
+
+def test_missing_bucket_without_create_is_a_clear_error(full_bundle, s3):
+    with pytest.raises(RuntimeError, match="does not exist"):
+        publish_bundle(s3.client(), full_bundle / "bundle", "nobucket", "k", {"name": "x"}, create_bucket=False)
