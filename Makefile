@@ -15,7 +15,7 @@ export NEMO2SHERPA_VENV_CACHE ?= $(ROOT)/.cache/venvs
 export NEMO2SHERPA_WORKSPACE ?= $(ROOT)/.workspace
 # uv ignores pip's config: hand it pip's find-links (where the local CPU torch wheel lies) and
 # never let it download a Python of its own.
-export UV_FIND_LINKS ?= $(shell pip config get global.find-links 2>/dev/null || true)
+export UV_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>/dev/null))
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(ROOT)/include
