@@ -20,6 +20,8 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(ROOT)/include
 
+VARIANTS ?= fp32,int8
+
 .PHONY: venv demo test convert up down fixtures clean
 
 $(VENV)/.installed: requirements.txt
@@ -41,7 +43,7 @@ test: venv
 ## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8]
 convert: venv
 	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
-	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(or $(VARIANTS),fp32,int8)"
+	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)"
 
 ## make up / make down: Airflow (UI on 127.0.0.1:8080) + S3 server on loopback.
 up: venv

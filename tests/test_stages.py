@@ -138,3 +138,20 @@ def test_export_refuses_a_non_transducer_checkpoint(tmp_path):
     assert proc.returncode == 2
     assert "EncDecCTCModelBPE" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "b").exists()
+
+
+def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
+    """`make convert`: the whole chain without the scheduler; the bundle appears whole, no publish."""
+    out = tmp_path / "bundle"
+    proc = subprocess.run([sys.executable, "-m", "nemo2sherpa", "convert", str(FIXTURE), str(out), "--lengths", "1"],
+                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(INCLUDE)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["validation"]["passed"] and r["validation"]["token_match"]["fp32"] == 1.0
+    assert {"encoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt",
+            "validation.json", "benchmark.json"} <= {p.name for p in out.iterdir()}
+    assert not (tmp_path / ".bundle.work").exists()
+    # A second run into the same (now non-empty) folder is refused before any work.
+    again = subprocess.run([sys.executable, "-m", "nemo2sherpa", "convert", str(FIXTURE), str(out)],
+                           capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(INCLUDE)})
+    assert again.returncode == 2 and "not empty" in again.stderr.strip().splitlines()[-1]
