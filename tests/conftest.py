@@ -28,6 +28,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 from nemo2sherpa import venvs  # noqa: E402
+from nemo2sherpa.child import run_module  # noqa: E402
 from s3server import S3Server  # noqa: E402
 
 
@@ -36,8 +37,7 @@ def stage_python(name: str) -> Path:
 
 
 def run_cli(venv: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(stage_python(venv)), "-m", "nemo2sherpa", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(INCLUDE)})
+    proc = run_module(list(args), python=stage_python(venv), capture_output=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"nemo2sherpa {args[0]} exit {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import FIXTURE, INCLUDE, last_json, run_cli, stage_python
+from nemo2sherpa.child import run_module
 
 
 def test_export_writes_the_split_bundle(exported):
@@ -143,8 +144,7 @@ def test_export_refuses_a_non_transducer_checkpoint(tmp_path):
 def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     """`make convert`: the whole chain without the scheduler; the bundle appears whole, no publish."""
     out = tmp_path / "bundle"
-    proc = subprocess.run([sys.executable, "-m", "nemo2sherpa", "convert", str(FIXTURE), str(out), "--lengths", "1"],
-                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(INCLUDE)})
+    proc = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1"], capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["validation"]["passed"] and r["validation"]["token_match"]["fp32"] == 1.0
@@ -152,6 +152,5 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
             "validation.json", "benchmark.json"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / ".bundle.work").exists()
     # A second run into the same (now non-empty) folder is refused before any work.
-    again = subprocess.run([sys.executable, "-m", "nemo2sherpa", "convert", str(FIXTURE), str(out)],
-                           capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(INCLUDE)})
+    again = run_module(["convert", str(FIXTURE), str(out)], capture_output=True)
     assert again.returncode == 2 and "not empty" in again.stderr.strip().splitlines()[-1]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .child import run_module
 
 log = logging.getLogger("nemo2sherpa.benchmark")
 
@@ -92,11 +92,10 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
     bundle = Path(bundle)
     spec = json.loads((Path(reference_dir) / "export.json").read_text())["spec"]
     result: dict[str, Any] = {"clip_lengths_s": lengths, "runs": runs, "threads": threads, "cpu": {}, "gpu": {}}
-    include = str(Path(__file__).resolve().parents[1])
     for v in variants:
-        cmd = [sys.executable, "-m", "nemo2sherpa", "bench-sherpa", "--bundle", str(bundle), "--variant", v,
-               "--runs", str(runs), "--threads", str(threads), "--lengths", ",".join(f"{x:g}" for x in lengths)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": include})
+        proc = run_module(["bench-sherpa", "--bundle", str(bundle), "--variant", v, "--runs", str(runs),
+                           "--threads", str(threads), "--lengths", ",".join(f"{x:g}" for x in lengths)],
+                          capture_output=True)
         if proc.returncode != 0:
             raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}): {proc.stderr[-800:]}")
         result["cpu"][v] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -47,7 +47,7 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None) -> dict[str, Any]
                 )
             finally:
                 logging.disable(logging.NOTSET)
-            extra = [p for p in scratch.iterdir() if p.name != dst.name and p.is_file() and p.parent == scratch]
+            extra = [p for p in scratch.iterdir() if p.name != dst.name and p.is_file()]
             if partial.stat().st_size > 2**31 - 1 or (external and extra):
                 raise RuntimeError(f"{dst.name} would need external data; not supported yet")
             os.replace(partial, dst)  # atomic: a killed run never leaves a half-written int8 file

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,11 +49,10 @@ def decode_files(bundle: Path, variant: str, wavs: list[Path], threads: int = 2)
 def decode_in_subprocess(bundle: Path, variant: str, wavs: list[Path], threads: int = 2,
                          timeout: float = 600) -> dict[str, Any]:
     """Run sherpa-onnx on a bundle in a child process; report the child's death instead of dying."""
-    include = str(Path(__file__).resolve().parents[1])
-    cmd = [sys.executable, "-m", "nemo2sherpa", "sherpa-decode", "--bundle", str(bundle), "--variant", variant,
-           "--threads", str(threads), *[str(w) for w in wavs]]
-    env = {**__import__("os").environ, "PYTHONPATH": include}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    from .child import run_module
+
+    proc = run_module(["sherpa-decode", "--bundle", str(bundle), "--variant", variant, "--threads", str(threads),
+                       *[str(w) for w in wavs]], capture_output=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         return {"variant": variant, "ok": False, "exit_code": proc.returncode, "error": " | ".join(tail)}

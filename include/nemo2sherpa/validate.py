@@ -45,19 +45,21 @@ def _dtype(t: str) -> str:
     return t.replace("tensor(", "").replace(")", "")
 
 
-def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> bool:
+def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> Sessions | None:
+    """Structure gates; returns the variant's loaded sessions (for the parity gates) if all passed."""
     import onnx
-    import onnxruntime as ort
 
     ok = True
     for p in variant_files(bundle, variant):
         if not p.exists():
-            return r.gate(f"{variant}: {p.name} present", False, detail="file missing")
+            r.gate(f"{variant}: {p.name} present", False, detail="file missing")
+            return None
         try:
             onnx.checker.check_model(str(p))
         except Exception as e:  # noqa: BLE001 - checker raises several types
             ok &= r.gate(f"{variant}: onnx.checker {p.name}", False, detail=str(e)[:300])
-    enc, dec, join = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in variant_files(bundle, variant))
+    sessions = Sessions.load(bundle, variant)
+    enc, dec, join = sessions.encoder, sessions.decoder, sessions.joiner
     want = {
         "encoder": (enc, [("float", 3), ("int64", 1)], 2),
         "decoder": (dec, [("int32", 2), ("int32", 1), ("float", 3), ("float", 3)], 4),
@@ -83,7 +85,7 @@ def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> b
     want_v = spec.joiner_output_dim
     ok &= r.gate(f"{variant}: joiner output dim", out.shape[-1] == want_v, value=int(out.shape[-1]), threshold=want_v,
                  detail=f"vocab {spec.vocab_size} + blank + {len(spec.durations)} durations")
-    return ok
+    return sessions if ok else None
 
 
 def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
@@ -98,10 +100,8 @@ def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
     return ok
 
 
-def numeric_parity(bundle: Path, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray], r: Report,
+def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray], r: Report,
                    tol: float | None) -> dict[str, float]:
-    s = Sessions.load(bundle, variant)
-    dec = GreedyDecoder(s, spec.vocab_size, list(spec.durations))
     diffs: dict[str, float] = {}
     # Encoder, batch 2 with unequal odd lengths (falls back to one at a time if the graph is batch-1).
     feats, lens = ref["enc_in_features"], ref["enc_in_lengths"]
@@ -132,10 +132,8 @@ def numeric_parity(bundle: Path, variant: str, spec: ModelSpec, ref: dict[str, n
     return diffs
 
 
-def decoding_parity(bundle: Path, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray],
+def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray],
                     clips: list[dict[str, Any]]) -> dict[str, Any]:
-    s = Sessions.load(bundle, variant)
-    dec = GreedyDecoder(s, spec.vocab_size, list(spec.durations))
     exact, total_tokens, agree = 0, 0, 0
     per_clip = []
     for i, c in enumerate(clips):
@@ -187,11 +185,13 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
                detail="sherpa-onnx uses the duration index as the frame skip")
     for v in variants:
         vr: dict[str, Any] = {}
-        if not check_structure(bundle, v, spec, r):
+        sessions = check_structure(bundle, v, spec, r)
+        if sessions is None:
             result["variants"][v] = vr
             continue
-        vr["max_abs_diff"] = numeric_parity(bundle, v, spec, ref, r, FP32_TOL if v == "fp32" else INT8_TOL)
-        vr["decoding"] = decoding_parity(bundle, v, spec, ref, exp["clips"])
+        dec = GreedyDecoder(sessions, spec.vocab_size, list(spec.durations))
+        vr["max_abs_diff"] = numeric_parity(dec, v, spec, ref, r, FP32_TOL if v == "fp32" else INT8_TOL)
+        vr["decoding"] = decoding_parity(dec, spec, ref, exp["clips"])
         d = vr["decoding"]
         if v == "fp32":
             r.gate("fp32: greedy tokens == NeMo", d["exact_clips"] == d["clips"], value=d["token_match_rate"],
