@@ -20,6 +20,7 @@ if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
 from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
+from nemo2sherpa.pipeline import STEP_VENV  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -66,6 +67,22 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
 
 
+def _step(plan: dict, step: str, src: dict | None = None):
+    """Runs inside the step's virtualenv: imports nemo2sherpa from the project, not a copy."""
+    import sys
+
+    sys.path.insert(0, plan["include_dir"])
+    from nemo2sherpa.cli import setup_logging
+    from nemo2sherpa.pipeline import run_step
+
+    setup_logging()
+    return run_step(step, plan, src)
+
+
+def step_task(step: str, **kw):
+    return task.virtualenv(task_id=step, requirements=venvs.requirements(STEP_VENV[step]), **VENV, **kw)(_step)
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=None,
@@ -83,6 +100,7 @@ def parakeet_tdt_to_sherpa_onnx():
         from airflow.sdk.exceptions import AirflowFailException
 
         from nemo2sherpa.errors import InputError
+        from nemo2sherpa.pipeline import make_plan
         from nemo2sherpa.source import classify
 
         ctx = get_current_context()
@@ -91,90 +109,11 @@ def parakeet_tdt_to_sherpa_onnx():
             classify(p["source"])
         except InputError as e:
             raise AirflowFailException(str(e)) from None
-        variants = sorted(set(p["variants"]) | {"fp32"})
-        ws = Path(WORKSPACE) / DAG_ID / _safe(ctx["run_id"])
-        layout = {"include_dir": INCLUDE, "ws": str(ws), "download": str(ws / "download"), "bundle": str(ws / "bundle"),
-                  "reference": str(ws / "reference"), "variants": variants, "source": p["source"],
-                  "revision": p["revision"], "gpu": bool(p["gpu_benchmark"]),
-                  "lengths": [float(x) for x in p["benchmark_lengths"]]}
-        ws.mkdir(parents=True, exist_ok=True)
-        print(f"workspace {ws}; variants {variants}; pipeline {PIPELINE_VERSION}")
+        layout = make_plan(Path(WORKSPACE) / DAG_ID / _safe(ctx["run_id"]), p["source"], p["revision"],
+                           p["variants"], p["gpu_benchmark"], p["benchmark_lengths"])
+        Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
+        print(f"workspace {layout['ws']}; variants {layout['variants']}; pipeline {PIPELINE_VERSION}")
         return layout
-
-    @task.virtualenv(task_id="source", requirements=venvs.requirements("download"), **VENV)
-    def source(plan: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        return run_stage("source", source=plan["source"], revision=plan["revision"], download_dir=plan["download"])
-
-    @task.virtualenv(task_id="export", requirements=venvs.requirements("nemo"), **VENV)
-    def export(plan: dict, src: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        return run_stage("export", nemo=src["path"], bundle=plan["bundle"], reference=plan["reference"])
-
-    @task.virtualenv(task_id="validate_export", requirements=venvs.requirements("onnx"), **VENV)
-    def validate_export(plan: dict, exported: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        return run_stage("validate", bundle=plan["bundle"], reference=plan["reference"], variants=["fp32"], mode="pre")
-
-    @task.virtualenv(task_id="quantize", requirements=venvs.requirements("onnx"), **VENV)
-    def quantize(plan: dict, checked: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        if "int8" not in plan["variants"]:
-            print("int8 not requested: nothing to quantize")
-            return {}
-        return run_stage("quantize", bundle=plan["bundle"])
-
-    @task.virtualenv(task_id="metadata", requirements=venvs.requirements("onnx"), **VENV)
-    def metadata(plan: dict, src: dict, quantized: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        return run_stage("metadata", bundle=plan["bundle"], reference=plan["reference"], source=src)
-
-    @task.virtualenv(task_id="validate", requirements=venvs.requirements("onnx"), **VENV)
-    def validate(plan: dict, src: dict, meta: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        return run_stage("validate", bundle=plan["bundle"], reference=plan["reference"], variants=plan["variants"],
-                         mode="full", source=src, report=plan["bundle"] + "/validation.json")
-
-    @task.virtualenv(task_id="benchmark", requirements=venvs.requirements("onnx"), queue=BENCHMARK_QUEUE, **VENV)
-    def benchmark(plan: dict, validated: dict) -> dict:
-        import sys
-
-        sys.path.insert(0, plan["include_dir"])
-        from nemo2sherpa.cli import run_stage, setup_logging
-
-        setup_logging()
-        return run_stage("benchmark", bundle=plan["bundle"], reference=plan["reference"], variants=plan["variants"],
-                         lengths=plan["lengths"], gpu=plan["gpu"], out=plan["bundle"] + "/benchmark.json")
 
     @task(retries=2, retry_delay=timedelta(seconds=20))
     def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
@@ -197,13 +136,14 @@ def parakeet_tdt_to_sherpa_onnx():
         return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False}
 
     pl = plan()
-    src = source(pl)
-    exp = export(pl, src)
-    chk = validate_export(pl, exp)
-    q = quantize(pl, chk)
-    meta = metadata(pl, src, q)
-    val = validate(pl, src, meta)
-    bench = benchmark(pl, val)
+    src = step_task("source")(pl, "source")
+    exp = step_task("export")(pl, "export", src)
+    chk = step_task("validate_export")(pl, "validate_export")
+    q = step_task("quantize")(pl, "quantize")
+    meta = step_task("metadata")(pl, "metadata", src)
+    val = step_task("validate")(pl, "validate", src)
+    bench = step_task("benchmark", queue=BENCHMARK_QUEUE)(pl, "benchmark")
+    exp >> chk >> q >> meta >> val >> bench
     publish(pl, src, val, bench)
 
 

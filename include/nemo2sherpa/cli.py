@@ -81,8 +81,10 @@ STAGE_ARGS = {
 
 def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
             gpu: bool = False) -> dict[str, Any]:
-    """The command-line conversion: every stage in its own venv (the DAG's venvs), no publish."""
+    """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
     from . import venvs
+    from .child import run_module
+    from .pipeline import STEP_VENV, STEPS, make_plan
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
@@ -92,45 +94,33 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     work = out.parent / f".{out.name}.work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    include = str(Path(__file__).resolve().parents[1])
-
-    def stage(venv_name: str, *args: str) -> Any:
-        py = venvs.ensure(venv_name) / "bin" / "python"
-        t0 = time.monotonic()
-        proc = subprocess.run([str(py), "-m", "nemo2sherpa", *args], stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": include}, text=True)
-        if proc.returncode == 2:
-            raise SystemExit(2)  # the child printed its one-line error
-        if proc.returncode != 0:
-            raise SystemExit(f"nemo2sherpa: stage {args[0]} failed (exit {proc.returncode}); see the log above")
-        log.info("stage %s done in %.1f s", args[0], time.monotonic() - t0)
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
+    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)])
+    plan_json, source_json = work / "plan.json", work / "source.json"
+    plan_json.write_text(json.dumps(plan))
+    results: dict[str, Any] = {}
     try:
-        bundle, ref = work / "bundle", work / "reference"
-        src_m = stage("download", "source", "--source", src, *(["--revision", revision] if revision else []),
-                      "--download-dir", str(work / "download"))
-        (work / "source.json").write_text(json.dumps(src_m))
-        sj = str(work / "source.json")
-        stage("nemo", "export", "--nemo", src_m["path"], "--bundle", str(bundle), "--reference", str(ref))
-        stage("onnx", "validate", "--bundle", str(bundle), "--reference", str(ref), "--variants", "fp32",
-              "--mode", "pre", "--source-json", sj)
-        if "int8" in variants:
-            stage("onnx", "quantize", "--bundle", str(bundle))
-        stage("onnx", "metadata", "--bundle", str(bundle), "--reference", str(ref), "--source-json", sj)
-        val = stage("onnx", "validate", "--bundle", str(bundle), "--reference", str(ref), "--variants",
-                    ",".join(variants), "--mode", "full", "--source-json", sj, "--report", str(bundle / "validation.json"))
-        bench = stage("onnx", "benchmark", "--bundle", str(bundle), "--reference", str(ref), "--variants",
-                      ",".join(variants), "--lengths", lengths, *(["--gpu"] if gpu else []),
-                      "--out", str(bundle / "benchmark.json"))
-        shutil.copy2(ref / "export.json", bundle / "export.json")
+        for step in STEPS:
+            t0 = time.monotonic()
+            args = ["step", step, "--plan", str(plan_json)] + (["--source-json", str(source_json)] if "source" in results else [])
+            proc = run_module(args, python=venvs.ensure(STEP_VENV[step]) / "bin" / "python", stdout=subprocess.PIPE)
+            if proc.returncode == 2:
+                raise SystemExit(2)  # the child printed its one-line error
+            if proc.returncode != 0:
+                raise SystemExit(f"nemo2sherpa: step {step} failed (exit {proc.returncode}); see the log above")
+            log.info("step %s done in %.1f s", step, time.monotonic() - t0)
+            results[step] = json.loads(proc.stdout.strip().splitlines()[-1])
+            if step == "source":
+                source_json.write_text(json.dumps(results["source"]))
+        bundle = Path(plan["bundle"])
+        shutil.copy2(Path(plan["reference"]) / "export.json", bundle / "export.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
         os.replace(bundle, out)  # the bundle appears whole or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"out": str(out), "source": src_m, "validation": val, "benchmark_p50_s": bench}
+    return {"out": str(out), "source": results["source"], "validation": results["validate"],
+            "benchmark_p50_s": results["benchmark"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision")
     p.add_argument("--lengths", default="2,5")
     p.add_argument("--gpu", action="store_true")
+    p = sub.add_parser("step", help="one pipeline step over a plan (what a DAG task runs)")
+    p.add_argument("step")
+    p.add_argument("--plan", type=Path, required=True)
+    p.add_argument("--source-json", type=Path)
     p = sub.add_parser("venv", help="create (if needed) and print a stage venv")
     p.add_argument("name")
     p = sub.add_parser("sherpa-decode")
@@ -173,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "bench-sherpa":
             from .benchmark import sherpa_cpu
             print(json.dumps(sherpa_cpu(Path(a.bundle), a.variant, [float(x) for x in _csv(a.lengths)], a.runs, a.threads)))
+            return 0
+        if a.cmd == "step":
+            from .pipeline import run_step
+            src = json.loads(a.source_json.read_text()) if a.source_json else None
+            print(json.dumps(run_step(a.step, json.loads(a.plan.read_text()), src), default=str))
             return 0
         if a.cmd == "convert":
             r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REQ_DIR = HERE / "requirements"
-STAGE_VENV = {"source": "download", "export": "nemo", "validate": "onnx", "quantize": "onnx",
-              "metadata": "onnx", "benchmark": "onnx"}
 
 
 def default_cache() -> Path:

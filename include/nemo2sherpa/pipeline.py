@@ -1,0 +1,56 @@
+"""The pipeline's steps over one run's workspace: shared by the DAG's tasks and `convert`.
+
+A plan is the small dict that lays out a run's workspace and choices; `run_step` turns a step
+name plus the plan (and, after `source`, the source manifest) into the stage call. The DAG runs
+each step in a virtualenv task; `convert` runs each in the same venv as a child process.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .child import INCLUDE
+
+log = logging.getLogger("nemo2sherpa.pipeline")
+
+# In order. Each step runs in the venv built from requirements/<venv>.txt.
+STEPS = ("source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark")
+STEP_VENV = {"source": "download", "export": "nemo", "validate_export": "onnx", "quantize": "onnx",
+             "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
+
+
+def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], gpu: bool,
+              lengths: list[float]) -> dict[str, Any]:
+    ws = Path(ws)
+    return {"include_dir": str(INCLUDE), "ws": str(ws), "download": str(ws / "download"),
+            "bundle": str(ws / "bundle"), "reference": str(ws / "reference"),
+            "variants": sorted(set(variants) | {"fp32"}),  # int8 is made from fp32
+            "source": source, "revision": revision, "gpu": bool(gpu), "lengths": [float(x) for x in lengths]}
+
+
+def run_step(step: str, plan: dict[str, Any], src: dict[str, Any] | None = None) -> Any:
+    from .cli import run_stage
+
+    b, r = plan["bundle"], plan["reference"]
+    if step == "source":
+        return run_stage("source", source=plan["source"], revision=plan["revision"], download_dir=plan["download"])
+    if step == "export":
+        return run_stage("export", nemo=src["path"], bundle=b, reference=r)
+    if step == "validate_export":
+        return run_stage("validate", bundle=b, reference=r, variants=["fp32"], mode="pre")
+    if step == "quantize":
+        if "int8" not in plan["variants"]:
+            log.info("int8 not requested: nothing to quantize")
+            return {}
+        return run_stage("quantize", bundle=b)
+    if step == "metadata":
+        return run_stage("metadata", bundle=b, reference=r, source=src)
+    if step == "validate":
+        return run_stage("validate", bundle=b, reference=r, variants=plan["variants"], mode="full", source=src,
+                         report=str(Path(b) / "validation.json"))
+    if step == "benchmark":
+        return run_stage("benchmark", bundle=b, reference=r, variants=plan["variants"], lengths=plan["lengths"],
+                         gpu=plan["gpu"], out=str(Path(b) / "benchmark.json"))
+    raise ValueError(f"unknown step {step!r}; steps: {STEPS}")
