@@ -9,7 +9,6 @@ the validation figures and the benchmark table.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,21 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "include"))
 
-from s3server import S3Server  # noqa: E402
+from s3server import S3Server, airflow_env  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"
 BUCKET = "nemo2sherpa"
-
-
-def airflow_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
-    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
-    env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
-    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return env
 
 
 def run_dag(env: dict[str, str], conf: dict, log_path: Path) -> int:
@@ -54,8 +43,8 @@ def main() -> int:
     t0 = time.monotonic()
     with S3Server(demo / "s3", log=demo / "rclone-s3.log") as s3:
         print(f"S3 server: {s3.endpoint} (rclone serve s3, data in {s3.root})")
-        s3.client().create_bucket(Bucket=BUCKET) if BUCKET not in [b["Name"] for b in s3.client().list_buckets()["Buckets"]] else None
-        env = airflow_env({"AIRFLOW_CONN_AWS_DEFAULT": s3.airflow_conn()})
+        s3.ensure_bucket(BUCKET)
+        env = airflow_env(AIRFLOW_CONN_AWS_DEFAULT=s3.airflow_conn())
         print(f"running DAG {DAG_ID} on {FIXTURE.name} (log: {log_path}) ...", flush=True)
         rc = run_dag(env, conf, log_path)
         text = log_path.read_text(errors="replace")

@@ -17,6 +17,21 @@ import time
 from pathlib import Path
 
 
+def airflow_env(**extra: str) -> dict[str, str]:
+    """The environment the demo and the local stack run Airflow with (project dags/plugins, no examples)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ}
+    env.setdefault("AIRFLOW_HOME", str(root / ".airflow"))
+    env.update({
+        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        **extra,
+    })
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,6 +64,11 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key,
                             aws_secret_access_key=self.secret, region_name="us-east-1",
                             config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}))
+
+    def ensure_bucket(self, name: str) -> None:
+        c = self.client()
+        if name not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
+            c.create_bucket(Bucket=name)
 
     def start(self, timeout: float = 30) -> S3Server:
         beside = Path(sys.executable).parent / "rclone"

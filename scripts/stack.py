@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from s3server import S3Server  # noqa: E402
+from s3server import S3Server, airflow_env  # noqa: E402
 
 HOME = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
 STATE = HOME / "stack.json"
@@ -32,24 +32,18 @@ S3_SECRET = os.environ.get("NEMO2SHERPA_S3_SECRET", "nemo2sherpa-secret")
 
 
 def env(s3: S3Server) -> dict[str, str]:
-    e = {**os.environ}
     pw_file = HOME / "passwords.json"
     pw_file.write_text(json.dumps({USER: PASSWORD}))
-    e.update({
-        "AIRFLOW_HOME": str(HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{PORT}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
-        "AIRFLOW_CONN_AWS_DEFAULT": s3.airflow_conn(),
-        "PATH": f"{Path(sys.executable).parent}:{e.get('PATH', '')}",
-    })
-    return e
+    return airflow_env(
+        AIRFLOW_HOME=str(HOME),
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="4",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(pw_file),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{PORT}/execution/",
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{PORT}",
+        AIRFLOW_CONN_AWS_DEFAULT=s3.airflow_conn(),
+    )
 
 
 def up() -> int:
@@ -60,8 +54,7 @@ def up() -> int:
     logs = HOME / "stack-logs"
     logs.mkdir(exist_ok=True)
     s3 = S3Server(ROOT / ".demo" / "s3", port=S3_PORT, key=S3_KEY, secret=S3_SECRET, log=logs / "s3.log").start()
-    if "nemo2sherpa" not in [b["Name"] for b in s3.client().list_buckets()["Buckets"]]:
-        s3.client().create_bucket(Bucket="nemo2sherpa")
+    s3.ensure_bucket("nemo2sherpa")
     pids = {"s3": s3.proc.pid}
     e = env(s3)
     airflow = str(Path(sys.executable).parent / "airflow")
