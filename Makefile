@@ -51,10 +51,12 @@ up: venv
 down: venv
 	$(PY) scripts/stack.py down
 
-## make fixtures: rebuild the committed tiny model and clips (needs espeak-ng and sox).
+## make fixtures: retrain the committed tiny TDT and RNNT models on the clips (CPU, ~15-30 min each;
+## needs espeak-ng and sox). CI never runs this: it uses the committed checkpoints.
 fixtures: venv
 	tests/fixtures/make_clips.sh
-	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/build_tiny_model.py --out tests/fixtures/tiny-tdt.nemo
+	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-tdt.nemo
+	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-rnnt.nemo --durations ""
 
 clean:
 	rm -rf .workspace .demo .airflow
