@@ -58,6 +58,14 @@ PARAMS = {
     "benchmark_lengths": Param([2, 5, 10], type="array", items={"type": "number", "exclusiveMinimum": 0},
                                minItems=1, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
+    "int8_wer_max": Param(0.05, type=["null", "number"], minimum=0, title="int8 WER drift limit",
+                          description="Fail validation if the int8 bundle's greedy transcripts differ from the fp32 "
+                                      "bundle's by more than this word error rate (0.05 = 5%) on the evaluation "
+                                      "clips. Empty: report only."),
+    "sherpa_wer_max": Param(0.35, type=["null", "number"], minimum=0, title="sherpa-onnx WER limit",
+                            description="Fail validation if sherpa-onnx's end-to-end transcripts differ from NeMo's by "
+                                        "more than this WER. Loose on purpose: sherpa-onnx computes its own fbank "
+                                        "features, so small differences are expected. Empty: report only."),
     "force": Param(False, type="boolean", title="Force",
                    description="Re-convert and re-publish even if this bundle's manifest is already published."),
 }
@@ -79,8 +87,14 @@ def _step(plan: dict, step: str, src: dict | None = None):
     return run_step(step, plan, src)
 
 
+# A failed validation gate is a verdict on the bundle, not a transient fault: retrying it would only
+# repeat the same figures after a delay. These tasks fail at once; the others retry.
+NO_RETRY = {"validate_export", "validate"}
+
+
 def step_task(step: str, **kw):
-    return task.virtualenv(task_id=step, requirements=venvs.requirements(STEP_VENV[step]), **VENV, **kw)(_step)
+    opts = {**VENV, **({"retries": 0} if step in NO_RETRY else {}), **kw}
+    return task.virtualenv(task_id=step, requirements=venvs.requirements(STEP_VENV[step]), **opts)(_step)
 
 
 @dag(
@@ -110,7 +124,8 @@ def parakeet_tdt_to_sherpa_onnx():
         except InputError as e:
             raise AirflowFailException(str(e)) from None
         layout = make_plan(Path(WORKSPACE) / DAG_ID / _safe(ctx["run_id"]), p["source"], p["revision"],
-                           p["variants"], p["gpu_benchmark"], p["benchmark_lengths"])
+                           p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
+                           {"int8_wer_max": p["int8_wer_max"], "sherpa_wer_max": p["sherpa_wer_max"]})
         Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
         print(f"workspace {layout['ws']}; variants {layout['variants']}; pipeline {PIPELINE_VERSION}")
         return layout

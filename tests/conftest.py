@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = ROOT / "include"
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"  # trained: it transcribes the clips
+RNNT_FIXTURE = ROOT / "tests" / "fixtures" / "tiny-rnnt.nemo"
 for p in (INCLUDE, ROOT / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
@@ -24,6 +25,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("NEMO2SHERPA_VENV_CACHE", str(ROOT / ".cache" / "venvs"))
+os.environ["NEMO2SHERPA_WORKSPACE"] = str(ROOT / ".cache" / "test-workspace")  # test runs' files, not the demo's
 os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
@@ -88,3 +90,15 @@ def airflow_db():
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
     return os.environ["AIRFLOW_HOME"]
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-weight checkpoints of each Parakeet family's shape, built from NeMo configs now,
+    plus the committed trained plain-RNNT fixture."""
+    d = tmp_path_factory.mktemp("families")
+    proc = subprocess.run([str(stage_python("nemo")), str(ROOT / "tests" / "fixtures" / "build_tiny_model.py"),
+                           "--family", "all", "--out", str(d)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = [json.loads(line)["family"] for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {**{f: d / f"{f}.nemo" for f in built}, "rnnt": RNNT_FIXTURE}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import FIXTURE, ROOT, last_json, run_cli
 from nemo2sherpa.audio import load_clips
@@ -28,9 +29,11 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
         c.download_file("e2e-bucket", k, str(dl / k.rsplit("/", 1)[1]))
     names = verify_download(dl)
     assert {"encoder.onnx", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx", "decoder.int8.onnx",
-            "joiner.int8.onnx", "tokens.txt", "benchmark.json", "validation.json"} <= set(names)
+            "joiner.int8.onnx", "tokens.txt", "benchmark.json", "validation.json", "VALIDATION.md"} <= set(names)
     val = json.loads((dl / "validation.json").read_text())
     assert val["passed"] and val["variants"]["fp32"]["decoding"]["token_match_rate"] == 1.0
+    assert val["thresholds"]["int8_wer_vs_fp32"] == 0.05  # the DAG param's default reached the gate
+    assert (dl / "VALIDATION.md").read_text().startswith("# Validation: PASSED (full)")
     bench = json.loads((dl / "benchmark.json").read_text())
     assert set(bench["cpu"]) == {"fp32", "int8"} and bench["gpu"]["status"] == "skipped"
 
@@ -38,3 +41,26 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     clip = load_clips()[0]
     out = last_json(run_cli("onnx", "sherpa-decode", "--bundle", str(dl), "--variant", "int8", str(clip.path)))
     assert out["texts"][0] == val["variants"]["int8"]["sherpa"]["texts"][0] and out["texts"][0]
+
+
+def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, family_checkpoints, monkeypatch):
+    """A random-weight checkpoint (the 1.1b family's shape) converts exactly, but its transcripts are noise
+    that sherpa-onnx's front end changes (WER vs NeMo 0.25 here). With the form's sherpa limit at 0.1 the
+    validate task fails at once (no retry for a verdict), and nothing reaches the bucket."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
+    dr = dag.test(run_conf={"source": str(family_checkpoints["tdt-1.1b"]), "bucket": "fail-bucket", "prefix": "ci",
+                            "variants": ["fp32"], "benchmark_lengths": [1], "sherpa_wer_max": 0.1})
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.state == "failed", states
+    assert states["validate_export"] == "success" and states["validate"] == "failed", states
+    assert states["benchmark"] == "upstream_failed" and states["publish"] == "upstream_failed", states
+    assert "fail-bucket" not in [b["Name"] for b in s3.client().list_buckets().get("Buckets", [])]
+    plan = next(ti for ti in dr.get_task_instances() if ti.task_id == "plan").xcom_pull(task_ids="plan")
+    report = json.loads((Path(plan["bundle"]) / "validation.json").read_text())
+    failed = [g["gate"] for g in report["gates"] if not g["passed"]]
+    assert failed == ["fp32: sherpa-onnx WER vs NeMo"], failed
+    assert report["thresholds"]["sherpa_wer_vs_nemo"] == 0.1  # the run's param reached the gate
+    assert report["variants"]["fp32"]["decoding"]["exact_clips"] == 4  # the conversion itself is exact

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 
 import pytest
 
-from conftest import FIXTURE
+from conftest import FIXTURE, RNNT_FIXTURE
 from nemo2sherpa.errors import InputError
 from nemo2sherpa.metadata import tdt_url
 from nemo2sherpa.modelspec import ModelSpec, read_nemo_config, safe_nemo_members
@@ -17,11 +18,25 @@ from nemo2sherpa.source import classify
 
 def test_spec_from_fixture_config():
     spec = ModelSpec.from_config(read_nemo_config(FIXTURE))
+    trained = json.loads(FIXTURE.with_suffix(".json").read_text())  # the training record beside the checkpoint
     assert spec.model_class == "EncDecRNNTBPEModel"
-    assert (spec.feat_dim, spec.vocab_size, spec.durations) == (80, 64, (0, 1, 2, 3, 4))
-    assert (spec.pred_rnn_layers, spec.pred_hidden, spec.subsampling_factor) == (2, 64, 8)
+    assert (spec.feat_dim, spec.vocab_size, spec.durations) == (80, trained["vocab_size"], (0, 1, 2, 3, 4))
+    assert (spec.pred_rnn_layers, spec.pred_hidden, spec.subsampling_factor) == (2, trained["d_model"], 8)
+    assert (spec.enc_hidden, spec.encoder_layers) == (trained["d_model"], trained["layers"])
     assert spec.normalize_type == "per_feature"
     assert spec.joiner_output_dim == 64 + 1 + 5 and spec.is_tdt
+
+
+def test_plain_rnnt_spec_has_no_durations():
+    spec = ModelSpec.from_config(read_nemo_config(RNNT_FIXTURE))
+    assert spec.durations == () and not spec.is_tdt and spec.joiner_output_dim == spec.vocab_size + 1
+    spec.check_sherpa_compatible()  # nothing to refuse
+
+
+def test_durations_other_than_0_to_n_are_refused_with_the_reason():
+    spec = ModelSpec.from_dict({**ModelSpec.from_config(read_nemo_config(FIXTURE)).to_dict(), "durations": [0, 2, 4, 8]})
+    with pytest.raises(InputError, match=r"durations \[0, 2, 4, 8\] are not \[0, 1, 2, 3\].*frames to skip"):
+        spec.check_sherpa_compatible()
 
 
 def test_ctc_model_is_refused_naming_its_class():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURE, INCLUDE, last_json, run_cli, stage_python
+from conftest import FIXTURE, INCLUDE, ROOT, last_json, run_cli, stage_python
 from nemo2sherpa.child import run_module
 
 
@@ -55,9 +55,23 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
                           str(full_bundle / "reference"), "--source-json", str(source_manifest), "--report", str(report)))
     assert r["passed"]
     v = json.loads(report.read_text())
-    assert v["variants"]["fp32"]["max_abs_diff"]["encoder"] <= 1e-4
-    assert v["variants"]["fp32"]["decoding"]["token_match_rate"] == 1.0
-    assert all(v["variants"][x]["sherpa"]["ok"] for x in ("fp32", "int8"))
+    fp32, int8 = v["variants"]["fp32"], v["variants"]["int8"]
+    assert all(fp32["max_abs_diff"][m] <= 1e-4 for m in ("encoder", "encoder_clips", "decoder", "joiner"))
+    # The trained fixture transcribes: ONNX greedy == NeMo greedy == the reference texts.
+    assert fp32["decoding"]["token_match_rate"] == 1.0 and fp32["decoding"]["exact_clips"] == 4
+    assert fp32["decoding"]["wer_vs_reference"] == 0.0
+    assert [c["text"] for c in fp32["decoding"]["per_clip"]] == [c["reference"] for c in v["clips"]]
+    assert int8["decoding"]["wer_vs_fp32"] <= v["thresholds"]["int8_wer_vs_fp32"] == 0.05
+    for x in (fp32, int8):
+        assert x["sherpa"]["ok"] and len(x["sherpa"]["texts"]) == 4
+        assert x["sherpa"]["wer_vs_nemo"] <= v["thresholds"]["sherpa_wer_vs_nemo"]
+    names = {g["gate"] for g in v["gates"]}
+    for gate in ("fp32: joiner output dim", "fp32: decoder output dim", "fp32: encoder lengths (clips)",
+                 "fp32: greedy tokens == NeMo", "int8: WER vs fp32 (drift)", "fp32: sherpa-onnx WER vs NeMo",
+                 "TDT durations are 0..N-1", "int8: metadata url switches TDT"):
+        assert gate in names
+    md = (tmp_path / "VALIDATION.md").read_text()
+    assert md.startswith("# Validation: PASSED (full)") and "| fp32 |" in md and v["clips"][0]["reference"] in md
 
 
 def _broken_copy(full_bundle, tmp_path):
@@ -66,34 +80,62 @@ def _broken_copy(full_bundle, tmp_path):
     return d
 
 
-def _set_meta(bundle, key, value):
-    code = ("import sys; from pathlib import Path; from nemo2sherpa.metadata import read_metadata, write_metadata;"
-            "p=Path(sys.argv[1]); m=read_metadata(p); m[sys.argv[2]]=sys.argv[3]; write_metadata(p, m)")
-    for name in ("encoder.onnx", "encoder.int8.onnx"):
-        subprocess.run([str(stage_python("onnx")), "-c", code, str(bundle / name), key, value], check=True,
-                       env={"PYTHONPATH": str(INCLUDE)})
+def break_bundle(bundle, *args: str) -> None:
+    subprocess.run([str(stage_python("onnx")), str(ROOT / "tests" / "break_bundle.py"), str(bundle), *args],
+                   check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("breakage, gate", [
-    ("url", "metadata url switches TDT"),
-    ("feat_dim", "metadata feat_dim"),
-    ("blk", "tokens.txt <blk> last"),
-])
-def test_validate_catches_a_broken_bundle(full_bundle, source_manifest, tmp_path, breakage, gate):
+# breakage -> (how, gates that must fail, gates that must still pass). Each gate of validate is shown
+# firing on a bundle broken in the way that gate exists to catch.
+BREAKAGES = {
+    "url": (["meta", "url", "https://huggingface.co/nvidia/parakeet"],  # no "tdt": sherpa-onnx exits
+            ["fp32: metadata url switches TDT", "fp32: sherpa-onnx loads and decodes every clip"],
+            ["fp32: greedy tokens == NeMo"]),
+    "feat_dim": (["meta", "feat_dim", "128"], ["fp32: metadata feat_dim"], []),
+    "normalize": (["meta", "normalize_type", ""],  # sherpa-onnx decodes, silently badly
+                  ["fp32: metadata normalize per_feature", "fp32: sherpa-onnx WER vs NeMo"], []),
+    "blk": ("drop-blk", ["tokens.txt <blk> last"], []),
+    "tokens": (["shuffle-tokens"], ["fp32: sherpa-onnx WER vs NeMo", "int8: sherpa-onnx WER vs NeMo"],
+               ["fp32: greedy tokens == NeMo", "fp32: sherpa-onnx loads and decodes every clip"]),
+    "encoder": (["noise", "encoder.onnx", "0.01"], ["fp32: encoder max abs diff"], ["fp32: decoder max abs diff"]),
+    "decoder": (["noise", "decoder.onnx", "0.01"], ["fp32: decoder max abs diff"], ["fp32: encoder max abs diff"]),
+    "joiner": (["joiner-bias", "20", "joiner.onnx"], ["fp32: joiner max abs diff", "fp32: greedy tokens == NeMo"],
+               ["fp32: encoder max abs diff"]),
+    "joiner_dim": (["joiner-drop"], ["fp32: joiner output dim"], ["fp32: decoder state dims"]),
+    "int8": (["joiner-bias", "20", "joiner.int8.onnx"], ["int8: WER vs fp32 (drift)"], ["fp32: greedy tokens == NeMo"]),
+    "durations": ("durations", ["TDT durations are 0..N-1"], []),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_validate_catches_a_broken_bundle(full_bundle, source_manifest, tmp_path, breakage):
+    how, must_fail, must_pass = BREAKAGES[breakage]
     d = _broken_copy(full_bundle, tmp_path)
     b = d / "bundle"
-    if breakage == "url":
-        _set_meta(b, "url", "https://huggingface.co/nvidia/parakeet")  # no "tdt": sherpa would exit
-    elif breakage == "feat_dim":
-        _set_meta(b, "feat_dim", "128")
-    else:
+    if how == "drop-blk":
         lines = (b / "tokens.txt").read_text().splitlines()
         (b / "tokens.txt").write_text("\n".join(lines[:-1]) + "\n")
+    elif how == "durations":  # the model declares durations sherpa-onnx cannot follow
+        exp = json.loads((d / "reference" / "export.json").read_text())
+        exp["spec"]["durations"] = [0, 2, 4, 6, 8]
+        (d / "reference" / "export.json").write_text(json.dumps(exp))
+    else:
+        break_bundle(b, *how)
+    report = tmp_path / "validation.json"
     proc = run_cli("onnx", "validate", "--bundle", str(b), "--reference", str(d / "reference"),
-                   "--source-json", str(source_manifest), check=False)
+                   "--source-json", str(source_manifest), "--report", str(report), check=False)
     assert proc.returncode == 3, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("nemo2sherpa: validation failed:") and gate in last
+    assert last.startswith("nemo2sherpa: validation failed:") and must_fail[0] in last
+    v = json.loads(report.read_text())
+    state = {g["gate"]: g["passed"] for g in v["gates"]}
+    assert not v["passed"]
+    for g in must_fail:
+        assert state.get(g) is False, (g, {k: x for k, x in state.items() if not x})
+    for g in must_pass:
+        assert state.get(g) is True, (g, state.get(g))
+    md = (tmp_path / "VALIDATION.md").read_text()
+    assert md.startswith("# Validation: FAILED") and f"| {must_fail[0]} | **FAIL** |" in md
 
 
 def test_benchmark_records_latency_and_gpu_skip_reason(full_bundle, tmp_path):
@@ -122,23 +164,6 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no such .nemo file" in lines[0]
     assert not out.exists()
-
-
-def test_export_refuses_a_non_transducer_checkpoint(tmp_path):
-    import io
-    import tarfile
-
-    p = tmp_path / "ctc.nemo"
-    cfg = b"target: nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE\npreprocessor: {features: 80}\n"
-    with tarfile.open(p, "w") as tf:
-        ti = tarfile.TarInfo("model_config.yaml")
-        ti.size = len(cfg)
-        tf.addfile(ti, io.BytesIO(cfg))
-    proc = run_cli("nemo", "export", "--nemo", str(p), "--bundle", str(tmp_path / "b"), "--reference",
-                   str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2
-    assert "EncDecCTCModelBPE" in proc.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "b").exists()
 
 
 def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):

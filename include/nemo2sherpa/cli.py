@@ -41,12 +41,18 @@ def run_stage(stage: str, **kw: Any) -> Any:
         m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]))
         return {k: m[k] for k in ("spec", "params", "files", "timings_s")}
     if stage == "validate":
+        from .pipeline import GATE_DEFAULTS, threshold
         from .validate import validate_bundle
+        gates = {k: threshold(kw.get(k, d), k) for k, d in GATE_DEFAULTS.items()}
         r = validate_bundle(Path(kw["bundle"]), Path(kw["reference"]), kw["variants"], kw.get("mode", "full"),
-                            kw.get("source") or {}, Path(kw["report"]) if kw.get("report") else None)
-        return {"passed": r["passed"], "gates": len(r["gates"]), "mode": r["mode"],
+                            kw.get("source") or {}, Path(kw["report"]) if kw.get("report") else None, **gates)
+        return {"passed": r["passed"], "gates": len(r["gates"]), "mode": r["mode"], "thresholds": r["thresholds"],
                 "max_abs_diff": {v: x.get("max_abs_diff") for v, x in r["variants"].items()},
-                "token_match": {v: x.get("decoding", {}).get("token_match_rate") for v, x in r["variants"].items()}}
+                "token_match": {v: x.get("decoding", {}).get("token_match_rate") for v, x in r["variants"].items()},
+                "wer_vs_fp32": {v: x["decoding"]["wer_vs_fp32"] for v, x in r["variants"].items()
+                                if "wer_vs_fp32" in x.get("decoding", {})},
+                "sherpa_wer_vs_nemo": {v: x["sherpa"].get("wer_vs_nemo") for v, x in r["variants"].items()
+                                       if "sherpa" in x}}
     if stage == "quantize":
         from .quantize import quantize_bundle
         return quantize_bundle(Path(kw["bundle"]))
@@ -69,7 +75,9 @@ STAGE_ARGS = {
     "export": [("--nemo", {"required": True}), ("--bundle", {"required": True}), ("--reference", {"required": True})],
     "validate": [("--bundle", {"required": True}), ("--reference", {"required": True}),
                  ("--variants", {"default": "fp32,int8"}), ("--mode", {"default": "full", "choices": ["pre", "full"]}),
-                 ("--source-json", {}), ("--report", {})],
+                 ("--source-json", {}), ("--report", {}),
+                 ("--int8-wer-max", {"help": "int8 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
+                 ("--sherpa-wer-max", {"help": "sherpa-onnx WER vs NeMo allowed (default 0.35; none: report only)"})],
     "quantize": [("--bundle", {"required": True})],
     "metadata": [("--bundle", {"required": True}), ("--reference", {"required": True}), ("--source-json", {})],
     "benchmark": [("--bundle", {"required": True}), ("--reference", {"required": True}),
@@ -80,7 +88,7 @@ STAGE_ARGS = {
 
 
 def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
-            gpu: bool = False) -> dict[str, Any]:
+            gpu: bool = False, gates: dict[str, Any] | None = None) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
     from . import venvs
     from .child import run_module
@@ -88,13 +96,14 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
+    make_plan(Path("."), src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates)  # thresholds too
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     work = out.parent / f".{out.name}.work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)])
+    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates)
     plan_json, source_json = work / "plan.json", work / "source.json"
     plan_json.write_text(json.dumps(plan))
     results: dict[str, Any] = {}
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision")
     p.add_argument("--lengths", default="2,5")
     p.add_argument("--gpu", action="store_true")
+    for flag, opts in STAGE_ARGS["validate"][-2:]:
+        p.add_argument(flag, **opts)
     p = sub.add_parser("step", help="one pipeline step over a plan (what a DAG task runs)")
     p.add_argument("step")
     p.add_argument("--plan", type=Path, required=True)
@@ -174,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(run_step(a.step, json.loads(a.plan.read_text()), src), default=str))
             return 0
         if a.cmd == "convert":
-            r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu)
+            r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
+                        {k: v for k, v in (("int8_wer_max", a.int8_wer_max), ("sherpa_wer_max", a.sherpa_wer_max))
+                         if v is not None})
             print(json.dumps(r))
             return 0
         kw = {k: v for k, v in vars(a).items() if k != "cmd" and v is not None}

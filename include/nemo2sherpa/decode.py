@@ -19,6 +19,17 @@ VARIANT_FILES = {
 }
 
 
+def read_tokens(bundle: Path) -> list[str]:
+    """tokens.txt as a list indexed by id (the last entry is <blk>)."""
+    lines = (Path(bundle) / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    return [line.rsplit(" ", 1)[0] for line in lines]
+
+
+def ids_to_text(ids: list[int], pieces: list[str]) -> str:
+    """SentencePiece pieces to words, as sherpa-onnx and NeMo join them ('\u2581' starts a word)."""
+    return "".join(pieces[i] for i in ids if 0 <= i < len(pieces)).replace("\u2581", " ").strip()
+
+
 def variant_files(bundle: Path, variant: str) -> tuple[Path, Path, Path]:
     if variant not in VARIANT_FILES:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_FILES)}")

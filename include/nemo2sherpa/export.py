@@ -98,6 +98,8 @@ def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[st
     ref["joint_enc"], ref["joint_dec"], ref["joint_out"] = f.numpy(), dec.numpy(), logits.numpy()
 
     # Real clips: NeMo's own features and greedy decode (the decoding-parity reference).
+    if spec.hybrid and getattr(model, "cur_decoder", "rnnt") != "rnnt":
+        model.change_decoding_strategy(decoder_type="rnnt")
     info: dict[str, Any] = {"clips": []}
     clips = load_clips(clips_dir)
     hyps = model.transcribe([str(c.path) for c in clips], batch_size=len(clips), return_hypotheses=True, verbose=False)
@@ -116,6 +118,14 @@ def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[st
             {"name": clip.name, "path": str(clip.path), "text": clip.text, "nemo_text": hyp.text,
              "nemo_tokens": [int(t) for t in ref[f"clip{i}_tokens"]], "frames": int(flen[0])}
         )
+    # The encoder on the real clips' features as one zero-padded batch (numeric parity on real input).
+    lens = [ref[f"clip{i}_features"].shape[2] for i in range(len(clips))]
+    batch = np.zeros((len(clips), spec.feat_dim, max(lens)), np.float32)
+    for i, n in enumerate(lens):
+        batch[i, :, :n] = ref[f"clip{i}_features"][0]
+    enc_c, enc_c_len = model.encoder(audio_signal=torch.from_numpy(batch), length=torch.tensor(lens))
+    ref["clips_enc_in"], ref["clips_enc_in_lengths"] = batch, np.asarray(lens, np.int64)
+    ref["clips_enc_out"], ref["clips_enc_out_lengths"] = enc_c.numpy(), enc_c_len.numpy()
     return ref, info
 
 
@@ -149,9 +159,12 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
         raise InputError(f"{nemo_path} does not exist: give the path of a .nemo file")
     cfg = read_nemo_config(nemo_path)  # also refuses unsafe archives before NeMo extracts it
     spec = ModelSpec.from_config(cfg)
+    spec.check_sherpa_compatible()
     log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
              spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,
              spec.enc_hidden, spec.pred_rnn_layers, spec.pred_hidden)
+    if spec.hybrid:
+        log.info("hybrid TDT/RNNT + CTC model: exporting the transducer branch (the CTC decoder is not exported)")
     for d in (bundle_dir, reference_dir):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)

@@ -51,6 +51,17 @@ class ModelSpec:
     def blank_id(self) -> int:
         return self.vocab_size
 
+    def check_sherpa_compatible(self) -> None:
+        """Refuse what sherpa-onnx would load but decode wrong (before any export work)."""
+        want = list(range(len(self.durations)))
+        if self.is_tdt and list(self.durations) != want:
+            raise InputError(
+                f"TDT durations {list(self.durations)} are not {want}: sherpa-onnx takes the index of the best "
+                f"duration logit as the number of frames to skip, so this model would decode wrong there. "
+                f"nemo2sherpa converts TDT models whose durations are 0..N-1 (every Parakeet-TDT release uses "
+                f"[0, 1, 2, 3, 4])"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["durations"] = list(self.durations)
@@ -72,9 +83,10 @@ class ModelSpec:
         model_class = target.rsplit(".", 1)[-1] if target else _guess_class(cfg)
         if model_class not in TRANSDUCER_CLASSES:
             raise InputError(
-                f"checkpoint is a {model_class or 'model of unknown class'}, not a transducer "
-                f"(RNNT/TDT): nemo2sherpa converts EncDecRNNTBPEModel / EncDecHybridRNNTCTCBPEModel "
-                f"checkpoints such as nvidia/parakeet-tdt-1.1b; pick one of those"
+                f"the checkpoint's model class is {model_class or 'unknown (no target in its config)'}, which is not a "
+                f"transducer (RNNT/TDT): sherpa-onnx's NeMo transducer loader needs an encoder, a prediction net "
+                f"and a joint. nemo2sherpa converts {', '.join(sorted(TRANSDUCER_CLASSES))} checkpoints such as "
+                f"nvidia/parakeet-tdt-1.1b (a hybrid TDT+CTC model is converted through its transducer branch)"
             )
         pre = cfg.get("preprocessor") or {}
         enc = cfg.get("encoder") or {}

@@ -21,13 +21,36 @@ STEP_VENV = {"source": "download", "export": "nemo", "validate_export": "onnx", 
              "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
 
 
+# Validation thresholds a run may set (DAG params, convert flags); None means "report only".
+GATE_DEFAULTS: dict[str, float | None] = {
+    "int8_wer_max": 0.05,  # int8 text vs fp32 text, over the eval clips
+    "sherpa_wer_max": 0.35,  # sherpa-onnx text vs NeMo's: loose, its fbank front end differs
+}
+
+
+def threshold(value: Any, name: str) -> float | None:
+    """A gate threshold from a param or flag: a number >= 0, or none/null for report-only."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "off", "")):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = -1.0
+    if not x >= 0:
+        from .errors import InputError
+        raise InputError(f"{name}={value!r} is not a threshold: give a number >= 0 (a WER, 0.05 = 5%) or none")
+    return x
+
+
 def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], gpu: bool,
-              lengths: list[float]) -> dict[str, Any]:
+              lengths: list[float], gates: dict[str, Any] | None = None) -> dict[str, Any]:
     ws = Path(ws)
+    gates = {**GATE_DEFAULTS, **(gates or {})}
     return {"include_dir": str(INCLUDE), "ws": str(ws), "download": str(ws / "download"),
             "bundle": str(ws / "bundle"), "reference": str(ws / "reference"),
             "variants": sorted(set(variants) | {"fp32"}),  # int8 is made from fp32
-            "source": source, "revision": revision, "gpu": bool(gpu), "lengths": [float(x) for x in lengths]}
+            "source": source, "revision": revision, "gpu": bool(gpu), "lengths": [float(x) for x in lengths],
+            "gates": {k: threshold(gates[k], k) for k in GATE_DEFAULTS}}
 
 
 def run_step(step: str, plan: dict[str, Any], src: dict[str, Any] | None = None) -> Any:
@@ -49,7 +72,7 @@ def run_step(step: str, plan: dict[str, Any], src: dict[str, Any] | None = None)
         return run_stage("metadata", bundle=b, reference=r, source=src)
     if step == "validate":
         return run_stage("validate", bundle=b, reference=r, variants=plan["variants"], mode="full", source=src,
-                         report=str(Path(b) / "validation.json"))
+                         report=str(Path(b) / "validation.json"), **plan.get("gates", {}))
     if step == "benchmark":
         return run_stage("benchmark", bundle=b, reference=r, variants=plan["variants"], lengths=plan["lengths"],
                          gpu=plan["gpu"], out=str(Path(b) / "benchmark.json"))

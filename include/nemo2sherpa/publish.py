@@ -20,7 +20,7 @@ from .source import sha256_file
 log = logging.getLogger("nemo2sherpa.publish")
 
 PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
-             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "validation.json")
+             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "validation.json", "VALIDATION.md")
 MANIFEST = "manifest.json"
 
 
