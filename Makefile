@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: venv demo test convert up down fixtures clean
+.PHONY: bench-full-size venv demo test convert up down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ fixtures: venv
 	tests/fixtures/make_clips.sh
 	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-tdt.nemo
 	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-rnnt.nemo --durations ""
+
+## make bench-full-size: parakeet-tdt-1.1b's architecture (random weights) through every step, by hand;
+## writes benchmarks/results/full-size-1.1b.{json,md} (~10 min, ~15 GB disk, ~13 GB RAM).
+bench-full-size: venv
+	$(PY) benchmarks/full_size.py
 
 clean:
 	rm -rf .workspace .demo .airflow

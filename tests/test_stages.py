@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -179,3 +180,26 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     # A second run into the same (now non-empty) folder is refused before any work.
     again = run_module(["convert", str(FIXTURE), str(out)], capture_output=True)
     assert again.returncode == 2 and "not empty" in again.stderr.strip().splitlines()[-1]
+
+
+def test_export_checks_disk_before_any_work(tmp_path):
+    """A checkpoint bigger than the free disk is refused up front, with the figures (no NeMo, nothing written).
+    The .nemo is the real fixture grown to 100 TB as a sparse file: tar stops reading at its end marker."""
+    big = tmp_path / "huge.nemo"
+    shutil.copy(FIXTURE, big)
+    os.truncate(big, 10**14)
+    proc = run_cli("nemo", "export", "--nemo", str(big), "--bundle", str(tmp_path / "out" / "bundle"),
+                   "--reference", str(tmp_path / "out" / "reference"), check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "needs ~250000.0 GB free disk" in last and "NEMO2SHERPA_WORKSPACE" in last
+    assert not (tmp_path / "out").exists()
+
+
+def test_preflight_names_what_is_short():
+    from nemo2sherpa import preflight
+    from nemo2sherpa.errors import InputError
+
+    with pytest.raises(InputError, match=r"quantizing x needs ~.* GB of available memory, only .* GB"):
+        preflight.check("quantizing x", 0, ROOT, 1e15)
+    preflight.check("a tiny model", 1, ROOT, 1)  # the floor is far below any machine's free space

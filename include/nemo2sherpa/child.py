@@ -5,11 +5,43 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 INCLUDE = Path(__file__).resolve().parents[1]
 
 
+def _cmd(args: list[str], python: str | Path) -> list[str]:
+    return [str(python), "-m", "nemo2sherpa", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(INCLUDE)}
+
+
 def run_module(args: list[str], python: str | Path = sys.executable, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-m", "nemo2sherpa", *args], text=True,
-                          env={**os.environ, "PYTHONPATH": str(INCLUDE)}, **kw)
+    return subprocess.run(_cmd(args, python), text=True, env=_env(), **kw)
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run cmd with stdout captured (stderr passes through); also its wall time and peak RSS.
+
+    The peak comes from wait4(): the largest resident set of the child and of any process it waited for
+    (a stage's own children, such as the sherpa-onnx decoder), in bytes.
+    """
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, text=True, env=env, stdout=out)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        wall = time.monotonic() - t0
+        out.seek(0)
+        stdout = out.read()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, None)
+    return done, {"wall_s": round(wall, 2), "peak_rss_bytes": usage.ru_maxrss * 1024}
+
+
+def run_module_measured(args: list[str], python: str | Path = sys.executable) -> tuple[subprocess.CompletedProcess, dict]:
+    """run_module, measured (see run_measured)."""
+    return run_measured(_cmd(args, python), env=_env())

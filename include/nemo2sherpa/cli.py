@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +89,7 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             gpu: bool = False, gates: dict[str, Any] | None = None) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
     from . import venvs
-    from .child import run_module
+    from .child import run_module_measured
     from .pipeline import STEP_VENV, STEPS, make_plan
     from .source import classify
 
@@ -107,16 +105,17 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     plan_json, source_json = work / "plan.json", work / "source.json"
     plan_json.write_text(json.dumps(plan))
     results: dict[str, Any] = {}
+    steps: dict[str, dict[str, Any]] = {}
     try:
         for step in STEPS:
-            t0 = time.monotonic()
             args = ["step", step, "--plan", str(plan_json)] + (["--source-json", str(source_json)] if "source" in results else [])
-            proc = run_module(args, python=venvs.ensure(STEP_VENV[step]) / "bin" / "python", stdout=subprocess.PIPE)
+            proc, usage = run_module_measured(args, python=venvs.ensure(STEP_VENV[step]) / "bin" / "python")
+            steps[step] = usage
             if proc.returncode == 2:
                 raise SystemExit(2)  # the child printed its one-line error
             if proc.returncode != 0:
                 raise SystemExit(f"nemo2sherpa: step {step} failed (exit {proc.returncode}); see the log above")
-            log.info("step %s done in %.1f s", step, time.monotonic() - t0)
+            log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB", step, usage["wall_s"], usage["peak_rss_bytes"] / 1e9)
             results[step] = json.loads(proc.stdout.strip().splitlines()[-1])
             if step == "source":
                 source_json.write_text(json.dumps(results["source"]))
@@ -128,8 +127,9 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
         os.replace(bundle, out)  # the bundle appears whole or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     return {"out": str(out), "source": results["source"], "validation": results["validate"],
-            "benchmark_p50_s": results["benchmark"]}
+            "benchmark_p50_s": results["benchmark"], "steps": steps, "files": sizes}
 
 
 def main(argv: list[str] | None = None) -> int:

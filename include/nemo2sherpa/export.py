@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, preflight
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
@@ -160,6 +160,7 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     cfg = read_nemo_config(nemo_path)  # also refuses unsafe archives before NeMo extracts it
     spec = ModelSpec.from_config(cfg)
     spec.check_sherpa_compatible()
+    preflight.before_export(nemo_path, bundle_dir.parent)
     log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
              spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,
              spec.enc_hidden, spec.pred_rnn_layers, spec.pred_hidden)

@@ -20,10 +20,41 @@ log = logging.getLogger("nemo2sherpa.quantize")
 MODULES = ("encoder", "decoder", "joiner")
 
 
+class _Mute(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.untyped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.untyped += "Inference failed or unsupported type" in record.getMessage()
+        return False
+
+
+def _inline_external_data(model_path: Path, data_files: list[Path]) -> None:
+    """quantize_dynamic writes its output with external data when its input had some (the 1.1B encoder's
+    4.2 GB of fp32 weights). The int8 result is ~1.1 GB: make it one self-contained file, as users expect."""
+    import onnx
+
+    total = model_path.stat().st_size + sum(p.stat().st_size for p in data_files)
+    if total > 2**31 - 1 - (16 << 20):
+        raise RuntimeError(f"{model_path.name} with its weights is {total / 1e9:.2f} GB, over protobuf's 2 GB "
+                           f"single-file limit; an int8 file with external data is not supported yet")
+    m = onnx.load(str(model_path), load_external_data=True)
+    onnx.save_model(m, str(model_path))
+    del m
+    for p in data_files:
+        p.unlink()
+    log.info("%s: %d external weight file(s) folded into one %.2f GB file", model_path.name, len(data_files),
+             model_path.stat().st_size / 1e9)
+
+
 def quantize_bundle(bundle: Path, scratch: Path | None = None) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from .preflight import before_quantize
+
     bundle = Path(bundle)
+    before_quantize(bundle)
     scratch = Path(scratch or bundle.parent / ".quantize-tmp")
     report: dict[str, Any] = {"files": {}, "timings_s": {}}
     shutil.rmtree(scratch, ignore_errors=True)
@@ -37,7 +68,10 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None) -> dict[str, Any]
             partial = scratch / dst.name
             external = name == "encoder" and (bundle / "encoder.weights").exists()
             t0 = time.monotonic()
-            logging.disable(logging.INFO)  # onnxruntime logs one root INFO line per tensor
+            # onnxruntime's quantizer logs a root line per tensor (INFO, and a WARNING for each tensor whose
+            # type shape inference missed: 88 at 1.1B). Count them into one line instead.
+            muted = _Mute()
+            logging.getLogger().addFilter(muted)
             try:
                 quantize_dynamic(
                     model_input=str(src),
@@ -46,10 +80,16 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None) -> dict[str, Any]
                     use_external_data_format=external,
                 )
             finally:
-                logging.disable(logging.NOTSET)
+                logging.getLogger().removeFilter(muted)
+            if muted.untyped:
+                log.info("%s: onnxruntime could not infer the type of %d tensors; the ops on them stay fp32",
+                         dst.name, muted.untyped)
             extra = [p for p in scratch.iterdir() if p.name != dst.name and p.is_file()]
-            if partial.stat().st_size > 2**31 - 1 or (external and extra):
-                raise RuntimeError(f"{dst.name} would need external data; not supported yet")
+            if extra:
+                _inline_external_data(partial, extra)
+            if partial.stat().st_size > 2**31 - 1:
+                raise RuntimeError(f"{dst.name} is over protobuf's 2 GB limit; an int8 file with external data "
+                                   f"is not supported yet")
             os.replace(partial, dst)  # atomic: a killed run never leaves a half-written int8 file
             dt = time.monotonic() - t0
             fp32_size = src.stat().st_size + ((bundle / "encoder.weights").stat().st_size if external else 0)
