@@ -89,3 +89,13 @@ def test_registry_has_the_target_models():
     reg = load_registry()
     assert reg["parakeet-tdt-1.1b"]["repo_id"] == "nvidia/parakeet-tdt-1.1b"
     assert reg["parakeet-tdt-1.1b"]["feat_dim"] == 80
+
+
+def test_registry_figures_are_checked_against_the_checkpoint():
+    """A registry model whose upstream config changed shape is refused before NeMo loads it."""
+    reg = load_registry()
+    spec = ModelSpec.from_config(read_nemo_config(FIXTURE))
+    entry = reg["parakeet-tdt-1.1b"]
+    with pytest.raises(InputError, match=r"vocab_size 64 \(registry: 1024\).*encoder_layers 2 \(registry: 42\)"):
+        spec.check_expected(entry, entry["repo_id"])
+    spec.check_expected({**entry, "vocab_size": spec.vocab_size, "encoder_layers": spec.encoder_layers}, "x")

@@ -36,7 +36,7 @@ def run_stage(stage: str, **kw: Any) -> Any:
         return resolve_source(kw["source"], kw.get("revision"), Path(kw["download_dir"]))
     if stage == "export":
         from .export import export_nemo
-        m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]))
+        m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]), expect=kw.get("expect"))
         return {k: m[k] for k in ("spec", "params", "files", "timings_s")}
     if stage == "validate":
         from .pipeline import GATE_DEFAULTS, threshold

@@ -152,14 +152,20 @@ def _export_encoder(model, bundle: Path) -> list[str]:
     return ["encoder.onnx"] + ([ENCODER_WEIGHTS] if (bundle / ENCODER_WEIGHTS).exists() else [])
 
 
-def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None) -> dict[str, Any]:
-    """Export one checkpoint. Returns the export manifest (also written to reference/export.json)."""
+def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
+                expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
+
+    `expect`: a registry entry whose figures the checkpoint's config must match (checked before NeMo loads).
+    """
     nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
     if not nemo_path.is_file():
         raise InputError(f"{nemo_path} does not exist: give the path of a .nemo file")
     cfg = read_nemo_config(nemo_path)  # also refuses unsafe archives before NeMo extracts it
     spec = ModelSpec.from_config(cfg)
     spec.check_sherpa_compatible()
+    if expect:
+        spec.check_expected(expect, f"{expect.get('repo_id', nemo_path.name)}")
     preflight.before_export(nemo_path, bundle_dir.parent)
     log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
              spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,

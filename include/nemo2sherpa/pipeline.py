@@ -60,7 +60,9 @@ def run_step(step: str, plan: dict[str, Any], src: dict[str, Any] | None = None)
     if step == "source":
         return run_stage("source", source=plan["source"], revision=plan["revision"], download_dir=plan["download"])
     if step == "export":
-        return run_stage("export", nemo=src["path"], bundle=b, reference=r)
+        from .registry import load_registry
+        expect = load_registry().get(src["registry"]) if src.get("registry") else None
+        return run_stage("export", nemo=src["path"], bundle=b, reference=r, expect=expect)
     if step == "validate_export":
         return run_stage("validate", bundle=b, reference=r, variants=["fp32"], mode="pre")
     if step == "quantize":

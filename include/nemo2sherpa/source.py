@@ -57,7 +57,8 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> dic
     kind, value = classify(source)
     if kind == "registry":
         entry = load_registry()[value]
-        return {**resolve_source(entry["repo_id"], revision or entry.get("revision"), download_dir), "name": value}
+        return {**resolve_source(entry["repo_id"], revision or entry.get("revision"), download_dir), "name": value,
+                "registry": value}
     if kind == "local":
         p = Path(value)
         t0 = time.monotonic()
