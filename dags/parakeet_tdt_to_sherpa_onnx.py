@@ -55,7 +55,7 @@ PARAMS = {
     "gpu_benchmark": Param(False, type="boolean", title="GPU benchmark",
                            description="Also benchmark with onnxruntime's CUDA provider; recorded as skipped, "
                                        "with the reason, where no CUDA provider is available."),
-    "benchmark_lengths": Param([2, 5, 10], type="array", items={"type": "number", "exclusiveMinimum": 0},
+    "benchmark_lengths": Param([2, 5, 10, 30], type="array", items={"type": "number", "exclusiveMinimum": 0},
                                minItems=1, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
     "int8_wer_max": Param(0.05, type=["null", "number"], minimum=0, title="int8 WER drift limit",

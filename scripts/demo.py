@@ -61,6 +61,9 @@ def main() -> int:
     print(f"\nDAG run succeeded in {time.monotonic() - t0:.0f} s.\n\nS3 URIs:")
     for f in manifest["files"] + [{"name": "manifest.json", "size": (folder / 'manifest.json').stat().st_size}]:
         print(f"  s3://{BUCKET}/{key}/{f['name']:<20} {f['size']:>12,} bytes")
+    latest = demo / "s3" / BUCKET / key.rsplit("/", 1)[0] / "latest.json"
+    if latest.exists():
+        print(f"  s3://{BUCKET}/{key.rsplit('/', 1)[0]}/latest.json (the model's pointer to this bundle)")
     print(f"\nlocal folder with the published files: {folder}")
     val = json.loads((folder / "validation.json").read_text())
     print(f"\nvalidation: {len(val['gates'])} gates, {'all passed' if val['passed'] else 'FAILED'} "

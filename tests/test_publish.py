@@ -13,7 +13,8 @@ def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path
     src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
     key = bundle_key("bundles", "tiny-tdt", "sha256-abc")
     out = publish_bundle(s3.client(), full_bundle / "bundle", "nemo2sherpa", key, src)
-    assert out["objects"][-1].endswith("/manifest.json")
+    assert out["objects"][-2].endswith(f"{key}/manifest.json")
+    assert out["objects"][-1] == "s3://nemo2sherpa/bundles/tiny-tdt/latest.json"  # the model's pointer, after it
     c = s3.client()
     listed = {o["Key"].rsplit("/", 1)[1] for o in c.list_objects_v2(Bucket="nemo2sherpa", Prefix=key)["Contents"]}
     assert {"encoder.onnx", "encoder.int8.onnx", "tokens.txt", "manifest.json"} <= listed
@@ -45,3 +46,25 @@ def test_wrong_credentials_give_a_clear_error(full_bundle, s3):
 def test_missing_bucket_without_create_is_a_clear_error(full_bundle, s3):
     with pytest.raises(RuntimeError, match="does not exist"):
         publish_bundle(s3.client(), full_bundle / "bundle", "nobucket", "k", {"name": "x"}, create_bucket=False)
+
+
+def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_path):
+    """After a publish that died half way, the next run skips objects whose sha256 already matches."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(full_bundle / "bundle", bundle)
+    src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
+    c = s3.client()
+    first = publish_bundle(c, bundle, "nemo2sherpa", "re/run", src)
+    assert first["skipped"] == []
+    c.delete_object(Bucket="nemo2sherpa", Key="re/run/manifest.json")  # as if killed before the manifest
+    c.delete_object(Bucket="nemo2sherpa", Key="re/run/joiner.onnx")  # ... and before this file
+    c.put_object(Bucket="nemo2sherpa", Key="re/run/tokens.txt", Body=b"stale", Metadata={"sha256": "0" * 64})
+    second = publish_bundle(c, bundle, "nemo2sherpa", "re/run", src)
+    names = [f["name"] for f in second["files"]]
+    assert set(names) - set(second["skipped"]) == {"joiner.onnx", "tokens.txt"}
+    assert c.get_object(Bucket="nemo2sherpa", Key="re/run/tokens.txt")["Body"].read() == (bundle / "tokens.txt").read_bytes()
+    assert second["objects"][-2].endswith("re/run/manifest.json")
+    latest = json.loads(c.get_object(Bucket="nemo2sherpa", Key="re/latest.json")["Body"].read())
+    assert latest["bundle"] == "s3://nemo2sherpa/re/run/" and latest["revision"] == "sha256-abc"

@@ -1,9 +1,11 @@
 """Stage 6, benchmark (ONNX venv): latency by clip length, warm-up excluded.
 
-CPU always, through sherpa-onnx (what users ship) per variant, in a child process. GPU when
-asked: onnxruntime's CUDA provider over the same greedy decoder as validation, and the run
-asserts CUDA really ran; where it cannot, the result says `skipped` with the reason. Never a
-silent fallback.
+CPU always: sherpa-onnx (what users ship, audio in, text out; in a child process whose peak RSS
+is recorded) and onnxruntime (the library's greedy decoder over the same sessions, on NeMo
+features of a real clip tiled to each length) per variant. GPU when asked: onnxruntime's CUDA
+provider over that decoder, and the run asserts CUDA really ran; where it cannot, the result
+says `skipped` with the reason. Never a silent fallback. Writes benchmark.json and, beside it,
+benchmark.png (p50 latency vs clip length per engine and variant).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .child import run_module
+from .child import run_module_measured
 
 log = logging.getLogger("nemo2sherpa.benchmark")
 
@@ -54,26 +56,37 @@ def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, thre
     return out
 
 
-def ort_cuda(bundle: Path, variant: str, lengths: list[float], runs: int, spec: dict[str, Any]) -> dict[str, Any]:
-    """onnxruntime CUDA EP over the greedy decoder, on random NeMo-shaped features."""
+def _clip_features(reference_dir: Path, frames: int):
+    """NeMo features of the first evaluation clip, tiled along time to `frames` frames."""
     import numpy as np
+
+    f = np.load(Path(reference_dir) / "reference.npz")["clip0_features"]
+    reps = -(-frames // f.shape[2])
+    return np.ascontiguousarray(np.tile(f, (1, 1, reps))[:, :, :frames])
+
+
+def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[float], runs: int,
+               spec: dict[str, Any], provider: str = "cpu", threads: int = 2) -> dict[str, Any]:
+    """onnxruntime over the greedy decoder: CPU, or CUDA (asserting CUDA is the provider that ran)."""
     import onnxruntime as ort
 
     from .decode import GreedyDecoder, Sessions
 
-    avail = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in avail:
-        return {"status": "skipped", "reason": f"onnxruntime has no CUDAExecutionProvider (available: {avail}); "
-                                               f"install onnxruntime-gpu on a machine with an NVIDIA GPU"}
-    s = Sessions.load(bundle, variant, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    if s.providers[0] != "CUDAExecutionProvider":
-        return {"status": "skipped", "reason": f"CUDA provider did not load; session providers {s.providers}"}
+    if provider == "cuda":
+        avail = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in avail:
+            return {"status": "skipped", "reason": f"onnxruntime has no CUDAExecutionProvider (available: {avail}); "
+                                                   f"install onnxruntime-gpu on a machine with an NVIDIA GPU"}
+        s = Sessions.load(bundle, variant, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], threads=threads)
+        if s.providers[0] != "CUDAExecutionProvider":
+            return {"status": "skipped", "reason": f"CUDA provider did not load; session providers {s.providers}"}
+    else:
+        s = Sessions.load(bundle, variant, threads=threads)
     dec = GreedyDecoder(s, spec["vocab_size"], spec["durations"])
     out: dict[str, Any] = {"status": "ok", "engine": "onnxruntime", "provider": s.providers[0], "variant": variant,
-                           "by_length": {}}
-    rng = np.random.default_rng(0)
+                           "threads": threads, "by_length": {}}
     for secs in lengths:
-        feats = rng.standard_normal((1, spec["feat_dim"], int(secs * 100)), dtype=np.float32)
+        feats = _clip_features(reference_dir, int(secs * 100))
         times = []
         for i in range(runs + 1):
             t0 = time.perf_counter()
@@ -91,31 +104,73 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
                   threads: int = 2, gpu: bool = False, out_path: Path | None = None) -> dict[str, Any]:
     bundle = Path(bundle)
     spec = json.loads((Path(reference_dir) / "export.json").read_text())["spec"]
-    result: dict[str, Any] = {"clip_lengths_s": lengths, "runs": runs, "threads": threads, "cpu": {}, "gpu": {}}
+    result: dict[str, Any] = {"clip_lengths_s": lengths, "runs": runs, "threads": threads, "cpu": {},
+                              "ort_cpu": {}, "gpu": {}}
     for v in variants:
-        proc = run_module(["bench-sherpa", "--bundle", str(bundle), "--variant", v, "--runs", str(runs),
-                           "--threads", str(threads), "--lengths", ",".join(f"{x:g}" for x in lengths)],
-                          capture_output=True)
+        proc, usage = run_module_measured(["bench-sherpa", "--bundle", str(bundle), "--variant", v, "--runs",
+                                           str(runs), "--threads", str(threads), "--lengths",
+                                           ",".join(f"{x:g}" for x in lengths)])
         if proc.returncode != 0:
-            raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}): {proc.stderr[-800:]}")
-        result["cpu"][v] = json.loads(proc.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}); see the log above")
+        result["cpu"][v] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_bytes": usage["peak_rss_bytes"]}
+        result["ort_cpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cpu", threads)
     if gpu:
         for v in variants:
-            result["gpu"][v] = ort_cuda(bundle, v, lengths, runs, spec)
+            result["gpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cuda", threads)
     else:
         result["gpu"] = {"status": "skipped", "reason": "GPU benchmark not requested (gpu_benchmark=false)"}
     for line in table(result).splitlines():
         log.info("%s", line)
     if out_path:
         Path(out_path).write_text(json.dumps(result, indent=2))
+        plot(result, Path(out_path).with_suffix(".png"))
     return result
+
+
+def _series(result: dict[str, Any]):
+    """(label, {length: stats}) for every engine and variant that ran."""
+    for v, r in result["cpu"].items():
+        yield f"sherpa-onnx CPU {v}", r["by_length"]
+    for v, r in result.get("ort_cpu", {}).items():
+        yield f"onnxruntime CPU {v}", r["by_length"]
+    gpu = result["gpu"]
+    if gpu.get("status") != "skipped":
+        for v, r in gpu.items():
+            if r.get("status") == "ok":
+                yield f"onnxruntime CUDA {v}", r["by_length"]
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """benchmark.png: p50 latency against clip length, one line per engine and variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for label, by_len in _series(result):
+        xs = sorted(float(k) for k in by_len)
+        ax.plot(xs, [by_len[f"{x:g}"]["p50_s"] * 1000 for x in xs], marker="o", label=label)
+    ax.set_xlabel("clip length (s)")
+    ax.set_ylabel("p50 latency (ms), warm")
+    ax.set_title(f"nemo2sherpa benchmark ({result['threads']} threads, {result['runs']} runs per point)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def table(result: dict[str, Any]) -> str:
     rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s"]
+    for name, key in (("sherpa-cpu", "cpu"), ("ort-cpu", "ort_cpu")):
+        for v, r in result.get(key, {}).items():
+            for L, s in r["by_length"].items():
+                rows.append(f"{name:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
+                            f"{s['cold_s']:.4f}")
     for v, r in result["cpu"].items():
-        for L, s in r["by_length"].items():
-            rows.append(f"sherpa-cpu    {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} {s['cold_s']:.4f}")
+        if "peak_rss_bytes" in r:
+            rows.append(f"sherpa-onnx {v}: peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB, load {r['load_s']:.2f} s")
     gpu = result["gpu"]
     if gpu.get("status") == "skipped":
         rows.append(f"gpu: skipped ({gpu['reason']})")

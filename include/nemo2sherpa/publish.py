@@ -2,7 +2,7 @@
 
 Every object carries its sha256 in metadata; `manifest.json` (names, sizes, sha256s, source,
 pipeline version, gate summary) is uploaded only after every file is up and verified, so a
-reader that finds the manifest finds a complete bundle. Takes a boto3 S3 client: the caller
+reader that finds the manifest finds a complete bundle. Then <prefix>/<model>/latest.json points at it. Takes a boto3 S3 client: the caller
 decides where the credentials come from (an Airflow connection in the DAG).
 """
 
@@ -20,8 +20,9 @@ from .source import sha256_file
 log = logging.getLogger("nemo2sherpa.publish")
 
 PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
-             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "validation.json", "VALIDATION.md")
+             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "benchmark.png", "validation.json", "VALIDATION.md")
 MANIFEST = "manifest.json"
+LATEST = "latest.json"
 
 
 def bundle_key(prefix: str, model: str, revision: str) -> str:
@@ -57,16 +58,21 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
     entries = []
     t_all = time.monotonic()
+    skipped = []
     for f in files:
         digest = sha256_file(f)
         size = f.stat().st_size
+        if _stored(client, bucket, f"{key}/{f.name}") == (size, digest):
+            # A re-run (after a failed or killed publish) keeps what already arrived intact.
+            log.info("already there %-20s %14s bytes sha256 %s: not uploaded again", f.name, f"{size:,}", digest[:16])
+            skipped.append(f.name)
+            entries.append({"name": f.name, "size": size, "sha256": digest})
+            continue
         t0 = time.monotonic()
         client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
                            ExtraArgs={"Metadata": {"sha256": digest}})
         dt = time.monotonic() - t0
-        head = client.head_object(Bucket=bucket, Key=f"{key}/{f.name}")
-        meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()}  # some servers capitalise keys
-        if head["ContentLength"] != size or meta.get("sha256") != digest:
+        if _stored(client, bucket, f"{key}/{f.name}") != (size, digest):
             raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
         log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s", f.name, f"{size:,}", size / 1e6 / max(dt, 1e-6), digest[:16])
         entries.append({"name": f.name, "size": size, "sha256": digest})
@@ -82,10 +88,42 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     body = json.dumps(manifest, indent=2).encode()
     (bundle / MANIFEST).write_bytes(body)
     client.put_object(Bucket=bucket, Key=f"{key}/{MANIFEST}", Body=body, ContentType="application/json")
-    uris = [f"s3://{bucket}/{key}/{e['name']}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}"]
+    latest = write_latest(client, bucket, key, manifest)
+    uris = [f"s3://{bucket}/{key}/{e['name']}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}", latest]
     log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
              time.monotonic() - t_all)
-    return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries}
+    return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
+            "skipped": skipped}
+
+
+def latest_key(key: str) -> str:
+    """<prefix>/<model>/latest.json beside the model's bundles."""
+    return f"{key.rsplit('/', 1)[0]}/{LATEST}" if "/" in key else LATEST
+
+
+def write_latest(client, bucket: str, key: str, manifest: dict[str, Any]) -> str:
+    """The model's `latest` pointer, written only after the bundle's manifest: names the last published bundle."""
+    body = json.dumps({"format": "nemo2sherpa-latest/1", "model": manifest["source"].get("name"),
+                       "revision": manifest["source"].get("revision"), "pipeline_version": manifest["pipeline_version"],
+                       "bundle": f"s3://{bucket}/{key}/", "manifest": f"s3://{bucket}/{key}/{MANIFEST}",
+                       "published_at": manifest["published_at"]}, indent=2).encode()
+    client.put_object(Bucket=bucket, Key=latest_key(key), Body=body, ContentType="application/json")
+    log.info("latest pointer s3://%s/%s -> %s", bucket, latest_key(key), key)
+    return f"s3://{bucket}/{latest_key(key)}"
+
+
+def _stored(client, bucket: str, key: str) -> tuple[int, str | None] | None:
+    """(size, sha256 from its metadata) of an object, or None if there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    meta = {k.lower(): v for k, v in head.get("Metadata", {}).items()}  # some servers capitalise keys
+    return head["ContentLength"], meta.get("sha256")
 
 
 def verify_download(local_dir: Path) -> list[str]:
