@@ -13,7 +13,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
 if INCLUDE not in sys.path:
@@ -28,6 +28,9 @@ WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve()
 VENV_CACHE = str(venvs.default_cache())
 BENCHMARK_QUEUE = os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")
 REGISTRY = sorted(load_registry())
+# Every published bundle becomes an asset event on its S3 URI, through this alias: a downstream DAG can
+# schedule on AssetAlias("nemo2sherpa-bundles") (any bundle) or on one bundle's URI.
+BUNDLES = AssetAlias("nemo2sherpa-bundles")
 
 VENV = dict(venv_cache_path=VENV_CACHE, system_site_packages=False, expect_airflow=False,
             retries=1, retry_delay=timedelta(seconds=30))
@@ -130,7 +133,7 @@ def parakeet_tdt_to_sherpa_onnx():
         print(f"workspace {layout['ws']}; variants {layout['variants']}; pipeline {PIPELINE_VERSION}")
         return layout
 
-    @task(retries=2, retry_delay=timedelta(seconds=20))
+    @task(retries=2, retry_delay=timedelta(seconds=20), outlets=[BUNDLES])
     def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
         """Upload with sha256s, manifest last; skip if this exact bundle is already published (unless force)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -148,6 +151,10 @@ def parakeet_tdt_to_sherpa_onnx():
         out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary)
         print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
         print(f"local bundle folder: {plan['bundle']}")
+        get_current_context()["outlet_events"][BUNDLES].add(
+            Asset(out["uri"].rstrip("/")),
+            extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
+                   "manifest": f"{out['uri']}manifest.json"})
         return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False}
 
     pl = plan()

@@ -38,6 +38,17 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     bench = json.loads((dl / "benchmark.json").read_text())
     assert set(bench["cpu"]) == {"fp32", "int8"} and bench["gpu"]["status"] == "skipped"
 
+    # The bundle is an asset event on its S3 URI (through the DAG's alias), for downstream DAGs.
+    from sqlalchemy import select
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        asset = session.scalars(select(AssetModel).where(AssetModel.uri == f"s3://e2e-bucket/{prefix}")).one()
+        events = session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset.id)).all()
+        assert events and events[-1].extra["model"] == "tiny-tdt" and events[-1].source_run_id == dr.run_id
+
     # sherpa-onnx decodes a clip from the downloaded int8 bundle, and agrees with what the DAG saw.
     clip = load_clips()[0]
     out = last_json(run_cli("onnx", "sherpa-decode", "--bundle", str(dl), "--variant", "int8", str(clip.path)))
