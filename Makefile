@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: bench-full-size venv demo test convert up down fixtures clean
+.PHONY: bench-full-size bench-publish venv demo test convert up down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ fixtures: venv
 ## writes benchmarks/results/full-size-1.1b.{json,md} (~10 min, ~15 GB disk, ~13 GB RAM).
 bench-full-size: venv
 	$(PY) benchmarks/full_size.py
+
+## make bench-publish: publish vs plain boto3 upload of a 2 GiB file to a loopback S3 server, by hand.
+bench-publish: venv
+	$(PY) benchmarks/publish_speed.py
 
 clean:
 	rm -rf .workspace .demo .airflow

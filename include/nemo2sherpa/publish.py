@@ -54,7 +54,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
 
     bundle = Path(bundle)
     _ensure_bucket(client, bucket, create_bucket)
-    cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+    cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
     files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
     entries = []
     t_all = time.monotonic()
