@@ -10,13 +10,15 @@ from nemo2sherpa.audio import load_clips
 from nemo2sherpa.publish import verify_download
 
 
-def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_path, monkeypatch):
+def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_path, monkeypatch, capfd):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
     dr = dag.test(run_conf={"source": str(FIXTURE), "bucket": "e2e-bucket", "prefix": "ci", "benchmark_lengths": [1, 2]})
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
+    logs = "".join(capfd.readouterr())  # under dag.test, every task's log goes to this process's stdout/stderr
+    assert "published:" in logs and s3.secret not in logs  # the S3 secret came from the connection, never logged
 
     c = s3.client()
     objs = [o["Key"] for o in c.list_objects_v2(Bucket="e2e-bucket", Prefix="ci/")["Contents"]]

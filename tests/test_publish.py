@@ -68,3 +68,18 @@ def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_
     assert second["objects"][-2].endswith("re/run/manifest.json")
     latest = json.loads(c.get_object(Bucket="nemo2sherpa", Key="re/latest.json")["Body"].read())
     assert latest["bundle"] == "s3://nemo2sherpa/re/run/" and latest["revision"] == "sha256-abc"
+
+
+def test_upload_progress_is_logged_with_rate(s3, tmp_path, caplog):
+    import logging
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    with open(bundle / "encoder.weights", "wb") as f:
+        f.truncate(80 << 20)  # a big file (sparse zeros): progress lines every 10%
+    (bundle / "tokens.txt").write_text("a 0\n<blk> 1\n")  # a small one: no progress lines
+    with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
+        publish_bundle(s3.client(), bundle, "nemo2sherpa", "progress/run", {"name": "p", "revision": "r"})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploading ")]
+    assert 5 <= len(lines) <= 10 and all("encoder.weights" in x and "MB/s" in x for x in lines)
+    assert "100%" in lines[-1]

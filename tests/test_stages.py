@@ -182,6 +182,11 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     assert {"encoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt",
             "validation.json", "benchmark.json"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / ".bundle.work").exists()
+    bench = json.loads((out / "benchmark.json").read_text())
+    assert bench["nemo_cpu"]["engine"] == "NeMo transcribe (PyTorch)"  # the baseline, timed where NeMo was loaded
+    assert bench["nemo_cpu"]["by_length"]["1"]["p50_s"] > 0 and (out / "benchmark.png").exists()
+    assert set(r["steps"]) == {"source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark"}
+    assert all(s["wall_s"] > 0 and s["peak_rss_bytes"] > 10e6 for s in r["steps"].values())
     # A second run into the same (now non-empty) folder is refused before any work.
     again = run_module(["convert", str(FIXTURE), str(out)], capture_output=True)
     assert again.returncode == 2 and "not empty" in again.stderr.strip().splitlines()[-1]

@@ -114,6 +114,9 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
             raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}); see the log above")
         result["cpu"][v] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_bytes": usage["peak_rss_bytes"]}
         result["ort_cpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cpu", threads)
+    base = json.loads((Path(reference_dir) / "export.json").read_text()).get("nemo_baseline")
+    if base:  # timed at export, where NeMo was loaded: the path users would take without a conversion
+        result["nemo_cpu"] = base
     if gpu:
         for v in variants:
             result["gpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cuda", threads)
@@ -133,6 +136,8 @@ def _series(result: dict[str, Any]):
         yield f"sherpa-onnx CPU {v}", r["by_length"]
     for v, r in result.get("ort_cpu", {}).items():
         yield f"onnxruntime CPU {v}", r["by_length"]
+    if "nemo_cpu" in result:
+        yield "NeMo transcribe CPU fp32 (baseline)", result["nemo_cpu"]["by_length"]
     gpu = result["gpu"]
     if gpu.get("status") != "skipped":
         for v, r in gpu.items():
@@ -163,8 +168,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def table(result: dict[str, Any]) -> str:
     rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s"]
-    for name, key in (("sherpa-cpu", "cpu"), ("ort-cpu", "ort_cpu")):
-        for v, r in result.get(key, {}).items():
+    groups = [("sherpa-cpu", result.get("cpu", {})), ("ort-cpu", result.get("ort_cpu", {}))]
+    if "nemo_cpu" in result:
+        groups.append(("nemo-cpu", {"fp32": result["nemo_cpu"]}))
+    for name, by_variant in groups:
+        for v, r in by_variant.items():
             for L, s in r["by_length"].items():
                 rows.append(f"{name:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
                             f"{s['cold_s']:.4f}")

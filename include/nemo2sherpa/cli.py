@@ -36,7 +36,9 @@ def run_stage(stage: str, **kw: Any) -> Any:
         return resolve_source(kw["source"], kw.get("revision"), Path(kw["download_dir"]))
     if stage == "export":
         from .export import export_nemo
-        m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]), expect=kw.get("expect"))
+        lengths = kw.get("baseline_lengths")
+        m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]), expect=kw.get("expect"),
+                        baseline_lengths=[float(x) for x in (_csv(lengths) if isinstance(lengths, str) else lengths or [])])
         return {k: m[k] for k in ("spec", "params", "files", "timings_s")}
     if stage == "validate":
         from .pipeline import GATE_DEFAULTS, threshold
@@ -70,7 +72,8 @@ def run_stage(stage: str, **kw: Any) -> Any:
 
 STAGE_ARGS = {
     "source": [("--source", {"required": True}), ("--revision", {}), ("--download-dir", {"required": True})],
-    "export": [("--nemo", {"required": True}), ("--bundle", {"required": True}), ("--reference", {"required": True})],
+    "export": [("--nemo", {"required": True}), ("--bundle", {"required": True}), ("--reference", {"required": True}),
+               ("--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"})],
     "validate": [("--bundle", {"required": True}), ("--reference", {"required": True}),
                  ("--variants", {"default": "fp32,int8"}), ("--mode", {"default": "full", "choices": ["pre", "full"]}),
                  ("--source-json", {}), ("--report", {}),

@@ -152,11 +152,45 @@ def _export_encoder(model, bundle: Path) -> list[str]:
     return ["encoder.onnx"] + ([ENCODER_WEIGHTS] if (bundle / ENCODER_WEIGHTS).exists() else [])
 
 
+def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) -> dict[str, Any]:
+    """What users would run without a conversion: NeMo's transcribe() (PyTorch, CPU), audio in, text out,
+    on the first evaluation clip tiled to each length; p50/p95 after a warm-up call, like the benchmark stage."""
+    import torch
+
+    from .audio import fixed_length
+    from .benchmark import _stats
+
+    speech, rate = read_wav(load_clips(None)[0].path)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    out: dict[str, Any] = {"engine": "NeMo transcribe (PyTorch)", "provider": "cpu", "variant": "fp32",
+                           "threads": threads, "by_length": {}}
+    try:
+        for secs in lengths:
+            audio = fixed_length(speech, rate, secs)
+            times = []
+            for i in range(runs + 1):
+                t0 = time.perf_counter()
+                model.transcribe([audio], batch_size=1, verbose=False)
+                dt = time.perf_counter() - t0
+                model.eval()  # transcribe() leaves modules in training mode
+                if i:
+                    times.append(dt)
+                else:
+                    cold = dt
+            out["by_length"][f"{secs:g}"] = {**_stats(times, secs), "cold_s": round(cold, 5)}
+            log.info("NeMo baseline %5gs clip: p50 %.4f s", secs, out["by_length"][f"{secs:g}"]["p50_s"])
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
 def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
-                expect: dict[str, Any] | None = None) -> dict[str, Any]:
+                expect: dict[str, Any] | None = None, baseline_lengths: list[float] | None = None) -> dict[str, Any]:
     """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
 
     `expect`: a registry entry whose figures the checkpoint's config must match (checked before NeMo loads).
+    `baseline_lengths`: also time NeMo's own transcribe() at these clip lengths (the benchmark's baseline).
     """
     nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
     if not nemo_path.is_file():
@@ -188,6 +222,8 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     t_ref = time.monotonic() - t0
     for c in info["clips"]:
         log.info("NeMo greedy %s: %r", c["name"], c["nemo_text"])
+    if baseline_lengths:
+        info["nemo_baseline"] = nemo_baseline(model, [float(x) for x in baseline_lengths])
 
     t0 = time.monotonic()
     files = _export_encoder(model, bundle_dir)

@@ -62,7 +62,8 @@ def run_step(step: str, plan: dict[str, Any], src: dict[str, Any] | None = None)
     if step == "export":
         from .registry import load_registry
         expect = load_registry().get(src["registry"]) if src.get("registry") else None
-        return run_stage("export", nemo=src["path"], bundle=b, reference=r, expect=expect)
+        return run_stage("export", nemo=src["path"], bundle=b, reference=r, expect=expect,
+                         baseline_lengths=plan["lengths"])
     if step == "validate_export":
         return run_stage("validate", bundle=b, reference=r, variants=["fp32"], mode="pre")
     if step == "quantize":

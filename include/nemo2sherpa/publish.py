@@ -70,7 +70,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
             continue
         t0 = time.monotonic()
         client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
-                           ExtraArgs={"Metadata": {"sha256": digest}})
+                           ExtraArgs={"Metadata": {"sha256": digest}}, Callback=_Progress(f.name, size))
         dt = time.monotonic() - t0
         if _stored(client, bucket, f"{key}/{f.name}") != (size, digest):
             raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
@@ -94,6 +94,29 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
              time.monotonic() - t_all)
     return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
             "skipped": skipped}
+
+
+class _Progress:
+    """boto3 upload callback: a log line at every 10% of a file over 64 MB, with the rate so far."""
+
+    def __init__(self, name: str, size: int) -> None:
+        import threading
+
+        self.name, self.size, self.done, self.next = name, size, 0, 10
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        if self.size < 64 << 20:
+            return
+        with self.lock:
+            self.done += n
+            pct = 100 * self.done / self.size
+            if pct >= self.next:
+                dt = max(time.monotonic() - self.t0, 1e-6)
+                log.info("uploading %s: %3.0f%% of %s bytes, %.1f MB/s", self.name, pct, f"{self.size:,}",
+                         self.done / 1e6 / dt)
+                self.next = int(pct // 10) * 10 + 10
 
 
 def latest_key(key: str) -> str:
