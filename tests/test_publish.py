@@ -83,3 +83,43 @@ def test_upload_progress_is_logged_with_rate(s3, tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploading ")]
     assert 5 <= len(lines) <= 10 and all("encoder.weights" in x and "MB/s" in x for x in lines)
     assert "100%" in lines[-1]
+
+
+def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
+    """An upload that dies mid-file: no manifest, its multipart upload aborted; an upload left open by a run
+    that was killed (no handler ran) is aborted by the next run, which then completes the bundle."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    with open(bundle / "encoder.weights", "wb") as f:
+        f.truncate(80 << 20)
+    (bundle / "tokens.txt").write_text("a 0\n<blk> 1\n")
+    c = s3.client()
+    c.create_bucket(Bucket="faults")
+    key = "m/rev-p1"
+
+    class DiesMidUpload:  # the real client, except that the big upload breaks after its first part
+        def __getattr__(self, name):
+            return getattr(c, name)
+
+        def upload_file(self, filename, bucket, obj, **kw):
+            if obj.endswith("encoder.weights"):
+                u = c.create_multipart_upload(Bucket=bucket, Key=obj)
+                c.upload_part(Bucket=bucket, Key=obj, UploadId=u["UploadId"], PartNumber=1, Body=b"0" * (5 << 20))
+                raise ConnectionError("S3 went away mid-upload")
+            return c.upload_file(filename, bucket, obj, **kw)
+
+    def open_uploads():
+        return c.list_multipart_uploads(Bucket="faults", Prefix=f"{key}/").get("Uploads", [])
+
+    with pytest.raises(ConnectionError, match="mid-upload"):
+        publish_bundle(DiesMidUpload(), bundle, "faults", key, {"name": "m", "revision": "rev"})
+    assert open_uploads() == []
+    names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
+    assert not [n for n in names if n.endswith(("manifest.json", "latest.json"))]
+
+    killed = c.create_multipart_upload(Bucket="faults", Key=f"{key}/encoder.weights")  # as a SIGKILL leaves it
+    c.upload_part(Bucket="faults", Key=f"{key}/encoder.weights", UploadId=killed["UploadId"], PartNumber=1,
+                  Body=b"0" * (5 << 20))
+    out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+    assert out["aborted"] == [f"{key}/encoder.weights"] and open_uploads() == []
+    assert out["objects"][-2].endswith(f"{key}/manifest.json")

@@ -56,26 +56,18 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     _ensure_bucket(client, bucket, create_bucket)
     cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
     files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
-    entries = []
     t_all = time.monotonic()
-    skipped = []
-    for f in files:
-        digest = sha256_file(f)
-        size = f.stat().st_size
-        if _stored(client, bucket, f"{key}/{f.name}") == (size, digest):
-            # A re-run (after a failed or killed publish) keeps what already arrived intact.
-            log.info("already there %-20s %14s bytes sha256 %s: not uploaded again", f.name, f"{size:,}", digest[:16])
-            skipped.append(f.name)
-            entries.append({"name": f.name, "size": size, "sha256": digest})
-            continue
-        t0 = time.monotonic()
-        client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
-                           ExtraArgs={"Metadata": {"sha256": digest}}, Callback=_Progress(f.name, size))
-        dt = time.monotonic() - t0
-        if _stored(client, bucket, f"{key}/{f.name}") != (size, digest):
-            raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
-        log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s", f.name, f"{size:,}", size / 1e6 / max(dt, 1e-6), digest[:16])
-        entries.append({"name": f.name, "size": size, "sha256": digest})
+    aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
+    try:
+        entries, skipped = _upload_all(client, bucket, key, files, cfg)
+    except BaseException:
+        # No manifest was written; leave no half-uploaded parts behind either. (A SIGKILL skips this
+        # handler: the next run's abort_incomplete above cleans up after it.)
+        try:
+            abort_incomplete(client, bucket, key)
+        except Exception as e:  # noqa: BLE001 - the store may be the thing that failed; keep the first error
+            log.warning("could not abort incomplete uploads under s3://%s/%s/ (%s); the next run will", bucket, key, e)
+        raise
     manifest = {
         "format": "nemo2sherpa-bundle/1",
         "nemo2sherpa": __version__,
@@ -93,7 +85,48 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
              time.monotonic() - t_all)
     return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
-            "skipped": skipped}
+            "skipped": skipped, "aborted": aborted}
+
+
+def _upload_all(client, bucket: str, key: str, files: list[Path], cfg) -> tuple[list[dict[str, Any]], list[str]]:
+    """Upload each file with its sha256 in metadata unless an identical object is already there; verify each."""
+    entries: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for f in files:
+        digest = sha256_file(f)
+        size = f.stat().st_size
+        if _stored(client, bucket, f"{key}/{f.name}") == (size, digest):
+            # A re-run (after a failed or killed publish) keeps what already arrived intact.
+            log.info("already there %-20s %14s bytes sha256 %s: not uploaded again", f.name, f"{size:,}", digest[:16])
+            skipped.append(f.name)
+            entries.append({"name": f.name, "size": size, "sha256": digest})
+            continue
+        t0 = time.monotonic()
+        client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
+                           ExtraArgs={"Metadata": {"sha256": digest}}, Callback=_Progress(f.name, size))
+        dt = time.monotonic() - t0
+        if _stored(client, bucket, f"{key}/{f.name}") != (size, digest):
+            raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
+        log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s", f.name, f"{size:,}", size / 1e6 / max(dt, 1e-6), digest[:16])
+        entries.append({"name": f.name, "size": size, "sha256": digest})
+    return entries, skipped
+
+
+def abort_incomplete(client, bucket: str, key: str) -> list[str]:
+    """Abort multipart uploads under the bundle's key that a failed or killed publish left open."""
+    from botocore.exceptions import ClientError
+
+    try:
+        uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=f"{key}/").get("Uploads", [])
+    except ClientError as e:  # a store without the API: nothing we can list, nothing to abort
+        log.warning("could not list incomplete multipart uploads under s3://%s/%s/ (%s)", bucket, key, e)
+        return []
+    for u in uploads:
+        client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    if uploads:
+        log.info("aborted %d incomplete multipart upload(s) under s3://%s/%s/: %s", len(uploads), bucket, key,
+                 ", ".join(sorted(u["Key"].rsplit("/", 1)[-1] for u in uploads)))
+    return [u["Key"] for u in uploads]
 
 
 class _Progress:
