@@ -71,3 +71,18 @@ def test_params_schema_rejects_bad_input(dag):
     assert p.get_param("variants").resolve(["int8"]) == ["int8"]
     assert p.get_param("int8_wer_max").resolve() == 0.05 and p.get_param("sherpa_wer_max").resolve() == 0.35
     assert p.get_param("int8_wer_max").resolve(None) is None  # empty in the form: report only
+
+
+def test_refresh_dag_is_scheduled_and_maps_over_the_registry(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.standard.operators.python import PythonVirtualenvOperator
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    d = bag.dags["nemo2sherpa_refresh"]
+    assert d.max_active_runs == 1 and not d.catchup
+    assert d.timetable.expression == "0 0 * * *"  # @daily unless NEMO2SHERPA_REFRESH_SCHEDULE says otherwise
+    up = d.get_task("upstream_revision")  # one mapped venv task per registry model (test_refresh runs them all)
+    assert issubclass(up.operator_class, PythonVirtualenvOperator)
+    assert sorted(up.partial_kwargs["requirements"]) == venvs.requirements("download")
+    assert d.get_task("convert").partial_kwargs["trigger_dag_id"] == DAG_ID

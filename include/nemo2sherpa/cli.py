@@ -34,6 +34,9 @@ def run_stage(stage: str, **kw: Any) -> Any:
     if stage == "source":
         from .source import resolve_source
         return resolve_source(kw["source"], kw.get("revision"), Path(kw["download_dir"]))
+    if stage == "upstream":
+        from .source import upstream_revision
+        return upstream_revision(kw["source"], kw.get("revision"))
     if stage == "export":
         from .export import export_nemo
         lengths = kw.get("baseline_lengths")
@@ -72,6 +75,7 @@ def run_stage(stage: str, **kw: Any) -> Any:
 
 STAGE_ARGS = {
     "source": [("--source", {"required": True}), ("--revision", {}), ("--download-dir", {"required": True})],
+    "upstream": [("--source", {"required": True}), ("--revision", {})],
     "export": [("--nemo", {"required": True}), ("--bundle", {"required": True}), ("--reference", {"required": True}),
                ("--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"})],
     "validate": [("--bundle", {"required": True}), ("--reference", {"required": True}),

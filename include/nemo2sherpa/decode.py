@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANT_FILES = {
-    "fp32": ("encoder.onnx", "decoder.onnx", "joiner.onnx"),
-    "int8": ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"),
-}
+from .variants import VARIANT_FILES
 
 
 def read_tokens(bundle: Path) -> list[str]:

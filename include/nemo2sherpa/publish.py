@@ -152,6 +152,17 @@ class _Progress:
                 self.next = int(pct // 10) * 10 + 10
 
 
+def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:
+    """None if a published manifest already holds every requested variant, else why a conversion is due."""
+    from .variants import VARIANT_FILES
+
+    if manifest is None:
+        return "not published yet"
+    have = {f["name"] for f in manifest.get("files", [])}
+    missing = [v for v in variants if not set(VARIANT_FILES[v]) <= have]
+    return f"published without {', '.join(missing)}" if missing else None
+
+
 def latest_key(key: str) -> str:
     """<prefix>/<model>/latest.json beside the model's bundles."""
     return f"{key.rsplit('/', 1)[0]}/{LATEST}" if "/" in key else LATEST

@@ -70,19 +70,41 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> dic
     return download_hub(value, revision, download_dir)
 
 
-def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
-    from huggingface_hub import HfApi, hf_hub_download
+def hub_info(repo_id: str, revision: str | None):
+    """The Hub's model info at a revision (branch, tag or sha), with file metadata; errors name the fix."""
+    from huggingface_hub import HfApi
     from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    api = HfApi()
     try:
-        info = api.model_info(repo_id, revision=revision or "main", files_metadata=True)
+        return HfApi().model_info(repo_id, revision=revision or "main", files_metadata=True)
     except RepositoryNotFoundError:
         raise InputError(f"{repo_id}: no such Hugging Face repo (or it is private: set the hf token)") from None
     except RevisionNotFoundError:
         raise InputError(f"{repo_id}: revision {revision!r} not found; give a branch, tag or commit sha") from None
     except (HfHubHTTPError, OSError) as e:
         raise InputError(f"{repo_id}: the Hub could not be reached ({e}); check the network or HF_ENDPOINT") from None
+
+
+def upstream_revision(source: str, revision: str | None = None) -> dict[str, Any]:
+    """What a source resolves to upstream right now, without downloading it: for a registry model or a repo
+    id the Hub's commit sha (the scheduled refresh compares it with what is published); for a local file its
+    content hash."""
+    kind, value = classify(source)
+    if kind == "local":
+        digest = sha256_file(Path(value))
+        return {"source": source, "kind": kind, "name": Path(value).stem, "revision": f"sha256-{digest[:16]}"}
+    entry = load_registry()[value] if kind == "registry" else {"repo_id": value}
+    info = hub_info(entry["repo_id"], revision or entry.get("revision"))
+    if not [s for s in info.siblings or [] if s.rfilename.endswith(".nemo")]:
+        raise InputError(f"{entry['repo_id']}@{info.sha}: the repo has no .nemo file")
+    name = value if kind == "registry" else value.split("/")[-1]
+    return {"source": source, "kind": kind, "name": name, "repo_id": entry["repo_id"], "revision": info.sha}
+
+
+def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    info = hub_info(repo_id, revision)
     nemo = [s for s in info.siblings or [] if s.rfilename.endswith(".nemo")]
     if not nemo:
         raise InputError(f"{repo_id}@{info.sha}: the repo has no .nemo file; nemo2sherpa converts NeMo checkpoints")

@@ -1,0 +1,113 @@
+"""nemo2sherpa_refresh: on a schedule, re-convert the registry models whose upstream revision changed.
+
+For every model in include/nemo2sherpa/models.toml (one mapped task each) it asks the Hub which commit
+the model's revision points at now, looks for that bundle's manifest.json on S3 (the key holds the
+revision and the pipeline version, so a converter fix re-publishes), and triggers
+parakeet_tdt_to_sherpa_onnx only for the models whose bundle is missing or lacks a requested variant.
+Everything else is logged as "up to date". Thin on purpose: the checks live in include/nemo2sherpa.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, get_current_context, task
+
+INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
+if INCLUDE not in sys.path:
+    sys.path.insert(0, INCLUDE)
+
+from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
+from nemo2sherpa.registry import load_registry  # noqa: E402
+
+CONVERT_DAG = "parakeet_tdt_to_sherpa_onnx"
+SCHEDULE = os.environ.get("NEMO2SHERPA_REFRESH_SCHEDULE", "@daily")
+MODELS = sorted(load_registry())
+
+
+def _upstream(include_dir: str, model: str) -> dict:
+    """Runs in the download venv: the model's upstream commit now; errors are returned, not raised, so one
+    unreachable model does not hold back the others."""
+    import sys
+
+    sys.path.insert(0, include_dir)
+    from nemo2sherpa.cli import setup_logging
+    from nemo2sherpa.errors import InputError
+    from nemo2sherpa.source import upstream_revision
+
+    setup_logging()
+    try:
+        return upstream_revision(model)
+    except InputError as e:
+        return {"source": model, "name": model, "error": str(e)}
+
+
+@dag(
+    dag_id="nemo2sherpa_refresh",
+    schedule=SCHEDULE,
+    start_date=None,
+    catchup=False,
+    max_active_runs=1,
+    tags=["nemo2sherpa"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+    params={
+        "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
+                             description="Where the bundles are published (as in the conversion DAG)."),
+        "bucket": Param("nemo2sherpa", type="string", title="Bucket", description="Bucket of the published bundles."),
+        "prefix": Param("bundles", type="string", title="Key prefix", description="Prefix of the published bundles."),
+        "variants": Param(["fp32", "int8"], type="array", items={"type": "string", "enum": ["fp32", "int8"]},
+                          minItems=1, title="Variants", description="A bundle without one of these is converted again."),
+        "force": Param(False, type="boolean", title="Force",
+                       description="Trigger a conversion of every registry model, published or not."),
+    },
+    doc_md=__doc__,
+)
+def nemo2sherpa_refresh():
+    upstream = task.virtualenv(task_id="upstream_revision", requirements=venvs.requirements("download"),
+                               venv_cache_path=str(venvs.default_cache()), system_site_packages=False,
+                               expect_airflow=False)(_upstream)
+
+    @task
+    def decide(checked: list[dict]) -> list[dict]:
+        """Compare each model's upstream commit with what is published; the conf of each conversion due."""
+        import json
+
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from nemo2sherpa.publish import MANIFEST, bundle_key, published_state
+
+        p = get_current_context()["params"]
+        hook = S3Hook(aws_conn_id=p["aws_conn_id"])
+        due, errors = [], []
+        for c in checked:
+            if "error" in c:
+                errors.append(c)
+                print(f"{c['name']:<24} could not check: {c['error']}")
+                continue
+            key = f"{bundle_key(p['prefix'], c['name'], c['revision'])}/{MANIFEST}"
+            manifest = (json.loads(hook.read_key(key, bucket_name=p["bucket"]))
+                        if hook.check_for_key(key, bucket_name=p["bucket"]) else None)
+            reason = "forced" if p["force"] else published_state(manifest, p["variants"])
+            if reason is None:
+                print(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published")
+                continue
+            print(f"{c['name']:<24} convert {c['revision'][:12]}: {reason}")
+            due.append({"source": c["name"], "revision": c["revision"], "variants": p["variants"],
+                        "aws_conn_id": p["aws_conn_id"], "bucket": p["bucket"], "prefix": p["prefix"],
+                        "force": bool(p["force"])})
+        print(f"{len(due)} to convert, {len(checked) - len(due) - len(errors)} up to date, {len(errors)} unchecked")
+        if errors and len(errors) == len(checked):
+            raise AirflowFailException("no registry model could be checked: see the lines above")
+        return due
+
+    due = decide(upstream.partial(include_dir=INCLUDE).expand(model=MODELS))
+    TriggerDagRunOperator.partial(task_id="convert", trigger_dag_id=CONVERT_DAG, wait_for_completion=False,
+                                  retries=0).expand(conf=due)
+
+
+nemo2sherpa_refresh()
