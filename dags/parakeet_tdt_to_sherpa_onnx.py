@@ -78,10 +78,13 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
 
 
-def _step(plan: dict, step: str, src: dict | None = None):
+def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = ""):
     """Runs inside the step's virtualenv: imports nemo2sherpa from the project, not a copy."""
+    import os
     import sys
 
+    if hf_token:  # from the Airflow Variable hf_token: masked in logs (its name says token), never in XCom
+        os.environ["HF_TOKEN"] = hf_token
     sys.path.insert(0, plan["include_dir"])
     from nemo2sherpa.cli import setup_logging
     from nemo2sherpa.pipeline import run_step
@@ -158,7 +161,8 @@ def parakeet_tdt_to_sherpa_onnx():
         return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False}
 
     pl = plan()
-    src = step_task("source")(pl, "source")
+    # A Hub token for private or gated repos: the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN).
+    src = step_task("source")(pl, "source", hf_token="{{ var.value.get('hf_token', '') }}")
     exp = step_task("export")(pl, "export", src)
     chk = step_task("validate_export")(pl, "validate_export")
     q = step_task("quantize")(pl, "quantize")

@@ -28,6 +28,7 @@ class Repo:
     revisions: tuple[str, ...] = ("main",)
     corrupt: bool = False
     sha256: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # private repo: requests must carry "Authorization: Bearer <token>"
 
 
 class FakeHub:
@@ -55,7 +56,8 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def add_repo(self, repo_id: str, files: dict[str, Path], commit: str, revisions=("main",), corrupt=False) -> None:
+    def add_repo(self, repo_id: str, files: dict[str, Path], commit: str, revisions=("main",), corrupt=False,
+                 token: str | None = None) -> None:
         shas = {}
         for name, path in files.items():
             h = hashlib.sha256()
@@ -63,7 +65,7 @@ class FakeHub:
                 while b := f.read(8 << 20):
                     h.update(b)
             shas[name] = h.hexdigest()
-        self.repos[repo_id] = Repo(files, commit, tuple(revisions) + (commit,), corrupt, shas)
+        self.repos[repo_id] = Repo(files, commit, tuple(revisions) + (commit,), corrupt, shas, token)
 
     def __enter__(self) -> FakeHub:
         self._thread.start()
@@ -85,7 +87,8 @@ class FakeHub:
 
     def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:
         path = h.path.split("?", 1)[0]
-        self.requests.append({"method": "HEAD" if head else "GET", "path": path, "range": h.headers.get("Range")})
+        self.requests.append({"method": "HEAD" if head else "GET", "path": path, "range": h.headers.get("Range"),
+                              "auth": h.headers.get("Authorization")})
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
         if m:
             return self._info(h, m.group(1), m.group(2))
@@ -96,8 +99,10 @@ class FakeHub:
 
     def _repo(self, h, repo_id: str, rev: str) -> Repo | None:
         repo = self.repos.get(repo_id)
+        if repo is not None and repo.token and h.headers.get("Authorization") != f"Bearer {repo.token}":
+            repo = None  # the Hub answers a private repo without the right token as if it did not exist
         if repo is None:
-            self._error(h, 404, "RepoNotFound")
+            self._error(h, 404 if not h.headers.get("Authorization") else 401, "RepoNotFound")
             return None
         if rev not in repo.revisions:
             self._error(h, 404, "RevisionNotFound")
