@@ -141,7 +141,7 @@ def parakeet_tdt_to_sherpa_onnx():
         """Upload with sha256s, manifest last; skip if this exact bundle is already published (unless force)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle
+        from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, run_summary
 
         p = get_current_context()["params"]
         hook = S3Hook(aws_conn_id=p["aws_conn_id"])
@@ -154,6 +154,7 @@ def parakeet_tdt_to_sherpa_onnx():
         out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary)
         print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
         print(f"local bundle folder: {plan['bundle']}")
+        print(run_summary(out, src, validated, bench))
         get_current_context()["outlet_events"][BUNDLES].add(
             Asset(out["uri"].rstrip("/")),
             extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,

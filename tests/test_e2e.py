@@ -19,6 +19,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
     logs = "".join(capfd.readouterr())  # under dag.test, every task's log goes to this process's stdout/stderr
     assert "published:" in logs and s3.secret not in logs  # the S3 secret came from the connection, never logged
+    assert "== nemo2sherpa: tiny-tdt @ sha256-" in logs and "validation: passed" in logs  # the run's summary table
+    assert "sherpa-onnx CPU p50 int8: 1 s clip" in logs and "fp32 max abs diff vs PyTorch: encoder" in logs
 
     c = s3.client()
     objs = [o["Key"] for o in c.list_objects_v2(Bucket="e2e-bucket", Prefix="ci/")["Contents"]]

@@ -205,3 +205,23 @@ def verify_download(local_dir: Path) -> list[str]:
     if bad:
         raise RuntimeError(f"files that do not match manifest.json: {bad}")
     return [e["name"] for e in manifest["files"]]
+
+
+def run_summary(out: dict[str, Any], source: dict[str, Any], validated: dict[str, Any],
+                bench: dict[str, Any]) -> str:
+    """The last thing a run's log shows: what was published where, with the figures that vouch for it."""
+    lines = [f"== nemo2sherpa: {source.get('name')} @ {source.get('revision')} (pipeline {PIPELINE_VERSION}) ==",
+             "files:"]
+    for f in out["files"]:
+        lines.append(f"  {f['name']:<20} {f['size']:>15,} bytes  sha256 {f['sha256'][:16]}  {out['uri']}{f['name']}")
+    lines.append(f"  {MANIFEST:<20} (written last)  {out['uri']}{MANIFEST}")
+    v = validated or {}
+    lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; "
+                 f"token match vs NeMo {v.get('token_match')}; int8 WER vs fp32 {v.get('wer_vs_fp32')}; "
+                 f"sherpa-onnx WER vs NeMo {v.get('sherpa_wer_vs_nemo')}")
+    for variant, diffs in (v.get("max_abs_diff") or {}).items():
+        lines.append(f"  {variant} max abs diff vs PyTorch: " + ", ".join(f"{k} {x:.2e}" for k, x in (diffs or {}).items()))
+    for variant, by_len in (bench or {}).items():
+        lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
+    lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")
+    return "\n".join(lines)
