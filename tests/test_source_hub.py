@@ -44,8 +44,11 @@ def hub(tmp_path, monkeypatch, big_file):
 def test_hub_download_resumes_and_checks_sha256(hub, big_file, tmp_path):
     hub.drop_after = 100 << 20  # the first transfer of the file breaks after 100 MiB
     d = tmp_path / "dl"
-    m = last_json(run_cli("download", "source", "--source", "acme/parakeet-tdt-test", "--revision", "v1",
-                          "--download-dir", str(d)))
+    proc = run_cli("download", "source", "--source", "acme/parakeet-tdt-test", "--revision", "v1",
+                   "--download-dir", str(d))
+    m = last_json(proc)
+    progress = [x for x in proc.stderr.splitlines() if "downloading parakeet-tdt-test.nemo:" in x]
+    assert progress and all("MB/s" in x for x in progress)  # the task log shows the download moving
     assert m["kind"] == "hub" and m["revision"] == COMMIT  # a branch/tag is recorded as its commit sha
     assert m["size"] == SIZE and m["sha256"] == hashlib.sha256(big_file.read_bytes()).hexdigest()
     gets = [r for r in hub.requests if r["method"] == "GET" and r["path"].endswith(".nemo")]

@@ -70,6 +70,41 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> dic
     return download_hub(value, revision, download_dir)
 
 
+class _DownloadProgress:
+    """Logs a download's progress (percent, MB/s) at every 10%, from the size of huggingface_hub's
+    .incomplete file, so a task log shows a multi-GB download moving (its own progress bar is for terminals)."""
+
+    def __init__(self, folder: Path, name: str, size: int, every_s: float = 0.5) -> None:
+        import threading
+
+        self.folder, self.name, self.size, self.every_s = folder, name, size, every_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _bytes(self) -> int:
+        parts = list(self.folder.rglob("*.incomplete")) if self.folder.exists() else []
+        return max((p.stat().st_size for p in parts if p.exists()), default=0)
+
+    def _run(self) -> None:
+        t0, step = time.monotonic(), 10
+        while not self.stop.wait(self.every_s):
+            done = self._bytes()
+            if self.size and 100 * done / self.size >= step:
+                log.info("downloading %s: %3.0f%% of %s bytes, %.1f MB/s", self.name, 100 * done / self.size,
+                         f"{self.size:,}", done / 1e6 / max(time.monotonic() - t0, 1e-6))
+                step = int(100 * done / self.size // 10) * 10 + 10
+
+    def __enter__(self) -> _DownloadProgress:
+        if self.size >= 64 << 20:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
 def hub_info(repo_id: str, revision: str | None):
     """The Hub's model info at a revision (branch, tag or sha), with file metadata; errors name the fix."""
     from huggingface_hub import HfApi
@@ -110,7 +145,8 @@ def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict
         raise InputError(f"{repo_id}@{info.sha}: the repo has no .nemo file; nemo2sherpa converts NeMo checkpoints")
     f = nemo[0]
     t0 = time.monotonic()
-    path = Path(hf_hub_download(repo_id, f.rfilename, revision=info.sha, local_dir=str(download_dir)))
+    with _DownloadProgress(Path(download_dir), f.rfilename, f.size or 0):
+        path = Path(hf_hub_download(repo_id, f.rfilename, revision=info.sha, local_dir=str(download_dir)))
     dt = time.monotonic() - t0
     size = path.stat().st_size
     digest = sha256_file(path)
