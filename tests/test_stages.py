@@ -213,3 +213,29 @@ def test_preflight_names_what_is_short():
     with pytest.raises(InputError, match=r"quantizing x needs ~.* GB of available memory, only .* GB"):
         preflight.check("quantizing x", 0, ROOT, 1e15)
     preflight.check("a tiny model", 1, ROOT, 1)  # the floor is far below any machine's free space
+
+
+def test_a_killed_export_retried_converges_to_identical_files(exported, tmp_path):
+    """SIGKILL in the middle of export (NeMo restored, export under way), then the retry a task would get:
+    the bundle comes out byte-identical to an undisturbed export (same sha256 for every file)."""
+    import hashlib
+    import signal
+
+    b, r = tmp_path / "bundle", tmp_path / "reference"
+    cmd = [str(stage_python("nemo")), "-m", "nemo2sherpa", "export", "--nemo", str(FIXTURE), "--bundle", str(b),
+           "--reference", str(r)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(INCLUDE)})
+    for line in proc.stderr:
+        if "restored EncDecRNNTBPEModel" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.stderr.close()
+    assert proc.wait() == -signal.SIGKILL
+    run_cli("nemo", "export", "--nemo", str(FIXTURE), "--bundle", str(b), "--reference", str(r))  # the retry
+
+    def digests(d):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+    assert digests(b) == digests(exported / "bundle")
+    assert sorted(p.name for p in b.iterdir()) == ["decoder.onnx", "encoder.onnx", "joiner.onnx", "tokens.txt"]
