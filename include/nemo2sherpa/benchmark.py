@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .child import run_module_measured
 
@@ -29,6 +29,19 @@ def _stats(times: list[float], seconds: float) -> dict[str, float]:
             "rtf_p50": round(float(np.percentile(a, 50)) / seconds, 5), "runs": len(times)}
 
 
+def time_calls(call: Callable[[Any], Any], runs: int, seconds: float,
+               prepare: Callable[[], Any] = lambda: None) -> dict[str, float]:
+    """Time `call(prepare())` runs + 1 times (only `call` is timed). The first is the warm-up: excluded from
+    the percentiles, reported as the cold call. `seconds` is the audio length, for the real-time factor."""
+    times = []
+    for _ in range(runs + 1):
+        arg = prepare()
+        t0 = time.perf_counter()
+        call(arg)
+        times.append(time.perf_counter() - t0)
+    return {**_stats(times[1:], seconds), "cold_s": round(times[0], 5)}
+
+
 def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, threads: int) -> dict[str, Any]:
     """In-process (call it from a child process): sherpa-onnx CPU latency per clip length."""
     from .audio import fixed_length, load_clips, read_wav
@@ -41,26 +54,19 @@ def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, thre
                            "load_s": round(time.monotonic() - t0, 4), "by_length": {}}
     for secs in lengths:
         audio = fixed_length(speech, rate, secs)
-        times = []
-        for i in range(runs + 1):
-            st = rec.create_stream()
-            t0 = time.perf_counter()
+
+        def decode(st, audio=audio):
             st.accept_waveform(rate, audio)
             rec.decode_stream(st)
-            dt = time.perf_counter() - t0
-            if i == 0:
-                cold = dt  # warm-up: excluded from the percentiles, reported as the cold call
-            else:
-                times.append(dt)
-        out["by_length"][f"{secs:g}"] = {**_stats(times, secs), "cold_s": round(cold, 5)}
+
+        out["by_length"][f"{secs:g}"] = time_calls(decode, runs, secs, prepare=rec.create_stream)
     return out
 
 
-def _clip_features(reference_dir: Path, frames: int):
-    """NeMo features of the first evaluation clip, tiled along time to `frames` frames."""
+def _tile_frames(f, frames: int):
+    """Features [1, C, T] tiled along time to exactly `frames` frames."""
     import numpy as np
 
-    f = np.load(Path(reference_dir) / "reference.npz")["clip0_features"]
     reps = -(-frames // f.shape[2])
     return np.ascontiguousarray(np.tile(f, (1, 1, reps))[:, :, :frames])
 
@@ -68,6 +74,7 @@ def _clip_features(reference_dir: Path, frames: int):
 def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[float], runs: int,
                spec: dict[str, Any], provider: str = "cpu", threads: int = 2) -> dict[str, Any]:
     """onnxruntime over the greedy decoder: CPU, or CUDA (asserting CUDA is the provider that ran)."""
+    import numpy as np
     import onnxruntime as ort
 
     from .decode import GreedyDecoder, Sessions
@@ -85,25 +92,19 @@ def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[fl
     dec = GreedyDecoder(s, spec["vocab_size"], spec["durations"])
     out: dict[str, Any] = {"status": "ok", "engine": "onnxruntime", "provider": s.providers[0], "variant": variant,
                            "threads": threads, "by_length": {}}
+    clip = np.load(Path(reference_dir) / "reference.npz")["clip0_features"]  # NeMo features of a real clip
     for secs in lengths:
-        feats = _clip_features(reference_dir, int(secs * 100))
-        times = []
-        for i in range(runs + 1):
-            t0 = time.perf_counter()
-            dec.decode_features(feats, spec["pred_rnn_layers"], spec["pred_hidden"])
-            dt = time.perf_counter() - t0
-            if i:
-                times.append(dt)
-            else:
-                cold = dt
-        out["by_length"][f"{secs:g}"] = {**_stats(times, secs), "cold_s": round(cold, 5)}
+        feats = _tile_frames(clip, int(secs * 100))
+        out["by_length"][f"{secs:g}"] = time_calls(
+            lambda _: dec.decode_features(feats, spec["pred_rnn_layers"], spec["pred_hidden"]), runs, secs)
     return out
 
 
 def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int = 5,
                   threads: int = 2, gpu: bool = False, out_path: Path | None = None) -> dict[str, Any]:
     bundle = Path(bundle)
-    spec = json.loads((Path(reference_dir) / "export.json").read_text())["spec"]
+    exported = json.loads((Path(reference_dir) / "export.json").read_text())
+    spec = exported["spec"]
     result: dict[str, Any] = {"clip_lengths_s": lengths, "runs": runs, "threads": threads, "cpu": {},
                               "ort_cpu": {}, "gpu": {}}
     for v in variants:
@@ -114,7 +115,7 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
             raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}); see the log above")
         result["cpu"][v] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_bytes": usage["peak_rss_bytes"]}
         result["ort_cpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cpu", threads)
-    base = json.loads((Path(reference_dir) / "export.json").read_text()).get("nemo_baseline")
+    base = exported.get("nemo_baseline")
     if base:  # timed at export, where NeMo was loaded: the path users would take without a conversion
         result["nemo_cpu"] = base
     if gpu:

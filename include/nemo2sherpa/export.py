@@ -158,7 +158,7 @@ def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) 
     import torch
 
     from .audio import fixed_length
-    from .benchmark import _stats
+    from .benchmark import time_calls
 
     speech, rate = read_wav(load_clips(None)[0].path)
     old = torch.get_num_threads()
@@ -168,19 +168,12 @@ def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) 
     try:
         for secs in lengths:
             audio = fixed_length(speech, rate, secs)
-            times = []
-            for i in range(runs + 1):
-                t0 = time.perf_counter()
-                model.transcribe([audio], batch_size=1, verbose=False)
-                dt = time.perf_counter() - t0
-                model.eval()  # transcribe() leaves modules in training mode
-                if i:
-                    times.append(dt)
-                else:
-                    cold = dt
-            out["by_length"][f"{secs:g}"] = {**_stats(times, secs), "cold_s": round(cold, 5)}
+            out["by_length"][f"{secs:g}"] = time_calls(
+                lambda _: model.transcribe([audio], batch_size=1, verbose=False), runs, secs,
+                prepare=model.eval)  # transcribe() leaves modules in training mode: untimed eval() before each
             log.info("NeMo baseline %5gs clip: p50 %.4f s", secs, out["by_length"][f"{secs:g}"]["p50_s"])
     finally:
+        model.eval()
         torch.set_num_threads(old)
     return out
 
