@@ -51,9 +51,14 @@ class ModelSpec:
     def blank_id(self) -> int:
         return self.vocab_size
 
+    @property
+    def sherpa_durations(self) -> list[int]:
+        """The durations sherpa-onnx assumes: it skips as many frames as the best duration logit's index."""
+        return list(range(len(self.durations)))
+
     def check_sherpa_compatible(self) -> None:
         """Refuse what sherpa-onnx would load but decode wrong (before any export work)."""
-        want = list(range(len(self.durations)))
+        want = self.sherpa_durations
         if self.is_tdt and list(self.durations) != want:
             raise InputError(
                 f"TDT durations {list(self.durations)} are not {want}: sherpa-onnx takes the index of the best "

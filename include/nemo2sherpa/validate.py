@@ -70,8 +70,8 @@ def _dtype(t: str) -> str:
     return t.replace("tensor(", "").replace(")", "")
 
 
-def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> Sessions | None:
-    """Structure gates; returns the variant's loaded sessions (for the parity gates) if all passed."""
+def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> GreedyDecoder | None:
+    """Structure gates; returns the greedy decoder over the variant's sessions (for the parity gates) if all passed."""
     import onnx
 
     ok = True
@@ -103,18 +103,15 @@ def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> S
     # Decoder and joiner output widths, measured by running them (the graph's dims may be symbolic).
     D = enc.get_outputs()[0].shape[1]
     D = D if isinstance(D, int) else spec.enc_hidden
-    dn = [i.name for i in dec.get_inputs()]
-    zs = np.zeros((spec.pred_rnn_layers, 1, spec.pred_hidden), np.float32)
+    greedy = GreedyDecoder(sessions, spec.vocab_size, list(spec.durations))
     try:
-        H = int(dec.run(None, {dn[0]: np.array([[spec.blank_id]], np.int32), dn[1]: np.array([1], np.int32),
-                               dn[2]: zs, dn[3]: zs})[0].shape[1])
+        H = int(greedy.predict(spec.blank_id, greedy.zero_state(spec.pred_rnn_layers, spec.pred_hidden))[0].shape[1])
     except Exception as e:  # noqa: BLE001 - a wrong state size fails inside onnxruntime
         r.gate(f"{variant}: decoder runs one step", False, detail=str(e)[:300])
         return None
     ok &= r.gate(f"{variant}: decoder output dim", H == spec.pred_hidden, value=H, threshold=spec.pred_hidden)
     try:
-        out = join.run(None, {join.get_inputs()[0].name: np.zeros((1, D, 1), np.float32),
-                              join.get_inputs()[1].name: np.zeros((1, H, 1), np.float32)})[0]
+        out = greedy.joint(np.zeros((1, D, 1), np.float32), np.zeros((1, H, 1), np.float32))
     except Exception as e:  # noqa: BLE001 - a joiner from another model fails inside onnxruntime
         r.gate(f"{variant}: joiner runs on encoder {D} x decoder {H}", False, detail=str(e)[:300])
         return None
@@ -122,7 +119,7 @@ def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> S
     ok &= r.gate(f"{variant}: joiner output dim", out.shape[-1] == want_v, value=int(out.shape[-1]), threshold=want_v,
                  detail=f"vocab {spec.vocab_size} + blank + {len(spec.durations)} durations" if spec.is_tdt
                  else f"vocab {spec.vocab_size} + blank (RNNT)")
-    return sessions if ok else None
+    return greedy if ok else None
 
 
 def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
@@ -137,36 +134,32 @@ def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
     return ok
 
 
-def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray], r: Report,
-                   tol: float | None) -> dict[str, float]:
-    diffs: dict[str, float] = {}
-    # Encoder, batch 2 with unequal odd lengths (falls back to one at a time if the graph is batch-1).
-    feats, lens = ref["enc_in_features"], ref["enc_in_lengths"]
+def _encoder_parity(dec: GreedyDecoder, variant: str, r: Report, feats: np.ndarray, lens: np.ndarray,
+                    want: np.ndarray, want_lens: np.ndarray, gate: str, what: str) -> float:
+    """The encoder on one zero-padded batch (one item at a time if the graph is batch-1): max abs diff over
+    each item's valid frames; the output lengths are a gate of their own."""
     try:
         enc, enc_len = dec.encode(feats, lens)
         batched = True
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a batch-1 graph
         outs = [dec.encode(feats[i : i + 1], lens[i : i + 1]) for i in range(len(lens))]
         enc, enc_len, batched = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]), False
-    valid = [slice(0, int(n)) for n in ref["enc_out_lengths"]]
-    diffs["encoder"] = max(float(np.abs(enc[i, :, v] - ref["enc_out"][i, :, v]).max()) for i, v in enumerate(valid))
-    len_ok = np.array_equal(enc_len, ref["enc_out_lengths"])
-    r.gate(f"{variant}: encoder lengths", len_ok, value=enc_len.tolist(), threshold=ref["enc_out_lengths"].tolist(),
-           detail=f"random features, frames {ref['enc_in_lengths'].tolist()}, " + ("batch" if batched else "batch 1 only"))
-    if "clips_enc_in" in ref:  # the real clips' NeMo features, one padded batch
-        feats, lens = ref["clips_enc_in"], ref["clips_enc_in_lengths"]
-        try:
-            enc, enc_len = dec.encode(feats, lens)
-        except Exception:  # noqa: BLE001 - batch-1 graph
-            outs = [dec.encode(feats[i : i + 1, :, : int(n)], lens[i : i + 1]) for i, n in enumerate(lens)]
-            enc_len = np.concatenate([o[1] for o in outs])
-            enc = [o[0][0] for o in outs]
-        diffs["encoder_clips"] = max(float(np.abs(enc[i][:, : int(n)] - ref["clips_enc_out"][i, :, : int(n)]).max())
-                                     for i, n in enumerate(ref["clips_enc_out_lengths"]))
+    r.gate(f"{variant}: {gate}", np.array_equal(enc_len, want_lens), value=enc_len.tolist(),
+           threshold=want_lens.tolist(), detail=f"{what}, frames {lens.tolist()}, " + ("batch" if batched else "batch 1 only"))
+    return max(float(np.abs(enc[i, :, : int(n)] - want[i, :, : int(n)]).max()) for i, n in enumerate(want_lens))
+
+
+def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray], r: Report,
+                   tol: float | None) -> dict[str, float]:
+    diffs: dict[str, float] = {}
+    # Encoder: a random batch of 2 with unequal odd frame counts, then the real clips' NeMo features.
+    diffs["encoder"] = _encoder_parity(dec, variant, r, ref["enc_in_features"], ref["enc_in_lengths"], ref["enc_out"],
+                                       ref["enc_out_lengths"], "encoder lengths", "random features")
+    if "clips_enc_in" in ref:
+        diffs["encoder_clips"] = _encoder_parity(dec, variant, r, ref["clips_enc_in"], ref["clips_enc_in_lengths"],
+                                                 ref["clips_enc_out"], ref["clips_enc_out_lengths"],
+                                                 "encoder lengths (clips)", "real clips")
         diffs["encoder"] = max(diffs["encoder"], diffs["encoder_clips"])
-        r.gate(f"{variant}: encoder lengths (clips)", np.array_equal(enc_len, ref["clips_enc_out_lengths"]),
-               value=np.asarray(enc_len).tolist(), threshold=ref["clips_enc_out_lengths"].tolist(),
-               detail=f"real clips, frames {lens.tolist()}")
     # Decoder, step by step with state.
     state = dec.zero_state(spec.pred_rnn_layers, spec.pred_hidden)
     d = 0.0
@@ -257,16 +250,14 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     check_tokens(bundle, spec, r)
     pieces = read_tokens(bundle)
     if spec.is_tdt:
-        want = list(range(len(spec.durations)))
-        r.gate("TDT durations are 0..N-1", list(spec.durations) == want, value=list(spec.durations), threshold=want,
-               detail="sherpa-onnx uses the duration index as the frame skip")
+        r.gate("TDT durations are 0..N-1", list(spec.durations) == spec.sherpa_durations, value=list(spec.durations),
+               threshold=spec.sherpa_durations, detail="sherpa-onnx uses the duration index as the frame skip")
     for v in sorted(variants, key=lambda x: x != "fp32"):  # fp32 first: the others are measured against it
         vr: dict[str, Any] = {}
         result["variants"][v] = vr
-        sessions = check_structure(bundle, v, spec, r)
-        if sessions is None:
+        dec = check_structure(bundle, v, spec, r)
+        if dec is None:
             continue
-        dec = GreedyDecoder(sessions, spec.vocab_size, list(spec.durations))
         vr["max_abs_diff"] = numeric_parity(dec, v, spec, ref, r, FP32_TOL if v == "fp32" else INT8_TOL)
         vr["decoding"] = d = decoding_parity(dec, spec, ref, clips, pieces)
         if v == "fp32":
@@ -342,18 +333,16 @@ def render_markdown(result: dict[str, Any]) -> str:
     for g in result["gates"]:
         out.append(f"| {g['gate']} | {'pass' if g['passed'] else '**FAIL**'} | {g['value']} | "
                    f"{'-' if g['threshold'] is None else g['threshold']} |")
-    out += ["", "| clip | reference | NeMo | " + " | ".join(
-        f"{v} {k}" for v, x in result["variants"].items() for k in ("onnx", "sherpa") if
-        (k == "onnx" and "decoding" in x) or (k == "sherpa" and x.get("sherpa", {}).get("texts"))) + " |"]
-    cols = 3 + sum(1 for v, x in result["variants"].items() for k in ("onnx", "sherpa") if
-                   (k == "onnx" and "decoding" in x) or (k == "sherpa" and x.get("sherpa", {}).get("texts")))
-    out.append("|" + "---|" * cols)
+    # One column of transcripts per variant and engine that produced any.
+    columns = []
+    for v, x in result["variants"].items():
+        if "decoding" in x:
+            columns.append((f"{v} onnx", [c["text"] for c in x["decoding"]["per_clip"]]))
+        if x.get("sherpa", {}).get("texts"):
+            columns.append((f"{v} sherpa", x["sherpa"]["texts"]))
+    out += ["", "| clip | reference | NeMo | " + " | ".join(name for name, _ in columns) + " |",
+            "|" + "---|" * (3 + len(columns))]
     for i, c in enumerate(result["clips"]):
-        row = [c["clip"], c["reference"], c["nemo"]]
-        for x in result["variants"].values():
-            if "decoding" in x:
-                row.append(x["decoding"]["per_clip"][i]["text"])
-            if x.get("sherpa", {}).get("texts"):
-                row.append(x["sherpa"]["texts"][i])
+        row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
         out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
     return "\n".join(out) + "\n"
