@@ -39,9 +39,8 @@ def run_stage(stage: str, **kw: Any) -> Any:
         return upstream_revision(kw["source"], kw.get("revision"))
     if stage == "export":
         from .export import export_nemo
-        lengths = kw.get("baseline_lengths")
         m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]), expect=kw.get("expect"),
-                        baseline_lengths=[float(x) for x in (_csv(lengths) if isinstance(lengths, str) else lengths or [])])
+                        baseline_lengths=kw.get("baseline_lengths"))
         return {k: m[k] for k in ("spec", "params", "files", "timings_s")}
     if stage == "validate":
         from .pipeline import GATE_DEFAULTS, threshold
@@ -101,14 +100,13 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
-    make_plan(Path("."), src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates)  # thresholds too
     out = Path(out).resolve()
+    work = out.parent / f".{out.name}.work"
+    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates)  # checks thresholds
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
-    work = out.parent / f".{out.name}.work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates)
     plan_json, source_json = work / "plan.json", work / "source.json"
     plan_json.write_text(json.dumps(plan))
     results: dict[str, Any] = {}
@@ -200,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         kw = {k: v for k, v in vars(a).items() if k != "cmd" and v is not None}
         if "variants" in kw:
             kw["variants"] = _csv(kw["variants"])
-        if "lengths" in kw:
-            kw["lengths"] = _csv(kw["lengths"])
+        for k in ("lengths", "baseline_lengths"):
+            if k in kw:
+                kw[k] = _csv(kw[k])
         if "source_json" in kw:
             kw["source"] = json.loads(Path(kw.pop("source_json")).read_text())
         print(json.dumps(run_stage(a.cmd, **kw), default=str))

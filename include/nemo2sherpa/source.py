@@ -120,18 +120,24 @@ def hub_info(repo_id: str, revision: str | None):
         raise InputError(f"{repo_id}: the Hub could not be reached ({e}); check the network or HF_ENDPOINT") from None
 
 
+def _nemo_file(info, repo_id: str):
+    """The repo's .nemo checkpoint (its Hub file entry, with LFS sha256 and size)."""
+    nemo = [s for s in info.siblings or [] if s.rfilename.endswith(".nemo")]
+    if not nemo:
+        raise InputError(f"{repo_id}@{info.sha}: the repo has no .nemo file; nemo2sherpa converts NeMo checkpoints")
+    return nemo[0]
+
+
 def upstream_revision(source: str, revision: str | None = None) -> dict[str, Any]:
     """What a source resolves to upstream right now, without downloading it: for a registry model or a repo
     id the Hub's commit sha (the scheduled refresh compares it with what is published); for a local file its
     content hash."""
     kind, value = classify(source)
-    if kind == "local":
-        digest = sha256_file(Path(value))
-        return {"source": source, "kind": kind, "name": Path(value).stem, "revision": f"sha256-{digest[:16]}"}
+    if kind == "local":  # resolving a local file reads it, nothing more
+        return {"source": source, **resolve_source(source, revision, Path("."))}
     entry = load_registry()[value] if kind == "registry" else {"repo_id": value}
     info = hub_info(entry["repo_id"], revision or entry.get("revision"))
-    if not [s for s in info.siblings or [] if s.rfilename.endswith(".nemo")]:
-        raise InputError(f"{entry['repo_id']}@{info.sha}: the repo has no .nemo file")
+    _nemo_file(info, entry["repo_id"])
     name = value if kind == "registry" else value.split("/")[-1]
     return {"source": source, "kind": kind, "name": name, "repo_id": entry["repo_id"], "revision": info.sha}
 
@@ -140,10 +146,7 @@ def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict
     from huggingface_hub import hf_hub_download
 
     info = hub_info(repo_id, revision)
-    nemo = [s for s in info.siblings or [] if s.rfilename.endswith(".nemo")]
-    if not nemo:
-        raise InputError(f"{repo_id}@{info.sha}: the repo has no .nemo file; nemo2sherpa converts NeMo checkpoints")
-    f = nemo[0]
+    f = _nemo_file(info, repo_id)
     t0 = time.monotonic()
     with _DownloadProgress(Path(download_dir), f.rfilename, f.size or 0):
         path = Path(hf_hub_download(repo_id, f.rfilename, revision=info.sha, local_dir=str(download_dir)))
