@@ -33,6 +33,8 @@ from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.child import run_module  # noqa: E402
 from s3server import S3Server  # noqa: E402
 
+from hubserver import FakeHub  # noqa: E402
+
 
 def stage_python(name: str) -> Path:
     return venvs.ensure(name) / "bin" / "python"
@@ -76,6 +78,17 @@ def full_bundle(exported, source_manifest, tmp_path_factory) -> Path:
     run_cli("onnx", "metadata", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"),
             "--source-json", str(source_manifest))
     return d
+
+
+@pytest.fixture()
+def fake_hub(tmp_path, monkeypatch):
+    """The loopback Hub (tests/hubserver.py), with huggingface_hub pointed at it through HF_ENDPOINT; tests add
+    their repos. Stopped when the test ends, whatever happened."""
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        yield hub
 
 
 @pytest.fixture()

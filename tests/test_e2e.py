@@ -82,25 +82,20 @@ def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, famil
     assert report["variants"]["fp32"]["decoding"]["exact_clips"] == 4  # the conversion itself is exact
 
 
-def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_db, s3, tmp_path, monkeypatch, capfd):
+def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_db, s3, fake_hub, monkeypatch, capfd):
     """Source = a Hub repo id (the loopback Hub, serving the trained fixture as a private repo): the token comes
     from the Airflow Variable hf_token, reaches the Hub, and appears in no log; the bundle key is the commit sha."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from hubserver import FakeHub
-
     token = "hf_" + "s3cr3t" * 6
     commit = "c0ffee" + "0" * 34
-    with FakeHub() as hub:
-        hub.add_repo("acme/private-tdt", {"tiny-tdt.nemo": FIXTURE}, commit, token=token)
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("AIRFLOW_VAR_HF_TOKEN", token)
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
-        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
-        dr = dag.test(run_conf={"source": "acme/private-tdt", "revision": "main", "bucket": "hub-bucket",
-                                "prefix": "ci", "variants": ["fp32"], "benchmark_lengths": [1]})
-        seen = [r["auth"] for r in hub.requests]
+    fake_hub.add_repo("acme/private-tdt", {"tiny-tdt.nemo": FIXTURE}, commit, token=token)
+    monkeypatch.setenv("AIRFLOW_VAR_HF_TOKEN", token)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
+    dr = dag.test(run_conf={"source": "acme/private-tdt", "revision": "main", "bucket": "hub-bucket",
+                            "prefix": "ci", "variants": ["fp32"], "benchmark_lengths": [1]})
+    seen = [r["auth"] for r in fake_hub.requests]
     logs = "".join(capfd.readouterr())
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
     assert f"Bearer {token}" in seen  # the token reached the Hub ...

@@ -7,7 +7,6 @@ import json
 import time
 
 from conftest import ROOT
-from hubserver import FakeHub
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.publish import bundle_key
 from nemo2sherpa.registry import load_registry
@@ -24,7 +23,7 @@ def _publish_manifest(client, bucket, name, revision, files):
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode())
 
 
-def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, tmp_path, monkeypatch, capfd):
+def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake_hub, tmp_path, monkeypatch, capfd):
     from sqlalchemy import select
 
     from airflow.dag_processing.dagbag import DagBag
@@ -35,22 +34,19 @@ def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, tmp_
     small = tmp_path / "model.nemo"
     small.write_bytes(b"not read by the refresh: it only asks which commit a revision is")
     both = ["encoder.onnx", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"]
-    with FakeHub() as hub:
-        for name, entry in registry.items():
-            hub.add_repo(entry["repo_id"], {"model.nemo": small, "README.md": small}, _sha(name))
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
-        c = s3.client()
-        c.create_bucket(Bucket="refresh")
-        _publish_manifest(c, "refresh", "parakeet-tdt-1.1b", _sha("parakeet-tdt-1.1b"), both)  # up to date
-        _publish_manifest(c, "refresh", "parakeet-tdt-0.6b-v2", _sha("an older commit"), both)  # upstream moved
-        _publish_manifest(c, "refresh", "parakeet-tdt-0.6b-v3", _sha("parakeet-tdt-0.6b-v3"), both[:3])  # no int8
-        # parakeet-tdt_ctc-110m: never published.
-        t0 = time.time()
-        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["nemo2sherpa_refresh"]
-        dr = dag.test(run_conf={"bucket": "refresh"})
-        wall = time.time() - t0
+    for name, entry in registry.items():
+        fake_hub.add_repo(entry["repo_id"], {"model.nemo": small, "README.md": small}, _sha(name))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    c = s3.client()
+    c.create_bucket(Bucket="refresh")
+    _publish_manifest(c, "refresh", "parakeet-tdt-1.1b", _sha("parakeet-tdt-1.1b"), both)  # up to date
+    _publish_manifest(c, "refresh", "parakeet-tdt-0.6b-v2", _sha("an older commit"), both)  # upstream moved
+    _publish_manifest(c, "refresh", "parakeet-tdt-0.6b-v3", _sha("parakeet-tdt-0.6b-v3"), both[:3])  # no int8
+    # parakeet-tdt_ctc-110m: never published.
+    t0 = time.time()
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["nemo2sherpa_refresh"]
+    dr = dag.test(run_conf={"bucket": "refresh"})
+    wall = time.time() - t0
     logs = "".join(capfd.readouterr())
     assert dr.state == "success", [(ti.task_id, ti.map_index, ti.state) for ti in dr.get_task_instances()]
     assert "parakeet-tdt-1.1b" in logs and "up to date" in logs

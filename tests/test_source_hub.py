@@ -13,7 +13,6 @@ import os
 import pytest
 
 from conftest import last_json, run_cli
-from hubserver import FakeHub
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SIZE = 300 << 20
@@ -29,16 +28,12 @@ def big_file(tmp_path_factory):
 
 
 @pytest.fixture()
-def hub(tmp_path, monkeypatch, big_file):
-    with FakeHub() as server:
-        server.add_repo("acme/parakeet-tdt-test", {"parakeet-tdt-test.nemo": big_file, "README.md": big_file},
-                        COMMIT, revisions=("main", "v1"))
-        server.add_repo("acme/no-checkpoint", {"README.md": big_file}, "f" * 40)
-        server.add_repo("acme/corrupt", {"m.nemo": big_file}, "e" * 40, corrupt=True)
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        yield server
+def hub(fake_hub, big_file):
+    fake_hub.add_repo("acme/parakeet-tdt-test", {"parakeet-tdt-test.nemo": big_file, "README.md": big_file},
+                      COMMIT, revisions=("main", "v1"))
+    fake_hub.add_repo("acme/no-checkpoint", {"README.md": big_file}, "f" * 40)
+    fake_hub.add_repo("acme/corrupt", {"m.nemo": big_file}, "e" * 40, corrupt=True)
+    return fake_hub
 
 
 def test_hub_download_resumes_and_checks_sha256(hub, big_file, tmp_path):
