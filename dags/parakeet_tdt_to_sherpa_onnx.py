@@ -149,7 +149,8 @@ def parakeet_tdt_to_sherpa_onnx():
         key = bundle_key(p["prefix"], src["name"], src["revision"])
         if not p["force"] and hook.check_for_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]):
             print(f"s3://{p['bucket']}/{key}/ already published (manifest present): up to date; set force to redo")
-            return {"uri": f"s3://{p['bucket']}/{key}/", "skipped": True, "objects": []}
+            return {"uri": f"s3://{p['bucket']}/{key}/", "skipped": True, "objects": [],
+                    "aws_conn_id": p["aws_conn_id"]}
         summary = {"validation": validated, "benchmark_p50_s": bench}
         out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary)
         print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
@@ -159,7 +160,8 @@ def parakeet_tdt_to_sherpa_onnx():
             Asset(out["uri"].rstrip("/")),
             extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
                    "manifest": f"{out['uri']}manifest.json"})
-        return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False}
+        return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False,
+                "aws_conn_id": p["aws_conn_id"]}
 
     pl = plan()
     # A Hub token for private or gated repos: the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN).

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = ROOT / "include"
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"  # trained: it transcribes the clips
 RNNT_FIXTURE = ROOT / "tests" / "fixtures" / "tiny-rnnt.nemo"
-for p in (INCLUDE, ROOT / "scripts"):
+for p in (INCLUDE, ROOT / "scripts", ROOT / "plugins"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

@@ -53,6 +53,17 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
         events = session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset.id)).all()
         assert events and events[-1].extra["model"] == "tiny-tdt" and events[-1].source_run_id == dr.run_id
 
+    # The UI's bundle report (plugins/nemo2sherpa_plugin.py) reads this run's published bundle back from S3.
+    import nemo2sherpa_plugin as plugin
+
+    pub = plugin._publish_result(dag.dag_id, dr.run_id)
+    assert pub["uri"] == f"s3://e2e-bucket/{prefix}/" and pub["aws_conn_id"] == "aws_default"
+    page = plugin.render_report(dag.dag_id, dr.run_id, pub, plugin._bundle_reader(pub))
+    manifest = json.loads((dl / "manifest.json").read_text())
+    assert all(f["sha256"] in page for f in manifest["files"]) and "<img alt='latency" in page
+    assert "Validation: PASSED" in page and "sherpa-cpu" in page  # VALIDATION.md and the benchmark table
+    assert "No bundle published" in plugin.render_report(dag.dag_id, "no-such-run", None, lambda name: None)
+
     # sherpa-onnx decodes a clip from the downloaded int8 bundle, and agrees with what the DAG saw.
     clip = load_clips()[0]
     out = last_json(run_cli("onnx", "sherpa-decode", "--bundle", str(dl), "--variant", "int8", str(clip.path)))

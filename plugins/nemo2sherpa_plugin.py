@@ -1,0 +1,170 @@
+"""nemo2sherpa's Airflow extensions: the bundle report, reachable from the UI two ways.
+
+- A "Bundle report" tab on every run page of the conversion DAG (an external view, destination dag_run),
+  and a "Bundle report" extra link on that DAG's `publish` task.
+- Both open /nemo2sherpa/runs/<dag_id>/<run_id>, a page served by this plugin's FastAPI app. It reads the
+  *published* bundle (manifest.json, VALIDATION.md, benchmark.json, benchmark.png) from S3 through the
+  run's own Airflow connection, so it shows what readers of the bucket get, and works when workers
+  and the api-server share no disk. Access needs the same rights as reading the DAG's runs (Airflow's
+  own auth dependency: the UI's session cookie or an API bearer token).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
+if INCLUDE not in sys.path:
+    sys.path.insert(0, INCLUDE)
+
+DAG_ID = "parakeet_tdt_to_sherpa_onnx"
+PREFIX = "/nemo2sherpa"
+PUBLISH_TASK = "publish"
+# Bundle files the report may show or hand out: small text and the plot, never the models themselves.
+SERVED = {"manifest.json": "application/json", "VALIDATION.md": "text/markdown; charset=utf-8",
+          "validation.json": "application/json", "benchmark.json": "application/json",
+          "benchmark.png": "image/png", "tokens.txt": "text/plain; charset=utf-8"}
+
+
+def report_path(dag_id: str, run_id: str) -> str:
+    return f"{PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+
+
+class BundleReportLink(BaseOperatorLink):
+    """Extra link on the conversion DAG's publish task (hidden elsewhere: an empty link is not shown)."""
+
+    name = "Bundle report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        if ti_key.dag_id != DAG_ID or operator.task_id != PUBLISH_TASK:
+            return ""
+        from airflow.configuration import conf
+
+        return conf.get("api", "base_url", fallback="").rstrip("/") + report_path(ti_key.dag_id, ti_key.run_id)
+
+
+def _publish_result(dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """What the publish task returned (uri, aws_conn_id, skipped), from the metadata database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(run_id=run_id, key="return_value", dag_ids=dag_id, task_ids=PUBLISH_TASK)
+            .with_only_columns(XComModel.value)).first()
+    if not row:
+        return None
+    value = XComModel.deserialize_value(row)
+    return value if isinstance(value, dict) else None
+
+
+def _bundle_reader(pub: dict[str, Any]):
+    """(get(name) -> bytes | None) for the published bundle at pub['uri'], through the run's connection."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    bucket, _, key = pub["uri"].removeprefix("s3://").partition("/")
+    client = S3Hook(aws_conn_id=pub.get("aws_conn_id") or "aws_default").get_conn()
+
+    def get(name: str) -> bytes | None:
+        try:
+            return client.get_object(Bucket=bucket, Key=key.rstrip("/") + "/" + name)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    return get
+
+
+def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> str:
+    """The report page: files with sizes and sha256s, validation gates, benchmark table and plot."""
+    from markdown_it import MarkdownIt
+
+    from nemo2sherpa.benchmark import table
+
+    esc = html.escape
+    head = (f"<!doctype html><html><head><meta charset='utf-8'><title>nemo2sherpa bundle report</title><style>"
+            "body{font-family:sans-serif;margin:1.5em;max-width:70em} table{border-collapse:collapse} "
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%} code,pre{font-size:85%}"
+            f"</style></head><body><h1>nemo2sherpa bundle report</h1><p>run <code>{esc(run_id)}</code> of "
+            f"<code>{esc(dag_id)}</code></p>")
+    if pub is None:
+        return head + ("<p><b>No bundle published by this run</b> (its publish task has not succeeded, or this "
+                       "is not a conversion run). The task logs say why.</p></body></html>")
+    manifest_raw = get("manifest.json")
+    if manifest_raw is None:
+        return head + (f"<p><b>{esc(pub['uri'])} has no manifest.json</b>: the bundle is not (or no longer) "
+                       "published there. Readers trust a bundle only through its manifest.</p></body></html>")
+    m = json.loads(manifest_raw)
+    src = m["source"]
+    base = f"{quote(run_id, safe='')}/files/"  # relative to the page: works behind a proxy prefix
+    parts = [head, f"<p>model <b>{esc(src['name'])}</b>, revision <code>{esc(src['revision'])}</code>, pipeline "
+                   f"{esc(m['pipeline_version'])}, published {esc(m['published_at'])}"
+                   f"{' (already published: this run skipped the upload)' if pub.get('skipped') else ''}</p>",
+             f"<p>bundle <code>{esc(pub['uri'])}</code> &middot; <a href='{base}manifest.json'>manifest.json</a></p>",
+             "<h2>Files</h2><table><tr><th>file</th><th>bytes</th><th>sha256</th></tr>"]
+    for f in m["files"]:
+        name = esc(f["name"])
+        cell = f"<a href='{base}{name}'>{name}</a>" if f["name"] in SERVED else name
+        parts.append(f"<tr><td>{cell}</td><td>{f['size']:,}</td><td><code>{esc(f['sha256'])}</code></td></tr>")
+    parts.append("</table>")
+    names = {f["name"] for f in m["files"]}
+    if "benchmark.json" in names:
+        parts.append("<h2>Benchmark</h2>")
+        if "benchmark.png" in names:
+            parts.append(f"<img alt='latency vs clip length' src='{base}benchmark.png' style='max-width:100%'>")
+        parts.append(f"<pre>{esc(table(json.loads(get('benchmark.json') or b'{}')))}</pre>")
+    if "VALIDATION.md" in names:
+        md = MarkdownIt("commonmark", {"html": False}).enable("table")
+        parts.append("<h2>Validation</h2>" + md.render((get("VALIDATION.md") or b"").decode()))
+    return "\n".join(parts) + "</body></html>"
+
+
+def _make_app():
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, Response
+    from fastapi.concurrency import run_in_threadpool
+
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    app = FastAPI(title="nemo2sherpa bundle report")
+    can_read = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
+
+    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=can_read)
+    async def report(dag_id: str, run_id: str) -> str:
+        def build() -> str:
+            pub = _publish_result(dag_id, run_id)
+            return render_report(dag_id, run_id, pub, _bundle_reader(pub) if pub else (lambda name: None))
+
+        return await run_in_threadpool(build)
+
+    @app.get("/runs/{dag_id}/{run_id}/files/{name}", dependencies=can_read)
+    async def bundle_file(dag_id: str, run_id: str, name: str) -> Response:
+        if name not in SERVED:
+            raise HTTPException(404, f"{name} is not served here; the model files are in the bucket")
+
+        def read() -> bytes | None:
+            pub = _publish_result(dag_id, run_id)
+            return _bundle_reader(pub)(name) if pub else None
+
+        body = await run_in_threadpool(read)
+        if body is None:
+            raise HTTPException(404, f"{name} is not in this run's published bundle")
+        return Response(body, media_type=SERVED[name])
+
+    return app
+
+
+class Nemo2SherpaPlugin(AirflowPlugin):
+    name = "nemo2sherpa"
+    global_operator_extra_links = [BundleReportLink()]
+    fastapi_apps = [{"app": _make_app(), "url_prefix": PREFIX, "name": "nemo2sherpa bundle report"}]
+    external_views = [{"name": "Bundle report", "href": "nemo2sherpa/runs/{DAG_ID}/{RUN_ID}",
+                       "destination": "dag_run", "url_route": "nemo2sherpa-report"}]
