@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: bench-full-size bench-publish venv demo test convert up down fixtures clean
+.PHONY: bench-full-size bench-publish venv demo test system-deps convert up down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,18 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) scripts/demo.py
 
-## make test: the whole suite (CI runs this).
-test: venv
+## make test: the whole suite (CI runs this). The browser and Celery tests need Debian's chromium and
+## redis-server: installed here when missing (apt-get, as root), else the command to run is printed.
+SYSTEM_PACKAGES := chromium redis-server
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages: $$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	  else echo "the tests need Debian packages: sudo apt-get install -y $$missing" >&2; exit 1; fi; fi
+
+test: venv system-deps
 	$(PY) -m pytest -ra tests
 
 ## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8]

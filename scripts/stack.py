@@ -29,6 +29,7 @@ USER = os.environ.get("NEMO2SHERPA_UI_USER", "airflow")
 PASSWORD = os.environ.get("NEMO2SHERPA_UI_PASSWORD", "airflow")
 S3_KEY = os.environ.get("NEMO2SHERPA_S3_KEY", "nemo2sherpa")
 S3_SECRET = os.environ.get("NEMO2SHERPA_S3_SECRET", "nemo2sherpa-secret")
+S3_ROOT = Path(os.environ.get("NEMO2SHERPA_S3_ROOT", ROOT / ".demo" / "s3"))
 
 
 def env(s3: S3Server) -> dict[str, str]:
@@ -53,7 +54,7 @@ def up() -> int:
     HOME.mkdir(parents=True, exist_ok=True)
     logs = HOME / "stack-logs"
     logs.mkdir(exist_ok=True)
-    s3 = S3Server(ROOT / ".demo" / "s3", port=S3_PORT, key=S3_KEY, secret=S3_SECRET, log=logs / "s3.log").start()
+    s3 = S3Server(S3_ROOT, port=S3_PORT, key=S3_KEY, secret=S3_SECRET, log=logs / "s3.log").start()
     s3.ensure_bucket("nemo2sherpa")
     pids = {"s3": s3.proc.pid}
     e = env(s3)
