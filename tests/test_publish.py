@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from nemo2sherpa.publish import bundle_key, publish_bundle, verify_download
+from conftest import INCLUDE
+from s3server import S3Server
+
+from nemo2sherpa.publish import MANIFEST, PublishError, bundle_key, publish_bundle, verify_download
 
 
 def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path):
@@ -111,7 +119,7 @@ def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
     def open_uploads():
         return c.list_multipart_uploads(Bucket="faults", Prefix=f"{key}/").get("Uploads", [])
 
-    with pytest.raises(ConnectionError, match="mid-upload"):
+    with pytest.raises(PublishError, match=r"stopped answering .*\(S3 went away mid-upload\).* no manifest.json"):
         publish_bundle(DiesMidUpload(), bundle, "faults", key, {"name": "m", "revision": "rev"})
     assert open_uploads() == []
     names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
@@ -123,3 +131,94 @@ def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
     out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
     assert out["aborted"] == [f"{key}/encoder.weights"] and open_uploads() == []
     assert out["objects"][-2].endswith(f"{key}/manifest.json")
+
+
+def _big_bundle(path, mb: int = 256):
+    """A bundle with one multipart-sized file of real (non-sparse, non-constant) bytes and a small one."""
+    path.mkdir()
+    block = os.urandom(1 << 20)
+    with open(path / "encoder.weights", "wb") as f:
+        for i in range(mb):
+            f.write(block[i:] + block[:i])
+    (path / "tokens.txt").write_text("a 0\n<blk> 1\n")
+    return path
+
+
+def _converged(c, bucket: str, key: str, bundle) -> None:
+    """The bundle as a reader sees it: a manifest whose sha256s are the local files', no open uploads."""
+    from nemo2sherpa.source import sha256_file
+
+    manifest = json.loads(c.get_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")["Body"].read())
+    assert {f["name"]: f["sha256"] for f in manifest["files"]} == {
+        n: sha256_file(bundle / n) for n in ("encoder.weights", "tokens.txt")}
+    for f in manifest["files"]:
+        meta = c.head_object(Bucket=bucket, Key=f"{key}/{f['name']}")["Metadata"]
+        assert {k.lower(): v for k, v in meta.items()}["sha256"] == f["sha256"]  # rclone capitalises keys
+    assert c.list_multipart_uploads(Bucket=bucket, Prefix=f"{key}/").get("Uploads", []) == []
+
+
+def test_s3_down_mid_upload_fails_clean_then_a_rerun_completes(tmp_path, caplog):
+    """The real server is killed while the big file is in flight: botocore retries, then one clear error, no
+    manifest; with the server back, the re-run publishes the identical bundle."""
+    bundle = _big_bundle(tmp_path / "bundle")
+    server = S3Server(tmp_path / "s3", log=tmp_path / "rclone.log").start()
+    try:
+        c = server.client()
+        key = "down/rev-p1"
+
+        class KillServerAtFirstProgress(logging.Handler):
+            def emit(self, record):
+                if record.getMessage().startswith("uploading encoder.weights") and server.proc:
+                    server.proc.kill()  # SIGKILL: the store vanishes mid-file, no goodbye
+
+        killer = KillServerAtFirstProgress()
+        logging.getLogger("nemo2sherpa.publish").addHandler(killer)
+        try:
+            with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
+                with pytest.raises(PublishError) as err:
+                    publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+        finally:
+            logging.getLogger("nemo2sherpa.publish").removeHandler(killer)
+        msg = str(err.value)
+        assert f"the S3 endpoint {server.endpoint} stopped answering" in msg and "no manifest.json" in msg
+        assert "bring the S3 server back" in msg and "retry the task" in msg
+        server.proc.wait(10)
+        server.start()  # same port, same files on disk
+        names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
+        assert f"{key}/{MANIFEST}" not in names
+        out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+        assert out["uri"] == f"s3://faults/{key}/"
+        _converged(c, "faults", key, bundle)
+    finally:
+        server.stop()
+
+
+def test_a_publish_killed_mid_upload_then_rerun_converges(s3, tmp_path):
+    """SIGKILL of the publishing process while the big file's parts are in flight (no handler runs): no
+    manifest, an open multipart upload left on the server; the re-run aborts it and completes the bundle."""
+    bundle = _big_bundle(tmp_path / "bundle")
+    key = "killed/rev-p1"
+    s3.ensure_bucket("faults")
+    child = (
+        "import logging, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='%(message)s')\n"
+        "from s3server import S3Server; from nemo2sherpa.publish import publish_bundle\n"
+        "s = S3Server(Path('.'), port=int(sys.argv[3]), secret=sys.argv[4])\n"
+        "publish_bundle(s.client(), Path(sys.argv[5]), 'faults', sys.argv[6], {'name': 'm', 'revision': 'rev'})\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(INCLUDE), str(INCLUDE.parent / "scripts"),
+                             str(s3.port), s3.secret, str(bundle), key], stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("uploading encoder.weights"):  # parts are on the wire
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.stderr.close()
+    assert proc.wait() == -signal.SIGKILL, "".join(seen)
+    c = s3.client()
+    left = c.list_multipart_uploads(Bucket="faults", Prefix=f"{key}/").get("Uploads", [])
+    assert [u["Key"] for u in left] == [f"{key}/encoder.weights"]
+    assert f"{key}/{MANIFEST}" not in [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
+    out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+    assert out["aborted"] == [f"{key}/encoder.weights"]
+    _converged(c, "faults", key, bundle)

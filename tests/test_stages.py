@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -215,27 +216,46 @@ def test_preflight_names_what_is_short():
     preflight.check("a tiny model", 1, ROOT, 1)  # the floor is far below any machine's free space
 
 
-def test_a_killed_export_retried_converges_to_identical_files(exported, tmp_path):
-    """SIGKILL in the middle of export (NeMo restored, export under way), then the retry a task would get:
-    the bundle comes out byte-identical to an undisturbed export (same sha256 for every file)."""
-    import hashlib
+def _kill_at(venv: str, args: list[str], marker: str) -> None:
+    """Run a stage CLI and SIGKILL it (no handler runs, as when a worker is OOM-killed) at a log line."""
     import signal
 
-    b, r = tmp_path / "bundle", tmp_path / "reference"
-    cmd = [str(stage_python("nemo")), "-m", "nemo2sherpa", "export", "--nemo", str(FIXTURE), "--bundle", str(b),
-           "--reference", str(r)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": str(INCLUDE)})
+    proc = subprocess.Popen([str(stage_python(venv)), "-m", "nemo2sherpa", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(INCLUDE)})
     for line in proc.stderr:
-        if "restored EncDecRNNTBPEModel" in line:
+        if marker in line:
             proc.send_signal(signal.SIGKILL)
             break
     proc.stderr.close()
-    assert proc.wait() == -signal.SIGKILL
-    run_cli("nemo", "export", "--nemo", str(FIXTURE), "--bundle", str(b), "--reference", str(r))  # the retry
+    assert proc.wait() == -signal.SIGKILL, f"the stage ended before {marker!r}"
 
-    def digests(d):
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
 
-    assert digests(b) == digests(exported / "bundle")
+def _digests(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+
+def test_a_killed_export_retried_converges_to_identical_files(exported, tmp_path):
+    """SIGKILL in the middle of export (NeMo restored, export under way), then the retry a task would get:
+    the bundle comes out byte-identical to an undisturbed export (same sha256 for every file)."""
+    b, r = tmp_path / "bundle", tmp_path / "reference"
+    args = ["export", "--nemo", str(FIXTURE), "--bundle", str(b), "--reference", str(r)]
+    _kill_at("nemo", args, "restored EncDecRNNTBPEModel")
+    run_cli("nemo", *args)  # the retry
+    assert _digests(b) == _digests(exported / "bundle")
     assert sorted(p.name for p in b.iterdir()) == ["decoder.onnx", "encoder.onnx", "joiner.onnx", "tokens.txt"]
+
+
+def test_a_killed_quantize_retried_converges_to_identical_files(exported, tmp_path):
+    """SIGKILL after quantize wrote the int8 encoder (its scratch folder left behind), then the retry: the
+    same int8 files, byte for byte, as an undisturbed quantize, and no scratch left."""
+    ref, b = tmp_path / "ref" / "bundle", tmp_path / "killed" / "bundle"
+    shutil.copytree(exported / "bundle", ref)
+    shutil.copytree(exported / "bundle", b)
+    run_cli("onnx", "quantize", "--bundle", str(ref))
+    _kill_at("onnx", ["quantize", "--bundle", str(b)], "encoder.int8.onnx")
+    assert (b.parent / ".quantize-tmp").exists()  # what a kill leaves: the finally never ran
+    run_cli("onnx", "quantize", "--bundle", str(b))  # the retry
+    assert _digests(b) == _digests(ref) and not (b.parent / ".quantize-tmp").exists()
+    assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"} <= set(_digests(b))

@@ -2,8 +2,9 @@
 
 Every object carries its sha256 in metadata; `manifest.json` (names, sizes, sha256s, source,
 pipeline version, gate summary) is uploaded only after every file is up and verified, so a
-reader that finds the manifest finds a complete bundle. Then <prefix>/<model>/latest.json points at it. Takes a boto3 S3 client: the caller
-decides where the credentials come from (an Airflow connection in the DAG).
+reader that finds the manifest finds a complete bundle; then <prefix>/<model>/latest.json points
+at it. Takes a boto3 S3 client: the caller decides where the credentials come from (an Airflow
+connection in the DAG).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from .source import sha256_file
 log = logging.getLogger("nemo2sherpa.publish")
 
 PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
-             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "benchmark.png", "validation.json", "VALIDATION.md")
+             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "benchmark.png",
+             "validation.json", "VALIDATION.md")
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 
@@ -60,13 +62,20 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
     try:
         entries, skipped = _upload_all(client, bucket, key, files, cfg)
-    except BaseException:
+    except BaseException as e:
         # No manifest was written; leave no half-uploaded parts behind either. (A SIGKILL skips this
         # handler: the next run's abort_incomplete above cleans up after it.)
         try:
             abort_incomplete(client, bucket, key)
-        except Exception as e:  # noqa: BLE001 - the store may be the thing that failed; keep the first error
-            log.warning("could not abort incomplete uploads under s3://%s/%s/ (%s); the next run will", bucket, key, e)
+        except Exception as e2:  # noqa: BLE001 - the store may be the thing that failed; keep the first error
+            log.warning("could not abort incomplete uploads under s3://%s/%s/ (%s); the next run will", bucket, key, e2)
+        if _unreachable(e):
+            raise PublishError(
+                f"the S3 endpoint {client.meta.endpoint_url} stopped answering during the upload to "
+                f"s3://{bucket}/{key}/ ({_root_cause(e)}), after botocore's own retries. Nothing is published: "
+                f"no manifest.json was written. Fix: bring the S3 server back (or correct endpoint_url in the "
+                f"connection) and retry the task; files that already arrived intact are not uploaded again."
+            ) from e
         raise
     manifest = {
         "format": "nemo2sherpa-bundle/1",
@@ -86,6 +95,26 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
              time.monotonic() - t_all)
     return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
             "skipped": skipped, "aborted": aborted}
+
+
+class PublishError(RuntimeError):
+    """The store failed under the upload; the message says what is (not) published and what to do."""
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    return e
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether the failure is the store not answering (refused, reset, timed out), not a refusal it sent."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError, ReadTimeoutError
+
+    chain = [e]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    return any(isinstance(x, (BotoConnectionError, ReadTimeoutError, ConnectionError)) for x in chain)
 
 
 def _upload_all(client, bucket: str, key: str, files: list[Path], cfg) -> tuple[list[dict[str, Any]], list[str]]:
