@@ -19,12 +19,16 @@ INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
 if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
-from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
+from nemo2sherpa import PIPELINE_VERSION, venvs, workspace  # noqa: E402
 from nemo2sherpa.pipeline import STEP_VENV  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve().parents[1] / ".workspace"))
+# s3://bucket/prefix: workers share no disk; each keeps a local mirror and the store hands files on
+# (nemo2sherpa.workspace), through this Airflow connection.
+REMOTE = workspace.is_remote(WORKSPACE)
+WORKSPACE_CONN = os.environ.get("NEMO2SHERPA_WORKSPACE_CONN", "aws_default")
 VENV_CACHE = str(venvs.default_cache())
 BENCHMARK_QUEUE = os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")
 REGISTRY = sorted(load_registry())
@@ -88,9 +92,24 @@ def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = ""):
     sys.path.insert(0, plan["include_dir"])
     from nemo2sherpa.cli import setup_logging
     from nemo2sherpa.pipeline import run_step
+    from nemo2sherpa.workspace import on_this_worker
 
     setup_logging()
-    return run_step(step, plan, src)
+    with on_this_worker(plan, src) as (local_plan, local_src, back):
+        return back(run_step(step, local_plan, local_src))
+
+
+def _sync(direction: str):
+    """pre/post_execute hook: with an object-store workspace, pull the run's files before a task, push after."""
+    def hook(context, result=None):
+        if not REMOTE:
+            return
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        plan = context["ti"].xcom_pull(task_ids="plan")
+        client = S3Hook(aws_conn_id=WORKSPACE_CONN).get_conn()
+        getattr(workspace, direction)(client, plan["remote"], workspace.mirror(plan))
+    return hook
 
 
 # A failed validation gate is a verdict on the bundle, not a transient fault: retrying it would only
@@ -99,7 +118,8 @@ NO_RETRY = {"validate_export", "validate"}
 
 
 def step_task(step: str, **kw):
-    opts = {**VENV, **({"retries": 0} if step in NO_RETRY else {}), **kw}
+    opts = {**VENV, **({"retries": 0} if step in NO_RETRY else {}), "pre_execute": _sync("pull"),
+            "post_execute": _sync("push"), **kw}
     return task.virtualenv(task_id=step, requirements=venvs.requirements(STEP_VENV[step]), **opts)(_step)
 
 
@@ -129,18 +149,23 @@ def parakeet_tdt_to_sherpa_onnx():
             classify(p["source"])
         except InputError as e:
             raise AirflowFailException(str(e)) from None
-        layout = make_plan(Path(WORKSPACE) / DAG_ID / _safe(ctx["run_id"]), p["source"], p["revision"],
-                           p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
-                           {"int8_wer_max": p["int8_wer_max"], "sherpa_wer_max": p["sherpa_wer_max"]})
+        run_key = f"{DAG_ID}/{_safe(ctx['run_id'])}"
+        root = workspace.default_cache() if REMOTE else Path(WORKSPACE)
+        layout = make_plan(root / run_key, p["source"], p["revision"], p["variants"], p["gpu_benchmark"],
+                           p["benchmark_lengths"], {"int8_wer_max": p["int8_wer_max"], "sherpa_wer_max": p["sherpa_wer_max"]})
+        if REMOTE:
+            layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
         Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
-        print(f"workspace {layout['ws']}; variants {layout['variants']}; pipeline {PIPELINE_VERSION}")
+        where = f"{layout['remote']} (local mirror {layout['ws']})" if REMOTE else layout["ws"]
+        print(f"workspace {where}; variants {layout['variants']}; pipeline {PIPELINE_VERSION}")
         return layout
 
-    @task(retries=2, retry_delay=timedelta(seconds=20), outlets=[BUNDLES])
+    @task(retries=2, retry_delay=timedelta(seconds=20), outlets=[BUNDLES], pre_execute=_sync("pull"))
     def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
         """Upload with sha256s, manifest last; skip if this exact bundle is already published (unless force)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+        plan = workspace.local_plan(plan)
         from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, run_summary
 
         p = get_current_context()["params"]
