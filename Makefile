@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: bench-full-size bench-publish venv demo test system-deps convert up down fixtures clean
+.PHONY: bench-full-size bench-publish venv demo test system-deps convert up up-celery down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ up: venv
 	$(PY) scripts/stack.py up
 down: venv
 	$(PY) scripts/stack.py down
+## make up-celery: the same with CeleryExecutor, Redis and two workers (queues default and gpu).
+up-celery: venv system-deps
+	NEMO2SHERPA_EXECUTOR=celery $(PY) scripts/stack.py up
 
 ## make fixtures: retrain the committed tiny TDT and RNNT models on the clips (CPU, ~15-30 min each;
 ## needs espeak-ng and sox). CI never runs this: it uses the committed checkpoints.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,7 +21,7 @@ import pytest
 
 from browser import Browser
 from conftest import FIXTURE, ROOT
-from s3server import free_port
+from s3server import S3Server, free_port
 
 DAG = "parakeet_tdt_to_sherpa_onnx"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -51,39 +53,38 @@ class Api:
         return json.loads(raw) if accept == "application/json" else raw.decode()
 
 
-@pytest.fixture()
-def stack(tmp_path):
+@contextmanager
+def running_stack(tmp_path, **extra: str):
     """`scripts/stack.py up` (what `make up` runs) on free loopback ports; `down` whatever happens."""
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "NEMO2SHERPA_UI_PORT": str(free_port()),
            "NEMO2SHERPA_S3_PORT": str(free_port()), "NEMO2SHERPA_S3_ROOT": str(tmp_path / "s3"),
-           "NEMO2SHERPA_UI_PASSWORD": secrets.token_urlsafe(12), "NEMO2SHERPA_S3_SECRET": secrets.token_urlsafe(16)}
+           "NEMO2SHERPA_UI_PASSWORD": secrets.token_urlsafe(12), "NEMO2SHERPA_S3_SECRET": secrets.token_urlsafe(16),
+           **extra}
     script = [sys.executable, str(ROOT / "scripts" / "stack.py")]
+    ports = [int(env[k]) for k in ("NEMO2SHERPA_UI_PORT", "NEMO2SHERPA_S3_PORT", "NEMO2SHERPA_REDIS_PORT") if k in env]
     try:
         up = subprocess.run([*script, "up"], env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
-        yield env
+        for port in ports:  # every server the stack started listens on loopback only
+            assert listening_hosts(port) == {"127.0.0.1"}, (port, listening_hosts(port))
+        base = f"http://127.0.0.1:{env['NEMO2SHERPA_UI_PORT']}"
+        yield env, base, Api(base, token(base, env["NEMO2SHERPA_UI_PASSWORD"]))
     finally:
         subprocess.run([*script, "down"], env=env, capture_output=True, timeout=120)
-        for port in (env["NEMO2SHERPA_UI_PORT"], env["NEMO2SHERPA_S3_PORT"]):
-            assert not listening_hosts(int(port)), f"port {port} still listening after `down`"
+        for port in ports:
+            assert not listening_hosts(port), f"port {port} still listening after `down`"
 
 
-def test_make_up_stack_rest_run_report_and_screenshot(stack):
-    port, s3_port = int(stack["NEMO2SHERPA_UI_PORT"]), int(stack["NEMO2SHERPA_S3_PORT"])
-    assert listening_hosts(port) == {"127.0.0.1"} and listening_hosts(s3_port) == {"127.0.0.1"}
-    base = f"http://127.0.0.1:{port}"
-
-    # A token from /auth/token (the simple auth manager's user and password the stack set up).
+def token(base: str, password: str) -> str:
+    """A JWT from /auth/token (the simple auth manager's user and password the stack set up)."""
     req = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"username": "airflow",
-                                                  "password": stack["NEMO2SHERPA_UI_PASSWORD"]}).encode())
+                                 data=json.dumps({"username": "airflow", "password": password}).encode())
     with urllib.request.urlopen(req, timeout=30) as r:
-        token = json.load(r)["access_token"]
-    api = Api(base, token)
-    with pytest.raises(urllib.error.HTTPError) as denied:  # the API is not open to anyone
-        Api(base, "not-a-token").call("GET", f"/api/v2/dags/{DAG}")
-    assert denied.value.code in (401, 403)
+        return json.load(r)["access_token"]
 
+
+def run_to_the_end(api: Api, conf: dict) -> tuple[str, str, dict[str, dict]]:
+    """Wait for the DAG to be parsed, unpause it, trigger a run with conf, poll it: (run_id, run path, TIs)."""
     deadline = time.monotonic() + 180  # the dag-processor parses the DAG files
     while True:
         try:
@@ -92,13 +93,9 @@ def test_make_up_stack_rest_run_report_and_screenshot(stack):
         except urllib.error.HTTPError as e:
             assert e.code == 404 and time.monotonic() < deadline, f"DAG never appeared: {e}"
             time.sleep(2)
-    plugins = api.call("GET", "/api/v2/plugins")["plugins"]
-    assert any(p["name"] == "nemo2sherpa" and p["fastapi_apps"] and p["external_views"] for p in plugins), plugins
     api.call("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False})
-    conf = {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2]}
     run_id = api.call("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
     run = f"/api/v2/dags/{DAG}/dagRuns/{quote(run_id, safe='')}"
-
     deadline = time.monotonic() + 600
     while (state := api.call("GET", run)["state"]) not in ("success", "failed"):
         assert time.monotonic() < deadline, "the run did not finish in 10 min"
@@ -106,6 +103,21 @@ def test_make_up_stack_rest_run_report_and_screenshot(stack):
     tis = {t["task_id"]: t for t in api.call("GET", f"{run}/taskInstances")["task_instances"]}
     assert state == "success", {k: t["state"] for k, t in tis.items()}
     assert {t["state"] for t in tis.values()} == {"success"} and len(tis) == 9
+    return run_id, run, tis
+
+
+def test_make_up_stack_rest_run_report_and_screenshot(tmp_path):
+    with running_stack(tmp_path) as (stack, base, api):
+        check_rest_run_report_and_screenshot(stack, base, api)
+
+
+def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> None:
+    with pytest.raises(urllib.error.HTTPError) as denied:  # the API is not open to anyone
+        Api(base, "not-a-token").call("GET", f"/api/v2/dags/{DAG}")
+    assert denied.value.code in (401, 403)
+    run_id, run, tis = run_to_the_end(api, {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2]})
+    plugins = api.call("GET", "/api/v2/plugins")["plugins"]
+    assert any(p["name"] == "nemo2sherpa" and p["fastapi_apps"] and p["external_views"] for p in plugins), plugins
 
     # The publish task's log, read through the API: the summary is there, the S3 secret is not.
     content = api.call("GET", f"{run}/taskInstances/publish/logs/{tis['publish']['try_number']}")["content"]
@@ -129,10 +141,48 @@ def test_make_up_stack_rest_run_report_and_screenshot(stack):
 
     # The run's grid page in headless Chromium, logged in with the same token as the UI's cookie.
     with Browser() as b:
-        b.set_cookie(base, "_token", token)
+        b.set_cookie(base, "_token", api.token)
         text = b.open(f"{base}/dags/{DAG}/runs/{quote(run_id, safe='')}", wait_for=["publish", "benchmark", "Bundle report"])
         assert "Success" in text or "success" in text
         shot = b.screenshot(ARTIFACTS / "stack-run-grid.png")
         b.open(link, wait_for=["nemo2sherpa bundle report", "Validation: PASSED", "encoder.int8.onnx"])
         report_shot = b.screenshot(ARTIFACTS / "stack-bundle-report.png")
     assert shot.stat().st_size > 20_000 and report_shot.stat().st_size > 20_000
+
+
+def test_celery_routes_benchmark_to_the_gpu_worker_through_an_object_store_workspace(tmp_path):
+    """`make up-celery`: CeleryExecutor, Redis on loopback, a `default` and a `gpu` worker, each with its own
+    workspace mirror (as on two hosts) and the workspace an S3 prefix: the run succeeds only if the files
+    really travel through the store; the benchmark task ran on the gpu worker and nowhere else."""
+    home = tmp_path / "airflow"
+    extra = {"NEMO2SHERPA_EXECUTOR": "celery", "NEMO2SHERPA_REDIS_PORT": str(free_port()),
+             "NEMO2SHERPA_WORKSPACE": "s3://workspace/runs"}
+    with running_stack(tmp_path, **extra) as (stack, base, api):
+        run_id, run, tis = run_to_the_end(api, {"source": str(FIXTURE), "prefix": "celery", "benchmark_lengths": [1]})
+        assert tis["benchmark"]["queue"] == "gpu"
+        assert {t["queue"] for k, t in tis.items() if k != "benchmark"} == {"default"}
+        logs = {q: (home / "stack-logs" / f"worker-{q}.log").read_text() for q in ("default", "gpu")}
+        ran = {q: set(re.findall(r"task_id='([a-z_]+)'", text)) for q, text in logs.items()}
+        assert ran["gpu"] == {"benchmark"}, ran
+        assert ran["default"] == set(tis) - {"benchmark"}, ran
+
+        run_key = f"{DAG}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
+        s3 = S3Server(Path(stack["NEMO2SHERPA_S3_ROOT"]), port=int(stack["NEMO2SHERPA_S3_PORT"]),
+                      secret=stack["NEMO2SHERPA_S3_SECRET"]).client()
+        stored = {o["Key"].removeprefix(f"runs/{run_key}/")
+                  for o in s3.list_objects_v2(Bucket="workspace", Prefix=f"runs/{run_key}/")["Contents"]}
+        assert {"bundle/encoder.onnx", "bundle/encoder.int8.onnx", "bundle/validation.json",
+                "bundle/benchmark.json", "reference/reference.npz"} <= stored, sorted(stored)
+        mirrors = {q: home / f"mirror-{q}" / run_key for q in ("default", "gpu")}
+        assert (mirrors["gpu"] / "bundle" / "encoder.int8.onnx").exists()  # pulled from the store for benchmark
+        assert (mirrors["default"] / "bundle" / "benchmark.json").exists()  # pulled back for publish
+        assert not (Path(os.environ["NEMO2SHERPA_WORKSPACE"]) / run_key).exists()  # no shared folder was used
+        log = api.call("GET", f"{run}/taskInstances/benchmark/logs/1")["content"]
+        assert any("workspace pull s3://workspace/runs/" in str(x) for x in log)
+        publish_log = " ".join(str(x) for x in api.call("GET", f"{run}/taskInstances/publish/logs/1")["content"])
+        pulled = re.search(r"workspace pull .*?: ([0-9.]+) MB fetched, (\d+) files already here", publish_log)
+        assert pulled and float(pulled[1]) < 1 and int(pulled[2]) >= 10  # only the gpu worker's files came over
+        manifest = json.loads(s3.get_object(Bucket="nemo2sherpa", Key=next(
+            o["Key"] for o in s3.list_objects_v2(Bucket="nemo2sherpa", Prefix="celery/")["Contents"]
+            if o["Key"].endswith("/manifest.json")))["Body"].read())
+        assert "benchmark.json" in {f["name"] for f in manifest["files"]}
