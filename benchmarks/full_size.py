@@ -69,6 +69,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/nemo2sherpa-full-size"))
     ap.add_argument("--lengths", default="2,5,10,30")
+    ap.add_argument("--variants", default="fp32,int8,fp16")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and bundle in --work")
     a = ap.parse_args()
     setup_logging()
@@ -88,14 +89,16 @@ def main() -> int:
     try:
         # Random weights transcribe noise: WER gates report only; the exactness gates (fp32 diffs <= 1e-4,
         # fp32 greedy tokens == NeMo's) hold at full size and stay gated.
-        r = convert(str(nemo), a.work / "bundle", ["fp32", "int8"], lengths=a.lengths,
-                    gates={"int8_wer_max": None, "sherpa_wer_max": None})
+        r = convert(str(nemo), a.work / "bundle", a.variants.split(","), lengths=a.lengths,
+                    gates={"int8_wer_max": None, "fp16_wer_max": None, "sherpa_wer_max": None})
     except SystemExit as e:
         print(f"conversion failed: {e}", file=sys.stderr)
         return 1
+    children = {f"quantize: {v} (its own child)": {k: x[k] for k in ("wall_s", "peak_rss_bytes")}
+                for v, x in r["reduced_variants"].items()}
     rec = {"model": "parakeet-tdt-1.1b architecture, random weights", "date": time.strftime("%Y-%m-%d"),
            "command": "make bench-full-size", "machine": machine(), "params": info["params"],
-           "nemo_bytes": nemo.stat().st_size, "steps": {"build (fixture, not a pipeline step)": build, **r["steps"]},
+           "nemo_bytes": nemo.stat().st_size, "steps": {"build (fixture, not a pipeline step)": build, **r["steps"], **children},
            "conversion_wall_s": round(time.monotonic() - t0, 1), "files": r["files"], "validation": r["validation"],
            "benchmark_p50_s": r["benchmark_p50_s"], "goals": GOALS}
     RESULTS.mkdir(parents=True, exist_ok=True)

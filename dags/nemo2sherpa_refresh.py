@@ -59,7 +59,7 @@ def _upstream(include_dir: str, model: str) -> dict:
                              description="Where the bundles are published (as in the conversion DAG)."),
         "bucket": Param("nemo2sherpa", type="string", title="Bucket", description="Bucket of the published bundles."),
         "prefix": Param("bundles", type="string", title="Key prefix", description="Prefix of the published bundles."),
-        "variants": Param(["fp32", "int8"], type="array", items={"type": "string", "enum": ["fp32", "int8"]},
+        "variants": Param(["fp32", "int8"], type="array", items={"type": "string", "enum": ["fp32", "int8", "fp16"]},
                           minItems=1, title="Variants", description="A bundle without one of these is converted again."),
         "force": Param(False, type="boolean", title="Force",
                        description="Trigger a conversion of every registry model, published or not."),

@@ -20,7 +20,7 @@ if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
 from nemo2sherpa import PIPELINE_VERSION, venvs, workspace  # noqa: E402
-from nemo2sherpa.pipeline import STEP_VENV  # noqa: E402
+from nemo2sherpa.pipeline import GATE_DEFAULTS, STEP_VENV  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -50,8 +50,9 @@ PARAMS = {
                       description="Hub branch, tag or commit sha (recorded as the commit sha). Empty: the registry's "
                                   "pin, else main. Ignored for local files (their sha256 is the revision)."),
     "variants": Param(["fp32", "int8"], type="array", title="Variants",
-                      items={"type": "string", "enum": ["fp32", "int8"]}, minItems=1, uniqueItems=True,
-                      description="Which bundles to build and publish. fp32 is always built (int8 is made from it)."),
+                      items={"type": "string", "enum": ["fp32", "int8", "fp16"]}, minItems=1, uniqueItems=True,
+                      description="Which bundles to build and publish. fp32 is always built (int8 and fp16 are "
+                                  "made from it). fp16 is for GPUs (onnxruntime CUDA); on CPU int8 is faster."),
     "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
                          description="Airflow connection (type aws) to the S3-compatible store; put a custom "
                                      "endpoint in its extra as endpoint_url."),
@@ -69,6 +70,9 @@ PARAMS = {
                           description="Fail validation if the int8 bundle's greedy transcripts differ from the fp32 "
                                       "bundle's by more than this word error rate (0.05 = 5%) on the evaluation "
                                       "clips. Empty: report only."),
+    "fp16_wer_max": Param(0.05, type=["null", "number"], minimum=0, title="fp16 WER drift limit",
+                          description="Fail validation if the fp16 bundle's greedy transcripts differ from the fp32 "
+                                      "bundle's by more than this word error rate. Empty: report only."),
     "sherpa_wer_max": Param(0.35, type=["null", "number"], minimum=0, title="sherpa-onnx WER limit",
                             description="Fail validation if sherpa-onnx's end-to-end transcripts differ from NeMo's by "
                                         "more than this WER. Loose on purpose: sherpa-onnx computes its own fbank "
@@ -152,7 +156,7 @@ def parakeet_tdt_to_sherpa_onnx():
         run_key = f"{DAG_ID}/{_safe(ctx['run_id'])}"
         root = workspace.default_cache() if REMOTE else Path(WORKSPACE)
         layout = make_plan(root / run_key, p["source"], p["revision"], p["variants"], p["gpu_benchmark"],
-                           p["benchmark_lengths"], {"int8_wer_max": p["int8_wer_max"], "sherpa_wer_max": p["sherpa_wer_max"]})
+                           p["benchmark_lengths"], {k: p[k] for k in GATE_DEFAULTS})
         if REMOTE:
             layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
         Path(layout["ws"]).mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,8 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
     with pytest.raises(urllib.error.HTTPError) as denied:  # the API is not open to anyone
         Api(base, "not-a-token").call("GET", f"/api/v2/dags/{DAG}")
     assert denied.value.code in (401, 403)
-    run_id, run, tis = run_to_the_end(api, {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2]})
+    run_id, run, tis = run_to_the_end(api, {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2],
+                                              "variants": ["fp32", "int8", "fp16"]})
     plugins = api.call("GET", "/api/v2/plugins")["plugins"]
     assert any(p["name"] == "nemo2sherpa" and p["fastapi_apps"] and p["external_views"] for p in plugins), plugins
 
@@ -132,6 +133,7 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
     manifest = json.loads(api.call("GET", link.removeprefix(base) + "/files/manifest.json", accept="text/plain"))
     enc = next(f for f in manifest["files"] if f["name"] == "encoder.int8.onnx")
     assert enc["sha256"] in report and "Validation: PASSED" in report and "benchmark.png" in report
+    assert {"encoder.fp16.onnx", "decoder.fp16.onnx", "joiner.fp16.onnx"} <= {f["name"] for f in manifest["files"]}
     with pytest.raises(urllib.error.HTTPError) as refused:  # models are not served through the api-server
         api.call("GET", link.removeprefix(base) + "/files/encoder.onnx", accept="text/plain")
     assert refused.value.code == 404

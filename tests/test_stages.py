@@ -51,6 +51,30 @@ def test_quantize_makes_smaller_int8_files(full_bundle):
     assert not (full_bundle / ".quantize-tmp").exists()
 
 
+@pytest.mark.parametrize("layout", ["one file", "external weights"])
+def test_fp16_variant_is_made_and_passes_every_gate(full_bundle, source_manifest, tmp_path, monkeypatch, layout):
+    """fp16 from fp32 (float32 I/O kept, so sherpa-onnx loads it): half the size, every fidelity gate passes,
+    sherpa-onnx transcribes it. "external weights" forces the 1.1B layout (encoder.fp16.weights beside it)."""
+    b = tmp_path / "bundle"
+    shutil.copytree(full_bundle / "bundle", b)
+    if layout == "external weights":
+        monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", "1000000")
+    out = last_json(run_cli("onnx", "fp16", "--bundle", str(b)))
+    for m in ("encoder", "decoder", "joiner"):
+        assert out["files"][f"{m}.fp16.onnx"] < 0.6 * (b / f"{m}.onnx").stat().st_size
+    assert (b / "encoder.fp16.weights").exists() == (layout == "external weights")
+    assert not (tmp_path / ".fp16-tmp").exists() and not list(b.glob(".*inferred*"))
+    run_cli("onnx", "metadata", "--bundle", str(b), "--reference", str(full_bundle / "reference"),
+            "--source-json", str(source_manifest))
+    report = tmp_path / "validation.json"
+    r = last_json(run_cli("onnx", "validate", "--bundle", str(b), "--reference", str(full_bundle / "reference"),
+                          "--variants", "fp32,fp16", "--source-json", str(source_manifest), "--report", str(report)))
+    assert r["passed"] and r["thresholds"]["fp16_wer_vs_fp32"] == 0.05
+    v = json.loads(report.read_text())["variants"]["fp16"]
+    assert v["decoding"]["wer_vs_fp32"] == 0.0 and v["sherpa"]["wer_vs_nemo"] <= 0.35
+    assert 0 < v["max_abs_diff"]["encoder"] < 0.05  # fp16 rounding shows, and stays small
+
+
 def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path):
     report = tmp_path / "validation.json"
     r = last_json(run_cli("onnx", "validate", "--bundle", str(full_bundle / "bundle"), "--reference",

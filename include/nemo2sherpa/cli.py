@@ -58,6 +58,9 @@ def run_stage(stage: str, **kw: Any) -> Any:
     if stage == "quantize":
         from .quantize import quantize_bundle
         return quantize_bundle(Path(kw["bundle"]))
+    if stage == "fp16":
+        from .fp16 import fp16_bundle
+        return fp16_bundle(Path(kw["bundle"]))
     if stage == "metadata":
         from .metadata import apply_metadata
         from .modelspec import ModelSpec
@@ -81,8 +84,10 @@ STAGE_ARGS = {
                  ("--variants", {"default": "fp32,int8"}), ("--mode", {"default": "full", "choices": ["pre", "full"]}),
                  ("--source-json", {}), ("--report", {}),
                  ("--int8-wer-max", {"help": "int8 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
+                 ("--fp16-wer-max", {"help": "fp16 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
                  ("--sherpa-wer-max", {"help": "sherpa-onnx WER vs NeMo allowed (default 0.35; none: report only)"})],
     "quantize": [("--bundle", {"required": True})],
+    "fp16": [("--bundle", {"required": True})],
     "metadata": [("--bundle", {"required": True}), ("--reference", {"required": True}), ("--source-json", {})],
     "benchmark": [("--bundle", {"required": True}), ("--reference", {"required": True}),
                   ("--variants", {"default": "fp32,int8"}), ("--lengths", {"default": "2,5"}),
@@ -134,7 +139,8 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
         shutil.rmtree(work, ignore_errors=True)
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     return {"out": str(out), "source": results["source"], "validation": results["validate"],
-            "benchmark_p50_s": results["benchmark"], "steps": steps, "files": sizes}
+            "benchmark_p50_s": results["benchmark"], "steps": steps, "files": sizes,
+            "reduced_variants": results.get("quantize", {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision")
     p.add_argument("--lengths", default="2,5")
     p.add_argument("--gpu", action="store_true")
-    for flag, opts in STAGE_ARGS["validate"][-2:]:
+    for flag, opts in STAGE_ARGS["validate"][-3:]:
         p.add_argument(flag, **opts)
     p = sub.add_parser("step", help="one pipeline step over a plan (what a DAG task runs)")
     p.add_argument("step")
@@ -190,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(run_step(a.step, json.loads(a.plan.read_text()), src), default=str))
             return 0
         if a.cmd == "convert":
+            from .pipeline import GATE_DEFAULTS
             r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
-                        {k: v for k, v in (("int8_wer_max", a.int8_wer_max), ("sherpa_wer_max", a.sherpa_wer_max))
-                         if v is not None})
+                        {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None})
             print(json.dumps(r))
             return 0
         kw = {k: v for k, v in vars(a).items() if k != "cmd" and v is not None}

@@ -21,7 +21,8 @@ from .source import sha256_file
 log = logging.getLogger("nemo2sherpa.publish")
 
 PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
-             "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "benchmark.json", "benchmark.png",
+             "decoder.int8.onnx", "joiner.int8.onnx", "encoder.fp16.onnx", "encoder.fp16.weights",
+             "decoder.fp16.onnx", "joiner.fp16.onnx", "tokens.txt", "benchmark.json", "benchmark.png",
              "validation.json", "VALIDATION.md")
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
