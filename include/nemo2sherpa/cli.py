@@ -57,7 +57,7 @@ def run_stage(stage: str, **kw: Any) -> Any:
                                        if "sherpa" in x}}
     if stage == "quantize":
         from .quantize import quantize_bundle
-        return quantize_bundle(Path(kw["bundle"]))
+        return quantize_bundle(Path(kw["bundle"]), frugal=not kw.get("stock_quantizer"))
     if stage == "fp16":
         from .fp16 import fp16_bundle
         return fp16_bundle(Path(kw["bundle"]))
@@ -86,7 +86,9 @@ STAGE_ARGS = {
                  ("--int8-wer-max", {"help": "int8 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
                  ("--fp16-wer-max", {"help": "fp16 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
                  ("--sherpa-wer-max", {"help": "sherpa-onnx WER vs NeMo allowed (default 0.35; none: report only)"})],
-    "quantize": [("--bundle", {"required": True})],
+    "quantize": [("--bundle", {"required": True}),
+                 ("--stock-quantizer", {"action": "store_true",
+                                        "help": "onnxruntime's quantizer as shipped (one more fp32 copy in memory)"})],
     "fp16": [("--bundle", {"required": True})],
     "metadata": [("--bundle", {"required": True}), ("--reference", {"required": True}), ("--source-json", {})],
     "benchmark": [("--bundle", {"required": True}), ("--reference", {"required": True}),
