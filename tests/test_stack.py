@@ -83,8 +83,8 @@ def token(base: str, password: str) -> str:
         return json.load(r)["access_token"]
 
 
-def run_to_the_end(api: Api, conf: dict) -> tuple[str, str, dict[str, dict]]:
-    """Wait for the DAG to be parsed, unpause it, trigger a run with conf, poll it: (run_id, run path, TIs)."""
+def trigger(api: Api, conf: dict) -> str:
+    """Wait for the DAG to be parsed, unpause it, trigger a run with conf: its run_id."""
     deadline = time.monotonic() + 180  # the dag-processor parses the DAG files
     while True:
         try:
@@ -94,16 +94,31 @@ def run_to_the_end(api: Api, conf: dict) -> tuple[str, str, dict[str, dict]]:
             assert e.code == 404 and time.monotonic() < deadline, f"DAG never appeared: {e}"
             time.sleep(2)
     api.call("PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False})
-    run_id = api.call("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+    return api.call("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+
+def wait_for(api: Api, run_id: str) -> tuple[str, dict, dict[str, dict]]:
+    """Poll a run to its end; it must succeed with every task: (run path, run, TIs by task id)."""
     run = f"/api/v2/dags/{DAG}/dagRuns/{quote(run_id, safe='')}"
     deadline = time.monotonic() + 600
-    while (state := api.call("GET", run)["state"]) not in ("success", "failed"):
+    while (dr := api.call("GET", run))["state"] not in ("success", "failed"):
         assert time.monotonic() < deadline, "the run did not finish in 10 min"
         time.sleep(5)
     tis = {t["task_id"]: t for t in api.call("GET", f"{run}/taskInstances")["task_instances"]}
-    assert state == "success", {k: t["state"] for k, t in tis.items()}
+    assert dr["state"] == "success", {k: t["state"] for k, t in tis.items()}
     assert {t["state"] for t in tis.values()} == {"success"} and len(tis) == 9
+    return run, dr, tis
+
+
+def run_to_the_end(api: Api, conf: dict) -> tuple[str, str, dict[str, dict]]:
+    run_id = trigger(api, conf)
+    run, _, tis = wait_for(api, run_id)
     return run_id, run, tis
+
+
+def log_text(api: Api, run: str, task: str, try_number: int = 1) -> str:
+    content = api.call("GET", f"{run}/taskInstances/{task}/logs/{try_number}")["content"]
+    return "\n".join(str(x.get("event", x)) if isinstance(x, dict) else str(x) for x in content)
 
 
 def test_make_up_stack_rest_run_report_and_screenshot(tmp_path):
@@ -115,14 +130,19 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
     with pytest.raises(urllib.error.HTTPError) as denied:  # the API is not open to anyone
         Api(base, "not-a-token").call("GET", f"/api/v2/dags/{DAG}")
     assert denied.value.code in (401, 403)
-    run_id, run, tis = run_to_the_end(api, {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2],
-                                              "variants": ["fp32", "int8", "fp16"]})
+    # Two runs of the same model, triggered together: the second waits for the first (max_active_runs=1), so
+    # they never interleave in the workspace or the bucket; the second finds the bundle published and skips.
+    conf = {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2], "variants": ["fp32", "int8", "fp16"]}
+    run_id, second_id = trigger(api, conf), trigger(api, conf)
+    run, first, tis = wait_for(api, run_id)
+    second_run, second, _ = wait_for(api, second_id)
+    assert second["start_date"] >= first["end_date"], (first, second)
+    assert "already published (manifest present): up to date" in log_text(api, second_run, "publish")
     plugins = api.call("GET", "/api/v2/plugins")["plugins"]
     assert any(p["name"] == "nemo2sherpa" and p["fastapi_apps"] and p["external_views"] for p in plugins), plugins
 
     # The publish task's log, read through the API: the summary is there, the S3 secret is not.
-    content = api.call("GET", f"{run}/taskInstances/publish/logs/{tis['publish']['try_number']}")["content"]
-    log = "\n".join(str(x.get("event", x)) if isinstance(x, dict) else str(x) for x in content)
+    log = log_text(api, run, "publish", tis["publish"]["try_number"])
     assert "published:" in log and "== nemo2sherpa: tiny-tdt @ sha256-" in log and "validation: passed" in log
     assert stack["NEMO2SHERPA_S3_SECRET"] not in log
 
@@ -179,9 +199,8 @@ def test_celery_routes_benchmark_to_the_gpu_worker_through_an_object_store_works
         assert (mirrors["gpu"] / "bundle" / "encoder.int8.onnx").exists()  # pulled from the store for benchmark
         assert (mirrors["default"] / "bundle" / "benchmark.json").exists()  # pulled back for publish
         assert not (Path(os.environ["NEMO2SHERPA_WORKSPACE"]) / run_key).exists()  # no shared folder was used
-        log = api.call("GET", f"{run}/taskInstances/benchmark/logs/1")["content"]
-        assert any("workspace pull s3://workspace/runs/" in str(x) for x in log)
-        publish_log = " ".join(str(x) for x in api.call("GET", f"{run}/taskInstances/publish/logs/1")["content"])
+        assert "workspace pull s3://workspace/runs/" in log_text(api, run, "benchmark")
+        publish_log = log_text(api, run, "publish")
         pulled = re.search(r"workspace pull .*?: ([0-9.]+) MB fetched, (\d+) files already here", publish_log)
         assert pulled and float(pulled[1]) < 1 and int(pulled[2]) >= 10  # only the gpu worker's files came over
         manifest = json.loads(s3.get_object(Bucket="nemo2sherpa", Key=next(
