@@ -56,7 +56,7 @@ def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], 
 
 def _reduced_variants(plan: dict[str, Any]) -> dict[str, Any]:
     """int8 and fp16 from fp32, each in a child process of its own: at 1.1B each holds the fp32 encoder in
-    memory (quantize peaks at ~13 GB), and memory one has used is not always returned to the next."""
+    memory (quantize peaks at ~10 GB), and memory one has used is not always returned to the next."""
     import json
 
     from .child import run_module_measured
