@@ -72,9 +72,10 @@ fixtures: venv
 	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-rnnt.nemo --durations ""
 
 ## make bench-full-size: parakeet-tdt-1.1b's architecture (random weights) through every step, by hand;
-## writes benchmarks/results/full-size-1.1b.{json,md} (~10 min, ~15 GB disk, ~13 GB RAM).
+## writes benchmarks/results/full-size-1.1b.{json,md} (~11 min, ~15 GB disk, ~10.5 GB RAM).
+## ARGS="--variants fp32,int8 --name full-size-1.1b-fp32-int8" for another record.
 bench-full-size: venv
-	$(PY) benchmarks/full_size.py
+	$(PY) benchmarks/full_size.py $(ARGS)
 
 ## make bench-publish: publish vs plain boto3 upload of a 2 GiB file to a loopback S3 server, by hand.
 bench-publish: venv

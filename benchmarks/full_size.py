@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/nemo2sherpa-full-size"))
     ap.add_argument("--lengths", default="2,5,10,30")
     ap.add_argument("--variants", default="fp32,int8,fp16")
+    ap.add_argument("--name", default="full-size-1.1b", help="record name: benchmarks/results/<name>.{json,md}")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and bundle in --work")
     a = ap.parse_args()
     setup_logging()
@@ -100,13 +101,13 @@ def main() -> int:
     children = {f"quantize: {v} (its own child)": {k: x[k] for k in ("wall_s", "peak_rss_bytes")}
                 for v, x in r["reduced_variants"].items()}
     rec = {"model": "parakeet-tdt-1.1b architecture, random weights", "date": time.strftime("%Y-%m-%d"),
-           "command": "make bench-full-size", "machine": machine(), "params": info["params"],
+           "command": "make bench-full-size" + ("" if sys.argv[1:] == [] else " ARGS='" + " ".join(sys.argv[1:]) + "'"), "machine": machine(), "params": info["params"],
            "nemo_bytes": nemo.stat().st_size, "steps": {"build (fixture, not a pipeline step)": build, **r["steps"], **children},
            "conversion_wall_s": round(time.monotonic() - t0, 1), "files": r["files"], "validation": r["validation"],
            "benchmark_p50_s": r["benchmark_p50_s"], "goals": GOALS}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "full-size-1.1b.json").write_text(json.dumps(rec, indent=2) + "\n")
-    (RESULTS / "full-size-1.1b.md").write_text(markdown(rec))
+    (RESULTS / f"{a.name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    (RESULTS / f"{a.name}.md").write_text(markdown(rec))
     print(markdown(rec))
     if not a.keep:
         shutil.rmtree(a.work, ignore_errors=True)
