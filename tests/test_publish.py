@@ -79,8 +79,6 @@ def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_
 
 
 def test_upload_progress_is_logged_with_rate(s3, tmp_path, caplog):
-    import logging
-
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     with open(bundle / "encoder.weights", "wb") as f:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import PIPELINE_VERSION, __version__
+from .progress import Progress
 from .source import sha256_file
 
 log = logging.getLogger("nemo2sherpa.publish")
@@ -51,13 +52,18 @@ def _ensure_bucket(client, bucket: str, create: bool) -> None:
             raise
 
 
-def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
-                   summary: dict[str, Any] | None = None, create_bucket: bool = True) -> dict[str, Any]:
+def transfer_config():
+    """Multipart above 64 MiB, 16 MiB parts, 8 in flight: memory stays bounded by the part buffers."""
     from boto3.s3.transfer import TransferConfig
 
+    return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
+
+
+def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
+                   summary: dict[str, Any] | None = None, create_bucket: bool = True) -> dict[str, Any]:
     bundle = Path(bundle)
     _ensure_bucket(client, bucket, create_bucket)
-    cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
+    cfg = transfer_config()
     files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
     t_all = time.monotonic()
     aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
@@ -73,7 +79,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
         if _unreachable(e):
             raise PublishError(
                 f"the S3 endpoint {client.meta.endpoint_url} stopped answering during the upload to "
-                f"s3://{bucket}/{key}/ ({_root_cause(e)}), after botocore's own retries. Nothing is published: "
+                f"s3://{bucket}/{key}/ ({_chain(e)[-1]}), after botocore's own retries. Nothing is published: "
                 f"no manifest.json was written. Fix: bring the S3 server back (or correct endpoint_url in the "
                 f"connection) and retry the task; files that already arrived intact are not uploaded again."
             ) from e
@@ -102,20 +108,19 @@ class PublishError(RuntimeError):
     """The store failed under the upload; the message says what is (not) published and what to do."""
 
 
-def _root_cause(e: BaseException) -> BaseException:
-    while e.__cause__ is not None or e.__context__ is not None:
-        e = e.__cause__ or e.__context__
-    return e
+def _chain(e: BaseException) -> list[BaseException]:
+    """The exception and the ones it was raised from or during, outermost first."""
+    chain = [e]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    return chain
 
 
 def _unreachable(e: BaseException) -> bool:
     """Whether the failure is the store not answering (refused, reset, timed out), not a refusal it sent."""
     from botocore.exceptions import ConnectionError as BotoConnectionError, ReadTimeoutError
 
-    chain = [e]
-    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
-        chain.append(chain[-1].__cause__ or chain[-1].__context__)
-    return any(isinstance(x, (BotoConnectionError, ReadTimeoutError, ConnectionError)) for x in chain)
+    return any(isinstance(x, (BotoConnectionError, ReadTimeoutError, ConnectionError)) for x in _chain(e))
 
 
 def _upload_all(client, bucket: str, key: str, files: list[Path], cfg) -> tuple[list[dict[str, Any]], list[str]]:
@@ -159,27 +164,18 @@ def abort_incomplete(client, bucket: str, key: str) -> list[str]:
     return [u["Key"] for u in uploads]
 
 
-class _Progress:
-    """boto3 upload callback: a log line at every 10% of a file over 64 MB, with the rate so far."""
+class _Progress(Progress):
+    """boto3 upload callback (it hands in the bytes sent since its last call, from several threads)."""
 
     def __init__(self, name: str, size: int) -> None:
-        import threading
-
-        self.name, self.size, self.done, self.next = name, size, 0, 10
-        self.t0 = time.monotonic()
-        self.lock = threading.Lock()
+        super().__init__(log, "uploading", name, size)
+        self.done = 0
 
     def __call__(self, n: int) -> None:
-        if self.size < 64 << 20:
-            return
         with self.lock:
             self.done += n
-            pct = 100 * self.done / self.size
-            if pct >= self.next:
-                dt = max(time.monotonic() - self.t0, 1e-6)
-                log.info("uploading %s: %3.0f%% of %s bytes, %.1f MB/s", self.name, pct, f"{self.size:,}",
-                         self.done / 1e6 / dt)
-                self.next = int(pct // 10) * 10 + 10
+            done = self.done
+        self.update(done)
 
 
 def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:

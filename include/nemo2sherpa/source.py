@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .progress import Progress
 from .registry import load_registry
 
 log = logging.getLogger("nemo2sherpa.source")
@@ -70,14 +71,15 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> dic
     return download_hub(value, revision, download_dir)
 
 
-class _DownloadProgress:
+class _DownloadProgress(Progress):
     """Logs a download's progress (percent, MB/s) at every 10%, from the size of huggingface_hub's
     .incomplete file, so a task log shows a multi-GB download moving (its own progress bar is for terminals)."""
 
     def __init__(self, folder: Path, name: str, size: int, every_s: float = 0.5) -> None:
         import threading
 
-        self.folder, self.name, self.size, self.every_s = folder, name, size, every_s
+        super().__init__(log, "downloading", name, size)
+        self.folder, self.every_s = folder, every_s
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,16 +88,11 @@ class _DownloadProgress:
         return max((p.stat().st_size for p in parts if p.exists()), default=0)
 
     def _run(self) -> None:
-        t0, step = time.monotonic(), 10
         while not self.stop.wait(self.every_s):
-            done = self._bytes()
-            if self.size and 100 * done / self.size >= step:
-                log.info("downloading %s: %3.0f%% of %s bytes, %.1f MB/s", self.name, 100 * done / self.size,
-                         f"{self.size:,}", done / 1e6 / max(time.monotonic() - t0, 1e-6))
-                step = int(100 * done / self.size // 10) * 10 + 10
+            self.update(self._bytes())
 
     def __enter__(self) -> _DownloadProgress:
-        if self.size >= 64 << 20:
+        if self.wanted:
             self.thread.start()
         return self
 

@@ -123,11 +123,11 @@ def pull(client, url: str, local: Path) -> dict[str, int]:
 
 def push(client, url: str, local: Path) -> dict[str, int]:
     """Upload what changed in the mirror since the last transfer, so the next step's worker can pull it."""
-    from boto3.s3.transfer import TransferConfig
+    from .publish import transfer_config
 
     bucket, prefix = split(url)
     state = _state(local)
-    cfg = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
+    cfg = transfer_config()
     moved = kept = 0
     t0 = time.monotonic()
     for name, path in sorted(_local_files(local).items()):
