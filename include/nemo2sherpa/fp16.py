@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .quantize import MODULES
+from .variants import fp32_bytes
 
 log = logging.getLogger("nemo2sherpa.fp16")
 
@@ -75,12 +76,11 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
                 weights.unlink(missing_ok=True)  # from an earlier run of a bigger model in this folder
             os.replace(partial, dst)
             size = dst.stat().st_size + (weights.stat().st_size if external else 0)
-            fp32 = src.stat().st_size + ((bundle / f"{name}.weights").stat().st_size
-                                         if (bundle / f"{name}.weights").exists() else 0)
+            fp32, dt = fp32_bytes(bundle, name), time.monotonic() - t0
             report["files"][dst.name] = size
-            report["timings_s"][dst.name] = round(time.monotonic() - t0, 2)
+            report["timings_s"][dst.name] = round(dt, 2)
             log.info("%-18s %14s bytes%s (fp32 %s bytes, %.2fx smaller) in %.1f s", dst.name, f"{size:,}",
-                     f" with {weights.name}" if external else "", f"{fp32:,}", fp32 / size, time.monotonic() - t0)
+                     f" with {weights.name}" if external else "", f"{fp32:,}", fp32 / size, dt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report

@@ -54,6 +54,7 @@ def before_export(nemo: Path, out_dir: Path) -> None:
 
 
 def before_quantize(bundle: Path) -> None:
-    enc = sum((Path(bundle) / n).stat().st_size for n in ("encoder.onnx", "encoder.weights")
-              if (Path(bundle) / n).exists())
+    from .variants import fp32_bytes
+
+    enc = fp32_bytes(bundle, "encoder")
     check(f"quantizing a {enc / GB:.2f} GB encoder", QUANTIZE_DISK * enc, bundle, QUANTIZE_MEMORY * enc)

@@ -12,9 +12,11 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
+
+from .variants import fp32_bytes
 
 log = logging.getLogger("nemo2sherpa.quantize")
 
@@ -78,11 +80,6 @@ def _inline_external_data(model_path: Path, data_files: list[Path]) -> None:
              model_path.stat().st_size / 1e9)
 
 
-@contextmanager
-def _stock() -> Iterator[None]:
-    yield
-
-
 def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = True) -> dict[str, Any]:
     """int8 of every module. frugal=False leaves onnxruntime's quantizer as shipped (for comparison)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -109,7 +106,7 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
             muted = _Mute()
             logging.getLogger().addFilter(muted)
             try:
-                with without_model_copy() if frugal else _stock():
+                with without_model_copy() if frugal else nullcontext():
                     quantize_dynamic(
                         model_input=str(src),
                         model_output=str(partial),
@@ -129,7 +126,7 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
                                    f"is not supported yet")
             os.replace(partial, dst)  # atomic: a killed run never leaves a half-written int8 file
             dt = time.monotonic() - t0
-            fp32_size = src.stat().st_size + ((bundle / "encoder.weights").stat().st_size if external else 0)
+            fp32_size = fp32_bytes(bundle, name)
             report["files"][dst.name] = dst.stat().st_size
             report["timings_s"][dst.name] = round(dt, 2)
             log.info("%-18s %12s bytes (fp32 %s bytes, %.2fx smaller) in %.1f s", dst.name,

@@ -231,6 +231,7 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     from .sherpa import decode_in_subprocess
 
     bundle, reference_dir = Path(bundle), Path(reference_dir)
+    drift_max = {"int8": int8_wer_max, "fp16": fp16_wer_max}  # each reduced variant's WER limit vs fp32
     exp = json.loads((reference_dir / "export.json").read_text())
     spec = ModelSpec.from_dict(exp["spec"])
     ref = dict(np.load(reference_dir / "reference.npz"))
@@ -241,8 +242,8 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         "mode": mode, "model": {k: exp["spec"][k] for k in ("model_class", "feat_dim", "vocab_size", "durations",
                                                            "pred_rnn_layers", "pred_hidden", "encoder_layers",
                                                            "enc_hidden")},
-        "thresholds": {"fp32_max_abs_diff": FP32_TOL, "fp32_token_match": 1.0, "int8_wer_vs_fp32": int8_wer_max,
-                       "fp16_wer_vs_fp32": fp16_wer_max, "sherpa_wer_vs_nemo": sherpa_wer_max},
+        "thresholds": {"fp32_max_abs_diff": FP32_TOL, "fp32_token_match": 1.0,
+                       **{f"{v}_wer_vs_fp32": x for v, x in drift_max.items()}, "sherpa_wer_vs_nemo": sherpa_wer_max},
         "clips": [{"clip": c["name"], "reference": c.get("text", ""), "nemo": c["nemo_text"]} for c in clips],
         "variants": {},
     }
@@ -272,7 +273,7 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
                 r.gate(f"{v}: WER vs fp32", False, detail="fp32 was not validated in this run: validate fp32 too")
             else:
                 d["wer_vs_fp32"] = word_error_rate([c["text"] for c in fp32["per_clip"]], [c["text"] for c in d["per_clip"]])
-                limit = fp16_wer_max if v == "fp16" else int8_wer_max
+                limit = drift_max[v]
                 r.gate(f"{v}: WER vs fp32 (drift)", limit is None or d["wer_vs_fp32"] <= limit,
                        value=d["wer_vs_fp32"], threshold=limit,
                        detail=f"token match vs NeMo {d['token_match_rate']}, {d['exact_clips']}/{d['clips']} clips exact")

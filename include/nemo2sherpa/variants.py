@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 VARIANT_FILES: dict[str, tuple[str, str, str]] = {
     "fp32": ("encoder.onnx", "decoder.onnx", "joiner.onnx"),
     "int8": ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"),
     "fp16": ("encoder.fp16.onnx", "decoder.fp16.onnx", "joiner.fp16.onnx"),
 }
-# Made from fp32 after export; each is gated by its transcripts' WER drift against fp32.
-REDUCED = ("int8", "fp16")
+
+
+def fp32_bytes(bundle: Path, module: str) -> int:
+    """An fp32 module's size on disk: its .onnx plus its external weights (the 1.1B encoder.weights), if any."""
+    files = (Path(bundle) / f"{module}.onnx", Path(bundle) / f"{module}.weights")
+    return sum(p.stat().st_size for p in files if p.exists())
