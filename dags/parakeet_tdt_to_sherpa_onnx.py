@@ -188,7 +188,7 @@ def parakeet_tdt_to_sherpa_onnx():
         get_current_context()["outlet_events"][BUNDLES].add(
             Asset(out["uri"].rstrip("/")),
             extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
-                   "manifest": f"{out['uri']}manifest.json"})
+                   "manifest": f"{out['uri']}{MANIFEST}"})
         return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False,
                 "aws_conn_id": p["aws_conn_id"]}
 

@@ -70,12 +70,14 @@ def _bundle_reader(pub: dict[str, Any]):
     """(get(name) -> bytes | None) for the published bundle at pub['uri'], through the run's connection."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    bucket, _, key = pub["uri"].removeprefix("s3://").partition("/")
+    from nemo2sherpa.workspace import split
+
+    bucket, key = split(pub["uri"])
     client = S3Hook(aws_conn_id=pub.get("aws_conn_id") or "aws_default").get_conn()
 
     def get(name: str) -> bytes | None:
         try:
-            return client.get_object(Bucket=bucket, Key=key.rstrip("/") + "/" + name)["Body"].read()
+            return client.get_object(Bucket=bucket, Key=f"{key}/{name}")["Body"].read()
         except client.exceptions.NoSuchKey:
             return None
 

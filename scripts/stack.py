@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include")]
+from nemo2sherpa import workspace  # noqa: E402
 from s3server import S3Server, airflow_env  # noqa: E402
 
 HOME = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
@@ -90,9 +91,9 @@ def up() -> int:
 
 def _start(s3: S3Server, pids: dict[str, int], logs: Path, redis: str | None) -> int:
     s3.ensure_bucket("nemo2sherpa")
-    workspace = os.environ.get("NEMO2SHERPA_WORKSPACE", "")
-    if workspace.startswith("s3://"):
-        s3.ensure_bucket(workspace.removeprefix("s3://").split("/")[0])
+    ws = os.environ.get("NEMO2SHERPA_WORKSPACE", "")
+    if workspace.is_remote(ws):
+        s3.ensure_bucket(workspace.split(ws)[0])
     if EXECUTOR == "celery":
         with open(logs / "redis.log", "ab") as log:
             pids["redis"] = subprocess.Popen([redis, "--bind", "127.0.0.1", "--port", str(REDIS_PORT), "--save", "",
@@ -118,7 +119,7 @@ def _start(s3: S3Server, pids: dict[str, int], logs: Path, redis: str | None) ->
         with open(logs / f"{name}.log", "ab") as log:
             pids[name] = subprocess.Popen(cmd, env=envs[name], stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True).pid
-        STATE.write_text(json.dumps({"pids": pids, "s3": s3.endpoint}))
+    STATE.write_text(json.dumps({"pids": pids, "s3": s3.endpoint}))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
