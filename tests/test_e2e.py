@@ -37,6 +37,9 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
             "VALIDATION.md"} <= set(names)
     val = json.loads((dl / "validation.json").read_text())
     assert val["passed"] and val["variants"]["fp32"]["decoding"]["token_match_rate"] == 1.0
+    published = {f["name"]: f["sha256"] for f in json.loads((dl / "manifest.json").read_text())["files"]}
+    assert {f["name"]: f["sha256"] for f in val["files"]}.items() <= published.items()  # what validate passed
+    assert "encoder.int8.onnx" in {f["name"] for f in val["files"]} and "(= validated)" in logs
     assert val["thresholds"]["int8_wer_vs_fp32"] == 0.05  # the DAG param's default reached the gate
     assert (dl / "VALIDATION.md").read_text().startswith("# Validation: PASSED (full)")
     bench = json.loads((dl / "benchmark.json").read_text())

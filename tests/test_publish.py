@@ -42,6 +42,46 @@ def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path
         verify_download(dl)
 
 
+def _validated(bundle, names) -> dict[str, str]:
+    """Write validation.json's `files` record for these files, as validate does; returns their sha256s."""
+    import hashlib
+
+    files = [{"name": n, "size": (bundle / n).stat().st_size,
+              "sha256": hashlib.sha256((bundle / n).read_bytes()).hexdigest()} for n in names]
+    (bundle / "validation.json").write_text(json.dumps({"passed": True, "files": files}))
+    return {f["name"]: f["sha256"] for f in files}
+
+
+def test_publish_uploads_the_validated_bytes_or_nothing(full_bundle, s3, tmp_path, caplog):
+    """Model files go up under the digests validate recorded, checked against the local file during the
+    upload; a file that changed after validation is refused: its object deleted, no manifest."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(full_bundle / "bundle", bundle)
+    want = _validated(bundle, ["encoder.onnx", "joiner.int8.onnx", "tokens.txt"])
+    c = s3.client()
+    src = {"name": "tiny-tdt", "revision": "r"}
+    with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
+        out = publish_bundle(c, bundle, "nemo2sherpa", "v/ok", src)
+    assert {f["name"]: f["sha256"] for f in out["files"] if f["name"] in want} == want
+    uploaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploaded ")]
+    assert {m.split()[1] for m in uploaded if m.endswith("(= validated)")} == set(want)
+
+    tokens = (bundle / "tokens.txt").read_bytes()
+    (bundle / "tokens.txt").write_bytes(tokens[:-2] + bytes([tokens[-2] ^ 1]) + tokens[-1:])  # same size
+    with pytest.raises(PublishError, match=r"tokens.txt is not the file validate passed \(sha256 .*run validate again"):
+        publish_bundle(c, bundle, "nemo2sherpa", "v/bitflip", src)
+    names = {o["Key"] for o in c.list_objects_v2(Bucket="nemo2sherpa", Prefix="v/bitflip/").get("Contents", [])}
+    assert "v/bitflip/encoder.onnx" in names and "v/bitflip/tokens.txt" not in names  # its metadata would lie
+    assert not any(n.endswith(MANIFEST) for n in names)
+
+    (bundle / "tokens.txt").write_bytes(tokens + b"x 9\n")  # a size change is seen before anything moves
+    with pytest.raises(PublishError, match=r"tokens.txt is not the file validate passed \(\d+ bytes, validated"):
+        publish_bundle(c, bundle, "nemo2sherpa", "v/grown", src)
+    assert c.list_objects_v2(Bucket="nemo2sherpa", Prefix="v/grown/").get("KeyCount", 0) == 0
+
+
 def test_wrong_credentials_give_a_clear_error(full_bundle, s3):
     import boto3
 

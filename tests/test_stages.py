@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import FIXTURE, INCLUDE, ROOT, last_json, run_cli, stage_python
 from nemo2sherpa.child import run_module
+from nemo2sherpa.variants import VARIANT_FILES
 
 
 def test_export_writes_the_split_bundle(exported):
@@ -110,6 +112,12 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
         assert gate in names
     md = (tmp_path / "VALIDATION.md").read_text()
     assert md.startswith("# Validation: PASSED (full)") and "| fp32 |" in md and v["clips"][0]["reference"] in md
+    # The files it passed, by digest (publish uploads exactly these): both variants' files and tokens.txt.
+    b = full_bundle / "bundle"
+    assert {f["name"] for f in v["files"]} == {"tokens.txt", *VARIANT_FILES["fp32"], *VARIANT_FILES["int8"]}
+    for f in v["files"]:
+        assert f["size"] == (b / f["name"]).stat().st_size
+        assert f["sha256"] == hashlib.sha256((b / f["name"]).read_bytes()).hexdigest() and f["sha256"] in md
 
 
 def _broken_copy(full_bundle, tmp_path):

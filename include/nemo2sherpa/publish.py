@@ -1,10 +1,17 @@
 """Stage 7, publish: the bundle to s3://<bucket>/<prefix>/<model>/<revision>/, manifest last.
 
 Every object carries its sha256 in metadata; `manifest.json` (names, sizes, sha256s, source,
-pipeline version, gate summary) is uploaded only after every file is up and verified, so a
-reader that finds the manifest finds a complete bundle; then <prefix>/<model>/latest.json points
-at it. Takes a boto3 S3 client: the caller decides where the credentials come from (an Airflow
-connection in the DAG).
+pipeline version, gate summary) is uploaded only after the store acknowledged every file and every
+file was checked, so a reader that finds the manifest finds a complete bundle; then
+<prefix>/<model>/latest.json points at it. Takes a boto3 S3 client: the caller decides where the
+credentials come from (an Airflow connection in the DAG).
+
+The model files' digests come from validation.json, where validate recorded the files it passed: each
+is uploaded with that digest while a thread re-hashes the local file, and a file whose bytes are not
+the validated ones is refused (its object deleted, nothing published). So what is published is what
+passed the gates, and the hash is not a pass before the upload. Files validate did not see (its own
+reports, the benchmark's) are hashed first. No HEAD after an upload: the store's answer to
+PutObject/CompleteMultipartUpload is the acknowledgement, and botocore checksums every request body.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -123,27 +131,48 @@ def _unreachable(e: BaseException) -> bool:
     return any(isinstance(x, (BotoConnectionError, ReadTimeoutError, ConnectionError)) for x in _chain(e))
 
 
+def validated_digests(bundle: Path) -> dict[str, tuple[int, str]]:
+    """{name: (size, sha256)} of the files validate passed (validation.json `files`), or {} without one."""
+    report = Path(bundle) / "validation.json"
+    if not report.exists():
+        return {}
+    return {f["name"]: (f["size"], f["sha256"]) for f in json.loads(report.read_text()).get("files", [])}
+
+
+def _changed(name: str, what: str) -> PublishError:
+    return PublishError(f"{name} is not the file validate passed ({what}): it changed after validation. Nothing is "
+                        f"published: no manifest.json was written. Fix: run validate again on this bundle (clear the "
+                        f"validate task and what follows it), or rebuild the bundle from quantize.")
+
+
 def _upload_all(client, bucket: str, key: str, files: list[Path], cfg) -> tuple[list[dict[str, Any]], list[str]]:
-    """Upload each file with its sha256 in metadata unless an identical object is already there; verify each."""
+    """Upload each file with its sha256 in metadata unless an identical object is already there."""
+    validated = validated_digests(files[0].parent) if files else {}
+    for f in files:  # every size first: a changed file is refused before anything moves
+        if f.name in validated and f.stat().st_size != validated[f.name][0]:
+            raise _changed(f.name, f"{f.stat().st_size:,} bytes, validated {validated[f.name][0]:,}")
     entries: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for f in files:
-        digest = sha256_file(f)
-        size = f.stat().st_size
-        if _stored(client, bucket, f"{key}/{f.name}") == (size, digest):
-            # A re-run (after a failed or killed publish) keeps what already arrived intact.
-            log.info("already there %-20s %14s bytes sha256 %s: not uploaded again", f.name, f"{size:,}", digest[:16])
-            skipped.append(f.name)
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hashing:
+        for f in files:
+            size = f.stat().st_size
+            digest = validated[f.name][1] if f.name in validated else sha256_file(f)
             entries.append({"name": f.name, "size": size, "sha256": digest})
-            continue
-        t0 = time.monotonic()
-        client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
-                           ExtraArgs={"Metadata": {"sha256": digest}}, Callback=_Progress(f.name, size))
-        dt = time.monotonic() - t0
-        if _stored(client, bucket, f"{key}/{f.name}") != (size, digest):
-            raise RuntimeError(f"s3://{bucket}/{key}/{f.name}: stored object does not match the local file")
-        log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s", f.name, f"{size:,}", size / 1e6 / max(dt, 1e-6), digest[:16])
-        entries.append({"name": f.name, "size": size, "sha256": digest})
+            if _stored(client, bucket, f"{key}/{f.name}") == (size, digest):
+                # A re-run (after a failed or killed publish) keeps what already arrived intact.
+                log.info("already there %-20s %14s bytes sha256 %s: not uploaded again", f.name, f"{size:,}", digest[:16])
+                skipped.append(f.name)
+                continue
+            local = hashing.submit(sha256_file, f) if f.name in validated else None  # during the upload
+            t0 = time.monotonic()
+            client.upload_file(str(f), bucket, f"{key}/{f.name}", Config=cfg,
+                               ExtraArgs={"Metadata": {"sha256": digest}}, Callback=_Progress(f.name, size))
+            dt = time.monotonic() - t0
+            if local is not None and local.result() != digest:
+                client.delete_object(Bucket=bucket, Key=f"{key}/{f.name}")  # its metadata would vouch for it
+                raise _changed(f.name, f"sha256 {local.result()[:16]}..., validated {digest[:16]}...")
+            log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s%s", f.name, f"{size:,}",
+                     size / 1e6 / max(dt, 1e-6), digest[:16], " (= validated)" if local is not None else "")
     return entries, skipped
 
 
@@ -154,6 +183,8 @@ def abort_incomplete(client, bucket: str, key: str) -> list[str]:
     try:
         uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=f"{key}/").get("Uploads", [])
     except ClientError as e:  # a store without the API: nothing we can list, nothing to abort
+        if e.response.get("Error", {}).get("Code") == "NoSuchUpload":  # rclone's answer when there are none
+            return []
         log.warning("could not list incomplete multipart uploads under s3://%s/%s/ (%s)", bucket, key, e)
         return []
     for u in uploads:

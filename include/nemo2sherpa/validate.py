@@ -13,7 +13,9 @@ Gates, in order (each recorded with its value and threshold):
    NeMo's transcripts gated by a loose threshold (its fbank differs from NeMo's), WER vs the
    reference texts reported;
 6. TDT durations are 0..N-1 (sherpa-onnx uses the duration index as the frame skip).
-Metadata gates run in `full` mode. Any failed gate raises GateFailed after validation.json and
+Metadata gates run in `full` mode, which also records the size and sha256 of every file it validated
+(`files` in validation.json, hashed on a thread while the gates run): publish uploads exactly those
+bytes or nothing. Any failed gate raises GateFailed after validation.json and
 VALIDATION.md are written; the task log carries the same table.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ from .errors import GateFailed
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
 from .pipeline import GATE_DEFAULTS
+from .source import sha256_file
+from .variants import variant_paths
 
 log = logging.getLogger("nemo2sherpa.validate")
 
@@ -249,6 +254,8 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     }
     if source:
         result["source"] = {k: source.get(k) for k in ("kind", "name", "repo_id", "revision", "sha256") if k in source}
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
     check_tokens(bundle, spec, r)
     pieces = read_tokens(bundle)
     if spec.is_tdt:
@@ -294,6 +301,9 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
                        value=sh["wer_vs_nemo"], threshold=sherpa_wer_max,
                        detail=f"WER vs reference texts {sh['wer_vs_reference']} (fbank front end differs from NeMo's)")
             vr["sherpa"] = sh
+    if digests is not None:
+        result["files"] = digests.result()
+    hashing.shutdown()
     result["gates"] = r.gates
     result["passed"] = not r.failed
     md = render_markdown(result)
@@ -307,6 +317,12 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         raise GateFailed("; ".join(f"{g['gate']}: {g['value']} (want {g['threshold']}) {g['detail']}".strip()
                                    for g in r.failed))
     return result
+
+
+def file_digests(bundle: Path, variants: list[str]) -> list[dict[str, Any]]:
+    """Name, size and sha256 of tokens.txt and every file of the given variants that exists."""
+    paths = [Path(bundle) / "tokens.txt"] + [p for v in variants for p in variant_paths(bundle, v)]
+    return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths if p.exists()]
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -348,4 +364,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     for i, c in enumerate(result["clips"]):
         row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
         out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
+    if result.get("files"):
+        out += ["", "Validated files (publish uploads exactly these bytes):", "", "| file | bytes | sha256 |",
+                "|---|---|---|"]
+        out += [f"| {f['name']} | {f['size']:,} | `{f['sha256']}` |" for f in result["files"]]
     return "\n".join(out) + "\n"
