@@ -61,8 +61,10 @@ PARAMS = {
     "prefix": Param("bundles", type="string", pattern=r"^[A-Za-z0-9._/-]*$", title="Key prefix",
                     description="Bundles go to s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/."),
     "gpu_benchmark": Param(False, type="boolean", title="GPU benchmark",
-                           description="Also benchmark with onnxruntime's CUDA provider; recorded as skipped, "
-                                       "with the reason, where no CUDA provider is available."),
+                           description="Also benchmark with onnxruntime's CUDA provider (onnxruntime-gpu with its "
+                                       "CUDA libraries, a ~2.5 GB venv built on the worker's first GPU run; the "
+                                       "worker needs only the NVIDIA driver); recorded as skipped, with "
+                                       "onnxruntime's reason, where CUDA cannot load."),
     "benchmark_lengths": Param([2, 5, 10, 30], type="array", items={"type": "number", "exclusiveMinimum": 0},
                                minItems=1, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),

@@ -54,6 +54,16 @@ def test_cli_venvs_are_the_dag_venvs(dag):
         assert (digest, text) == venvs.hash_data(venvs.requirements(venv)), task_id
 
 
+def test_the_gpu_venv_is_the_onnx_venv_with_onnxruntime_gpu():
+    """The benchmark's CUDA child runs the same library code as the onnx venv: same pins but the runtime."""
+    cpu, gpu = venvs.requirements("onnx"), venvs.requirements("onnx-gpu")
+    runtime = [r for r in gpu if r.startswith("onnxruntime")]
+    assert runtime == ["onnxruntime-gpu[cuda,cudnn]==1.31.1"]  # CUDA 13 + cuDNN 9 come as wheels: only the driver is the host's
+    assert [r for r in cpu if not r.startswith("onnxruntime==")] == [
+        r for r in gpu if r not in runtime and not r.startswith("nvidia-")]
+    assert all("==" in r for r in gpu)
+
+
 def test_params_schema_rejects_bad_input(dag):
     from airflow.sdk.definitions.param import ParamValidationError
 

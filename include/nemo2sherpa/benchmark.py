@@ -3,8 +3,10 @@
 CPU always: sherpa-onnx (what users ship, audio in, text out; in a child process whose peak RSS
 is recorded) and onnxruntime (the library's greedy decoder over the same sessions, on NeMo
 features of a real clip tiled to each length) per variant. GPU when asked: onnxruntime's CUDA
-provider over that decoder, and the run asserts CUDA really ran; where it cannot, the result
-says `skipped` with the reason. Never a silent fallback. Writes benchmark.json and, beside it,
+provider over that decoder, in a child process in the `onnx-gpu` venv (onnxruntime-gpu; one venv
+cannot hold it beside the CPU onnxruntime), built on first use like the stage venvs. The run
+asserts CUDA really ran; where it cannot (no GPU, CUDA libraries missing), the result says
+`skipped` with the reason, onnxruntime's own words included. Never a silent fallback. Writes benchmark.json and, beside it,
 benchmark.png (p50 latency vs clip length per engine and variant).
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +23,8 @@ from typing import Any, Callable
 from .child import run_module_measured
 
 log = logging.getLogger("nemo2sherpa.benchmark")
+
+GPU_VENV = "onnx-gpu"  # requirements/onnx-gpu.txt: onnx.txt with onnxruntime-gpu in place of onnxruntime
 
 
 def _stats(times: list[float], seconds: float) -> dict[str, float]:
@@ -100,6 +106,72 @@ def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[fl
     return out
 
 
+def cuda_runs(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int,
+              threads: int) -> dict[str, Any]:
+    """In-process, in the onnx-gpu venv's child: the CUDA runs per variant, with the runtime and GPU they saw."""
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the venv's nvidia-* wheels: only the driver is the host's
+        ort.preload_dlls(directory="")
+    spec = json.loads((Path(reference_dir) / "export.json").read_text())["spec"]
+    return {"runtime": f"onnxruntime {ort.__version__} (device build: {ort.get_device()})", "device": _gpu_name(),
+            "variants": {v: ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cuda", threads) for v in variants}}
+
+
+def _gpu_name() -> str | None:
+    """nvidia-smi's name, driver and memory of the first GPU, or None where there is none."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _cuda_complaint(line: str) -> str | None:
+    """onnxruntime's message in a stderr line saying why the CUDA provider did not load, if it is one."""
+    line = _ANSI.sub("", line)
+    if "onnxruntime" not in line or not ("Failed to load library" in line or "Failed to create CUDA" in line):
+        return None
+    return line.split("FAIL : ", 1)[1].strip() if "FAIL : " in line else line.rsplit("] ", 1)[-1].strip()
+
+
+def _cuda_complaints(stderr: str) -> list[str]:
+    """Each distinct complaint once (onnxruntime repeats them for every session)."""
+    return list(dict.fromkeys(m for m in map(_cuda_complaint, stderr.splitlines()) if m))
+
+
+def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int,
+                  threads: int) -> dict[str, Any]:
+    """cuda_runs in a child process in the onnx-gpu venv; onnxruntime's complaints about CUDA join the reasons."""
+    from . import venvs
+    from .child import run_module
+
+    python = venvs.ensure(GPU_VENV) / "bin" / "python"
+    proc = run_module(["bench-gpu", "--bundle", str(bundle), "--reference", str(reference_dir), "--variants",
+                       ",".join(variants), "--lengths", ",".join(f"{x:g}" for x in lengths), "--runs", str(runs),
+                       "--threads", str(threads)], python=python, capture_output=True)
+    said = _cuda_complaints(proc.stderr)
+    for line in (_ANSI.sub("", x).rstrip() for x in proc.stderr.splitlines()):
+        if line and not _cuda_complaint(line):
+            log.info("[%s] %s", GPU_VENV, line)
+    for msg in said:
+        log.warning("[%s] onnxruntime: %s", GPU_VENV, msg)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the GPU benchmark ({GPU_VENV} venv) died (exit {proc.returncode}); its log is above")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in result["variants"].values():
+        if r["status"] == "skipped" and said:
+            hint = ("; no NVIDIA driver on this machine (libcuda.so.1): run benchmark on a GPU worker (queue gpu)"
+                    if any("libcuda.so" in m for m in said) else "")
+            r["reason"] += hint + "; onnxruntime: " + " / ".join(said)
+    log.info("GPU: %s on %s", result["runtime"], result["device"] or "no NVIDIA GPU (nvidia-smi found none)")
+    return result
+
+
 def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int = 5,
                   threads: int = 2, gpu: bool = False, out_path: Path | None = None) -> dict[str, Any]:
     bundle = Path(bundle)
@@ -119,8 +191,7 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
     if base:  # timed at export, where NeMo was loaded: the path users would take without a conversion
         result["nemo_cpu"] = base
     if gpu:
-        for v in variants:
-            result["gpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cuda", threads)
+        result["gpu"] = gpu_benchmark(bundle, reference_dir, variants, lengths, runs, threads)
     else:
         result["gpu"] = {"status": "skipped", "reason": "GPU benchmark not requested (gpu_benchmark=false)"}
     for line in table(result).splitlines():
@@ -139,11 +210,9 @@ def _series(result: dict[str, Any]):
         yield f"onnxruntime CPU {v}", r["by_length"]
     if "nemo_cpu" in result:
         yield "NeMo transcribe CPU fp32 (baseline)", result["nemo_cpu"]["by_length"]
-    gpu = result["gpu"]
-    if gpu.get("status") != "skipped":
-        for v, r in gpu.items():
-            if r.get("status") == "ok":
-                yield f"onnxruntime CUDA {v}", r["by_length"]
+    for v, r in result["gpu"].get("variants", {}).items():
+        if r.get("status") == "ok":
+            yield f"onnxruntime CUDA {v}", r["by_length"]
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -180,11 +249,12 @@ def table(result: dict[str, Any]) -> str:
     for v, r in result["cpu"].items():
         if "peak_rss_bytes" in r:
             rows.append(f"sherpa-onnx {v}: peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB, load {r['load_s']:.2f} s")
-    gpu = result["gpu"]
+    gpu = result.get("gpu", {})
     if gpu.get("status") == "skipped":
         rows.append(f"gpu: skipped ({gpu['reason']})")
-    else:
-        for v, r in gpu.items():
+    elif gpu:
+        rows.append(f"gpu: {gpu.get('runtime')} on {gpu.get('device') or 'no NVIDIA GPU'}")
+        for v, r in gpu.get("variants", {}).items():
             if r.get("status") != "ok":
                 rows.append(f"gpu {v}: skipped ({r.get('reason')})")
                 continue

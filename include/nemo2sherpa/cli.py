@@ -172,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default="fp32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("wavs", nargs="+")
+    p = sub.add_parser("bench-gpu")  # in the onnx-gpu venv, from the benchmark stage
+    for flag in ("--bundle", "--reference", "--variants", "--lengths"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
     p = sub.add_parser("bench-sherpa")
     for flag in ("--bundle", "--variant", "--lengths"):
         p.add_argument(flag, required=True)
@@ -191,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "bench-sherpa":
             from .benchmark import sherpa_cpu
             print(json.dumps(sherpa_cpu(Path(a.bundle), a.variant, [float(x) for x in _csv(a.lengths)], a.runs, a.threads)))
+            return 0
+        if a.cmd == "bench-gpu":
+            from .benchmark import cuda_runs
+            print(json.dumps(cuda_runs(Path(a.bundle), Path(a.reference), _csv(a.variants),
+                                       [float(x) for x in _csv(a.lengths)], a.runs, a.threads)))
             return 0
         if a.cmd == "step":
             from .pipeline import run_step
