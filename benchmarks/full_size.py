@@ -3,6 +3,7 @@
 Run by hand (not in CI; ~10 min and ~15 GB of disk on a 2-core, 24 GB machine):
 
     make bench-full-size            # = .venv/bin/python benchmarks/full_size.py
+    make bench-full-size ARGS=--gpu # on a GPU machine: onnxruntime CUDA rows too
 
 Builds the architecture from a NeMo config (tests/fixtures/build_tiny_model.py --family tdt-1.1b-full:
 FastConformer 42 x 1024, LSTM 2 x 640, 80 mels, vocab 1024; random weights cost the same time and
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 
 from nemo2sherpa import venvs  # noqa: E402
+from nemo2sherpa.benchmark import table  # noqa: E402
 from nemo2sherpa.child import run_measured  # noqa: E402
 from nemo2sherpa.cli import convert, setup_logging  # noqa: E402
 
@@ -60,6 +62,8 @@ def markdown(rec: dict) -> str:
     out += ["", f"Validation: {'passed' if v['passed'] else 'FAILED'}, {v['gates']} gates; max abs diff "
                 f"{json.dumps(v['max_abs_diff'])}; token match {json.dumps(v['token_match'])}.", "",
             "sherpa-onnx CPU p50 (s) by clip length: " + json.dumps(rec["benchmark_p50_s"]), "",
+            "The benchmark stage's table (every engine; GPU rows when run with --gpu on a GPU machine):", "",
+            "```", table(rec["benchmark"]), "```", "",
             "Reading these figures: the weights are random, so time and memory of every conversion step are the "
             "real model's, but the latencies are not: a random joint emits tokens on most frames (up to "
             "max_symbols per frame), so the greedy search calls the decoder and joiner far more often than a "
@@ -75,6 +79,8 @@ def main() -> int:
     ap.add_argument("--variants", default="fp32,int8,fp16")
     ap.add_argument("--name", default="full-size-1.1b", help="record name: benchmarks/results/<name>.{json,md}")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and bundle in --work")
+    ap.add_argument("--gpu", action="store_true",
+                    help="also benchmark onnxruntime CUDA (on a machine with an NVIDIA GPU; else recorded as skipped)")
     a = ap.parse_args()
     setup_logging()
     shutil.rmtree(a.work, ignore_errors=True)
@@ -93,7 +99,7 @@ def main() -> int:
     try:
         # Random weights transcribe noise: WER gates report only; the exactness gates (fp32 diffs <= 1e-4,
         # fp32 greedy tokens == NeMo's) hold at full size and stay gated.
-        r = convert(str(nemo), a.work / "bundle", a.variants.split(","), lengths=a.lengths,
+        r = convert(str(nemo), a.work / "bundle", a.variants.split(","), lengths=a.lengths, gpu=a.gpu,
                     gates={"int8_wer_max": None, "fp16_wer_max": None, "sherpa_wer_max": None})
     except SystemExit as e:
         print(f"conversion failed: {e}", file=sys.stderr)
@@ -104,7 +110,8 @@ def main() -> int:
            "command": "make bench-full-size" + ("" if sys.argv[1:] == [] else " ARGS='" + " ".join(sys.argv[1:]) + "'"), "machine": machine(), "params": info["params"],
            "nemo_bytes": nemo.stat().st_size, "steps": {"build (fixture, not a pipeline step)": build, **r["steps"], **children},
            "conversion_wall_s": round(time.monotonic() - t0, 1), "files": r["files"], "validation": r["validation"],
-           "benchmark_p50_s": r["benchmark_p50_s"], "goals": GOALS}
+           "benchmark_p50_s": r["benchmark_p50_s"], "goals": GOALS,
+           "benchmark": json.loads((a.work / "bundle" / "benchmark.json").read_text())}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{a.name}.json").write_text(json.dumps(rec, indent=2) + "\n")
     (RESULTS / f"{a.name}.md").write_text(markdown(rec))
