@@ -39,7 +39,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     assert val["passed"] and val["variants"]["fp32"]["decoding"]["token_match_rate"] == 1.0
     published = {f["name"]: f["sha256"] for f in json.loads((dl / "manifest.json").read_text())["files"]}
     assert {f["name"]: f["sha256"] for f in val["files"]}.items() <= published.items()  # what validate passed
-    assert "encoder.int8.onnx" in {f["name"] for f in val["files"]} and "(= validated)" in logs
+    line = next(x for x in logs.splitlines() if "validated bytes: " in x)  # the summary says so
+    assert {f["name"] for f in val["files"]} == set(line.rsplit(": ", 1)[1].split(", ")) >= {"encoder.int8.onnx"}
     assert val["thresholds"]["int8_wer_vs_fp32"] == 0.05  # the DAG param's default reached the gate
     assert (dl / "VALIDATION.md").read_text().startswith("# Validation: PASSED (full)")
     bench = json.loads((dl / "benchmark.json").read_text())

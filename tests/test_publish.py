@@ -65,6 +65,7 @@ def test_publish_uploads_the_validated_bytes_or_nothing(full_bundle, s3, tmp_pat
     with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
         out = publish_bundle(c, bundle, "nemo2sherpa", "v/ok", src)
     assert {f["name"]: f["sha256"] for f in out["files"] if f["name"] in want} == want
+    assert sorted(out["validated"]) == sorted(want)
     uploaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploaded ")]
     assert {m.split()[1] for m in uploaded if m.endswith("(= validated)")} == set(want)
 

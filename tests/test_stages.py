@@ -195,6 +195,8 @@ def test_benchmark_records_latency_and_gpu_skip_reason(full_bundle, tmp_path):
                 s = r[engine][v]["by_length"][L]
                 assert 0 < s["p50_s"] <= s["p95_s"] and s["runs"] == 3 and s["cold_s"] > 0
         assert r["ort_cpu"][v]["provider"] == "CPUExecutionProvider"
+        for L in ("1", "2"):  # the encoder alone (a floor under latency that random weights do not distort)
+            assert 0 < r["ort_cpu"][v]["encoder_by_length"][L]["p50_s"] and r["ort_cpu"][v]["tokens_by_length"][L] > 0
         assert 20e6 < r["cpu"][v]["peak_rss_bytes"] < 4e9  # the sherpa-onnx child's own peak
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000  # the latency plot

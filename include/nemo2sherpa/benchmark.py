@@ -96,13 +96,22 @@ def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[fl
     else:
         s = Sessions.load(bundle, variant, threads=threads)
     dec = GreedyDecoder(s, spec["vocab_size"], spec["durations"])
+    # Beside the whole decode, the encoder alone: its cost does not depend on the weights' values, so on a
+    # random-weight checkpoint it is the trained model's, and a floor under its latency. `tokens` shows how
+    # busy the greedy loop was (a random joint emits on most frames; a trained one on a few).
     out: dict[str, Any] = {"status": "ok", "engine": "onnxruntime", "provider": s.providers[0], "variant": variant,
-                           "threads": threads, "by_length": {}}
+                           "threads": threads, "by_length": {}, "encoder_by_length": {}, "tokens_by_length": {}}
     clip = np.load(Path(reference_dir) / "reference.npz")["clip0_features"]  # NeMo features of a real clip
     for secs in lengths:
         feats = _tile_frames(clip, int(secs * 100))
-        out["by_length"][f"{secs:g}"] = time_calls(
-            lambda _: dec.decode_features(feats, spec["pred_rnn_layers"], spec["pred_hidden"]), runs, secs)
+        frames = np.array([feats.shape[2]], dtype=np.int64)
+        tokens: list[int] = []
+        L = f"{secs:g}"
+        out["by_length"][L] = time_calls(
+            lambda _: tokens.append(len(dec.decode_features(feats, spec["pred_rnn_layers"], spec["pred_hidden"]))),
+            runs, secs)
+        out["encoder_by_length"][L] = time_calls(lambda _: dec.encode(feats, frames), runs, secs)
+        out["tokens_by_length"][L] = tokens[-1]
     return out
 
 
@@ -208,6 +217,8 @@ def _series(result: dict[str, Any]):
         yield f"sherpa-onnx CPU {v}", r["by_length"]
     for v, r in result.get("ort_cpu", {}).items():
         yield f"onnxruntime CPU {v}", r["by_length"]
+        if "encoder_by_length" in r:
+            yield f"onnxruntime CPU {v}, encoder only", r["encoder_by_length"]
     if "nemo_cpu" in result:
         yield "NeMo transcribe CPU fp32 (baseline)", result["nemo_cpu"]["by_length"]
     for v, r in result["gpu"].get("variants", {}).items():
@@ -237,16 +248,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s"]
+    """The benchmark as text: one row per engine, variant and clip length (onnxruntime rows also give the
+    encoder alone, `-enc`, and the tokens the greedy loop emitted)."""
+    rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s   tokens"]
+
+    def add(name: str, v: str, r: dict[str, Any]) -> None:
+        for key, label in (("by_length", name), ("encoder_by_length", f"{name}-enc")):
+            for L, s in r.get(key, {}).items():
+                tokens = r.get("tokens_by_length", {}).get(L, "") if key == "by_length" else ""
+                rows.append(f"{label:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
+                            f"{s['cold_s']:<8.4f} {tokens}".rstrip())
+
     groups = [("sherpa-cpu", result.get("cpu", {})), ("ort-cpu", result.get("ort_cpu", {}))]
     if "nemo_cpu" in result:
         groups.append(("nemo-cpu", {"fp32": result["nemo_cpu"]}))
     for name, by_variant in groups:
         for v, r in by_variant.items():
-            for L, s in r["by_length"].items():
-                rows.append(f"{name:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
-                            f"{s['cold_s']:.4f}")
-    for v, r in result["cpu"].items():
+            add(name, v, r)
+    for v, r in result.get("cpu", {}).items():
         if "peak_rss_bytes" in r:
             rows.append(f"sherpa-onnx {v}: peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB, load {r['load_s']:.2f} s")
     gpu = result.get("gpu", {})
@@ -255,9 +274,8 @@ def table(result: dict[str, Any]) -> str:
     elif gpu:
         rows.append(f"gpu: {gpu.get('runtime')} on {gpu.get('device') or 'no NVIDIA GPU'}")
         for v, r in gpu.get("variants", {}).items():
-            if r.get("status") != "ok":
+            if r.get("status") == "ok":
+                add("ort-cuda", v, r)
+            else:
                 rows.append(f"gpu {v}: skipped ({r.get('reason')})")
-                continue
-            for L, s in r["by_length"].items():
-                rows.append(f"ort-cuda      {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} {s['cold_s']:.4f}")
     return "\n".join(rows)

@@ -76,7 +76,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     t_all = time.monotonic()
     aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
     try:
-        entries, skipped = _upload_all(client, bucket, key, files, cfg)
+        entries, skipped, validated = _upload_all(client, bucket, key, files, cfg)
     except BaseException as e:
         # No manifest was written; leave no half-uploaded parts behind either. (A SIGKILL skips this
         # handler: the next run's abort_incomplete above cleans up after it.)
@@ -109,7 +109,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
              time.monotonic() - t_all)
     return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
-            "skipped": skipped, "aborted": aborted}
+            "skipped": skipped, "aborted": aborted, "validated": validated}
 
 
 class PublishError(RuntimeError):
@@ -145,8 +145,10 @@ def _changed(name: str, what: str) -> PublishError:
                         f"validate task and what follows it), or rebuild the bundle from quantize.")
 
 
-def _upload_all(client, bucket: str, key: str, files: list[Path], cfg) -> tuple[list[dict[str, Any]], list[str]]:
-    """Upload each file with its sha256 in metadata unless an identical object is already there."""
+def _upload_all(client, bucket: str, key: str, files: list[Path],
+                cfg) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Upload each file with its sha256 in metadata unless an identical object is already there.
+    Returns the manifest entries, the names skipped, and the names published under validate's digests."""
     validated = validated_digests(files[0].parent) if files else {}
     for f in files:  # every size first: a changed file is refused before anything moves
         if f.name in validated and f.stat().st_size != validated[f.name][0]:
@@ -173,7 +175,7 @@ def _upload_all(client, bucket: str, key: str, files: list[Path], cfg) -> tuple[
                 raise _changed(f.name, f"sha256 {local.result()[:16]}..., validated {digest[:16]}...")
             log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s%s", f.name, f"{size:,}",
                      size / 1e6 / max(dt, 1e-6), digest[:16], " (= validated)" if local is not None else "")
-    return entries, skipped
+    return entries, skipped, [e["name"] for e in entries if e["name"] in validated]
 
 
 def abort_incomplete(client, bucket: str, key: str) -> list[str]:
@@ -272,6 +274,9 @@ def run_summary(out: dict[str, Any], source: dict[str, Any], validated: dict[str
     for f in out["files"]:
         lines.append(f"  {f['name']:<20} {f['size']:>15,} bytes  sha256 {f['sha256'][:16]}  {out['uri']}{f['name']}")
     lines.append(f"  {MANIFEST:<20} (written last)  {out['uri']}{MANIFEST}")
+    if out.get("validated"):
+        lines.append(f"validated bytes: {len(out['validated'])} files carry the sha256s validate recorded (every upload "
+                     f"re-hashed and matched): {', '.join(out['validated'])}")
     v = validated or {}
     lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; "
                  f"token match vs NeMo {v.get('token_match')}; int8 WER vs fp32 {v.get('wer_vs_fp32')}; "
