@@ -214,6 +214,20 @@ def test_benchmark_records_latency_and_gpu_skip_reason(full_bundle, tmp_path):
             assert "CUDA provider did not load" in x["reason"] and "onnxruntime: " in x["reason"], x["reason"]
 
 
+def test_a_child_measures_its_own_peak_rss_not_its_parents():
+    """wait4's peak for a child starts at its parent's high-water mark (Linux copies it at exec): the
+    benchmark's sherpa-onnx children, started by a process that already holds a model, report VmHWM."""
+    from nemo2sherpa.child import run_measured
+
+    big = bytearray(1 << 30)
+    big[::4096] = b"\x01" * (len(big) // 4096)  # 1 GiB resident in this process
+    code = f"import sys; sys.path.insert(0, {str(INCLUDE)!r}); from nemo2sherpa.child import own_peak_rss; print(own_peak_rss())"
+    proc, usage = run_measured([sys.executable, "-c", code])
+    assert usage["peak_rss_bytes"] >= 1 << 30  # the parent's gigabyte, which the child never touched
+    assert 1e6 < int(proc.stdout) < 200e6  # the child's own
+    del big
+
+
 def test_cli_refuses_bad_input_with_one_line(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "nemo2sherpa", "convert", str(tmp_path / "missing.nemo"), str(out)],

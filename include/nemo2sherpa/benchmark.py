@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .child import run_module_measured
+from .child import own_peak_rss, run_module
 
 log = logging.getLogger("nemo2sherpa.benchmark")
 
@@ -66,6 +66,7 @@ def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, thre
             rec.decode_stream(st)
 
         out["by_length"][f"{secs:g}"] = time_calls(decode, runs, secs, prepare=rec.create_stream)
+    out["peak_rss_bytes"] = own_peak_rss()  # not wait4's: this process's parent may hold a model already
     return out
 
 
@@ -157,7 +158,6 @@ def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
                   threads: int) -> dict[str, Any]:
     """cuda_runs in a child process in the onnx-gpu venv; onnxruntime's complaints about CUDA join the reasons."""
     from . import venvs
-    from .child import run_module
 
     python = venvs.ensure(GPU_VENV) / "bin" / "python"
     proc = run_module(["bench-gpu", "--bundle", str(bundle), "--reference", str(reference_dir), "--variants",
@@ -189,12 +189,11 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
     result: dict[str, Any] = {"clip_lengths_s": lengths, "runs": runs, "threads": threads, "cpu": {},
                               "ort_cpu": {}, "gpu": {}}
     for v in variants:
-        proc, usage = run_module_measured(["bench-sherpa", "--bundle", str(bundle), "--variant", v, "--runs",
-                                           str(runs), "--threads", str(threads), "--lengths",
-                                           ",".join(f"{x:g}" for x in lengths)])
+        proc = run_module(["bench-sherpa", "--bundle", str(bundle), "--variant", v, "--runs", str(runs), "--threads",
+                           str(threads), "--lengths", ",".join(f"{x:g}" for x in lengths)], stdout=subprocess.PIPE)
         if proc.returncode != 0:
             raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}); see the log above")
-        result["cpu"][v] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_bytes": usage["peak_rss_bytes"]}
+        result["cpu"][v] = json.loads(proc.stdout.strip().splitlines()[-1])  # with the child's own peak RSS
         result["ort_cpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cpu", threads)
     base = exported.get("nemo_baseline")
     if base:  # timed at export, where NeMo was loaded: the path users would take without a conversion

@@ -28,7 +28,9 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[sub
     """Run cmd with stdout captured (stderr passes through); also its wall time and peak RSS.
 
     The peak comes from wait4(): the largest resident set of the child and of any process it waited for
-    (a stage's own children, such as the sherpa-onnx decoder), in bytes.
+    (a stage's own children, such as the sherpa-onnx decoder), in bytes. Linux carries the parent's own
+    high-water mark into a child at exec, so the figure is the child's only when the parent is small (the
+    pipeline's step runners are); a child of a large process reports its own_peak_rss() instead.
     """
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.monotonic()
@@ -45,3 +47,11 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[sub
 def run_module_measured(args: list[str], python: str | Path = sys.executable) -> tuple[subprocess.CompletedProcess, dict]:
     """run_module, measured (see run_measured)."""
     return run_measured(_cmd(args, python), env=_env())
+
+
+def own_peak_rss() -> int:
+    """This process's peak resident set (VmHWM) in bytes: its own, unlike wait4's, which starts at its parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
