@@ -142,16 +142,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _cuda_complaint(line: str) -> str | None:
-    """onnxruntime's message in a stderr line saying why the CUDA provider did not load, if it is one."""
-    line = _ANSI.sub("", line)
+    """onnxruntime's message in a stderr line (colours removed) saying why the CUDA provider did not load."""
     if "onnxruntime" not in line or not ("Failed to load library" in line or "Failed to create CUDA" in line):
         return None
     return line.split("FAIL : ", 1)[1].strip() if "FAIL : " in line else line.rsplit("] ", 1)[-1].strip()
-
-
-def _cuda_complaints(stderr: str) -> list[str]:
-    """Each distinct complaint once (onnxruntime repeats them for every session)."""
-    return list(dict.fromkeys(m for m in map(_cuda_complaint, stderr.splitlines()) if m))
 
 
 def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int,
@@ -163,9 +157,12 @@ def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
     proc = run_module(["bench-gpu", "--bundle", str(bundle), "--reference", str(reference_dir), "--variants",
                        ",".join(variants), "--lengths", ",".join(f"{x:g}" for x in lengths), "--runs", str(runs),
                        "--threads", str(threads)], python=python, capture_output=True)
-    said = _cuda_complaints(proc.stderr)
+    said: dict[str, None] = {}  # each complaint once: onnxruntime repeats them for every session
     for line in (_ANSI.sub("", x).rstrip() for x in proc.stderr.splitlines()):
-        if line and not _cuda_complaint(line):
+        complaint = _cuda_complaint(line)
+        if complaint:
+            said[complaint] = None
+        elif line:
             log.info("[%s] %s", GPU_VENV, line)
     for msg in said:
         log.warning("[%s] onnxruntime: %s", GPU_VENV, msg)

@@ -76,7 +76,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     t_all = time.monotonic()
     aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
     try:
-        entries, skipped, validated = _upload_all(client, bucket, key, files, cfg)
+        entries, skipped, validated = _upload_all(client, bucket, key, files, cfg, validated_digests(bundle))
     except BaseException as e:
         # No manifest was written; leave no half-uploaded parts behind either. (A SIGKILL skips this
         # handler: the next run's abort_incomplete above cleans up after it.)
@@ -145,11 +145,11 @@ def _changed(name: str, what: str) -> PublishError:
                         f"validate task and what follows it), or rebuild the bundle from quantize.")
 
 
-def _upload_all(client, bucket: str, key: str, files: list[Path],
-                cfg) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """Upload each file with its sha256 in metadata unless an identical object is already there.
-    Returns the manifest entries, the names skipped, and the names published under validate's digests."""
-    validated = validated_digests(files[0].parent) if files else {}
+def _upload_all(client, bucket: str, key: str, files: list[Path], cfg,
+                validated: dict[str, tuple[int, str]]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Upload each file with its sha256 in metadata unless an identical object is already there; `validated`
+    (validated_digests) gives the model files' digests. Returns the manifest entries, the names skipped, and
+    the names published under validate's digests."""
     for f in files:  # every size first: a changed file is refused before anything moves
         if f.name in validated and f.stat().st_size != validated[f.name][0]:
             raise _changed(f.name, f"{f.stat().st_size:,} bytes, validated {validated[f.name][0]:,}")

@@ -11,16 +11,18 @@ VARIANT_FILES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def module_files(bundle: Path, onnx_name: str) -> list[Path]:
+    """An .onnx file of the bundle and the external weights beside it (`encoder.weights` for `encoder.onnx`,
+    `encoder.fp16.weights` for `encoder.fp16.onnx`), those that exist."""
+    onnx = Path(bundle) / onnx_name
+    return [p for p in (onnx, onnx.with_suffix(".weights")) if p.exists()]
+
+
 def fp32_bytes(bundle: Path, module: str) -> int:
     """An fp32 module's size on disk: its .onnx plus its external weights (the 1.1B encoder.weights), if any."""
-    files = (Path(bundle) / f"{module}.onnx", Path(bundle) / f"{module}.weights")
-    return sum(p.stat().st_size for p in files if p.exists())
+    return sum(p.stat().st_size for p in module_files(bundle, f"{module}.onnx"))
 
 
 def variant_paths(bundle: Path, variant: str) -> list[Path]:
     """A variant's files on disk: its three .onnx and the external weights beside any of them."""
-    out: list[Path] = []
-    for name in VARIANT_FILES[variant]:
-        onnx = Path(bundle) / name
-        out += [p for p in (onnx, onnx.with_suffix(".weights")) if p.exists()]
-    return out
+    return [p for name in VARIANT_FILES[variant] for p in module_files(bundle, name)]
