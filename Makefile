@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: bench-full-size bench-publish venv demo test system-deps convert up up-celery down fixtures clean
+.PHONY: bench-full-size bench-int8 bench-publish venv demo test system-deps convert up up-celery down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,10 @@ system-deps:
 test: venv system-deps
 	$(PY) -m pytest -ra tests
 
-## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8]
+## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8] [INT8_RECIPE=sherpa-onnx]
 convert: venv
 	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
-	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)"
+	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)")
 
 ## make up / make down: Airflow (UI on 127.0.0.1:8080) + S3 server on loopback.
 up: venv
@@ -76,6 +76,11 @@ fixtures: venv
 ## ARGS="--variants fp32,int8 --name full-size-1.1b-fp32-int8" for another record.
 bench-full-size: venv
 	$(PY) benchmarks/full_size.py $(ARGS)
+
+## make bench-int8: the int8 recipes side by side at 1.1B size (fp32, sherpa-onnx's, ours), interleaved, by hand;
+## writes benchmarks/results/int8-recipes-1.1b.{json,md} (~15 min, ~20 GB disk, ~10 GB RAM).
+bench-int8: venv
+	$(PY) benchmarks/int8_recipes.py $(ARGS)
 
 ## make bench-publish: publish vs plain boto3 upload of a 2 GiB file to a loopback S3 server, by hand.
 bench-publish: venv

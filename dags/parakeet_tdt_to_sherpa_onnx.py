@@ -21,6 +21,7 @@ if INCLUDE not in sys.path:
 
 from nemo2sherpa import PIPELINE_VERSION, venvs, workspace  # noqa: E402
 from nemo2sherpa.pipeline import GATE_DEFAULTS, STEP_VENV  # noqa: E402
+from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -53,6 +54,9 @@ PARAMS = {
                       items={"type": "string", "enum": ["fp32", "int8", "fp16"]}, minItems=1, uniqueItems=True,
                       description="Which bundles to build and publish. fp32 is always built (int8 and fp16 are "
                                   "made from it). fp16 is for GPUs (onnxruntime CUDA); on CPU int8 is faster."),
+    "int8_recipe": Param(DEFAULT_INT8_RECIPE, type="string", enum=list(INT8_RECIPES), title="int8 recipe",
+                         description="How the int8 variant is made. " + " ".join(
+                             f"{k}: {r.summary}." for k, r in INT8_RECIPES.items())),
     "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
                          description="Airflow connection (type aws) to the S3-compatible store; put a custom "
                                      "endpoint in its extra as endpoint_url."),
@@ -158,12 +162,13 @@ def parakeet_tdt_to_sherpa_onnx():
         run_key = f"{DAG_ID}/{_safe(ctx['run_id'])}"
         root = workspace.default_cache() if REMOTE else Path(WORKSPACE)
         layout = make_plan(root / run_key, p["source"], p["revision"], p["variants"], p["gpu_benchmark"],
-                           p["benchmark_lengths"], {k: p[k] for k in GATE_DEFAULTS})
+                           p["benchmark_lengths"], {k: p[k] for k in GATE_DEFAULTS}, p["int8_recipe"])
         if REMOTE:
             layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
         Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
         where = f"{layout['remote']} (local mirror {layout['ws']})" if REMOTE else layout["ws"]
-        print(f"workspace {where}; variants {layout['variants']}; pipeline {PIPELINE_VERSION}")
+        print(f"workspace {where}; variants {layout['variants']}; int8 recipe {layout['int8_recipe']}; "
+              f"pipeline {PIPELINE_VERSION}")
         return layout
 
     @task(retries=2, retry_delay=timedelta(seconds=20), outlets=[BUNDLES], pre_execute=_sync("pull"))

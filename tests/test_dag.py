@@ -69,18 +69,20 @@ def test_params_schema_rejects_bad_input(dag):
 
     p = dag.params
     assert set(p) >= {"source", "revision", "variants", "aws_conn_id", "bucket", "prefix", "gpu_benchmark", "force",
-                      "int8_wer_max", "fp16_wer_max", "sherpa_wer_max"}
+                      "int8_wer_max", "fp16_wer_max", "sherpa_wer_max", "int8_recipe"}
     for name in p:
         assert p.get_param(name).description, f"{name} has no description for the form"
     assert "parakeet-tdt-1.1b" in p.get_param("source").schema["examples"]
     for name, bad in [("variants", ["bf16"]), ("variants", []), ("bucket", "Bad_Bucket!"), ("source", ""),
                       ("gpu_benchmark", "yes"), ("int8_wer_max", -0.1), ("int8_wer_max", "five"),
-                      ("sherpa_wer_max", -1), ("fp16_wer_max", -0.5)]:
+                      ("sherpa_wer_max", -1), ("fp16_wer_max", -0.5), ("int8_recipe", "int4")]:
         with pytest.raises(ParamValidationError):
             p.get_param(name).resolve(bad)
     assert p.get_param("variants").resolve(["int8", "fp16"]) == ["int8", "fp16"]
     assert p.get_param("int8_wer_max").resolve() == 0.05 and p.get_param("sherpa_wer_max").resolve() == 0.35
     assert p.get_param("int8_wer_max").resolve(None) is None  # empty in the form: report only
+    assert p.get_param("int8_recipe").resolve() == "matmul-qint8"  # the VNNI recipe by default
+    assert p.get_param("int8_recipe").resolve("sherpa-onnx") == "sherpa-onnx"  # the upstream scripts' recipe, on demand
 
 
 def test_refresh_dag_is_scheduled_and_maps_over_the_registry(airflow_db):

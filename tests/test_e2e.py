@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import FIXTURE, ROOT, last_json, run_cli
+from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.audio import load_clips
 from nemo2sherpa.publish import verify_download
 
@@ -15,7 +16,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
-    dr = dag.test(run_conf={"source": str(FIXTURE), "bucket": "e2e-bucket", "prefix": "ci", "benchmark_lengths": [1, 2]})
+    dr = dag.test(run_conf={"source": str(FIXTURE), "bucket": "e2e-bucket", "prefix": "ci", "benchmark_lengths": [1, 2],
+                            "int8_recipe": "sherpa-onnx"})  # not the default: the param must reach quantize
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
     logs = "".join(capfd.readouterr())  # under dag.test, every task's log goes to this process's stdout/stderr
     assert "published:" in logs and s3.secret not in logs  # the S3 secret came from the connection, never logged
@@ -42,6 +44,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     line = next(x for x in logs.splitlines() if "validated bytes: " in x)  # the summary says so
     assert {f["name"] for f in val["files"]} == set(line.rsplit(": ", 1)[1].split(", ")) >= {"encoder.int8.onnx"}
     assert val["thresholds"]["int8_wer_vs_fp32"] == 0.05  # the DAG param's default reached the gate
+    assert val["int8"]["recipe"] == "sherpa-onnx" and "int8 recipe sherpa-onnx" in logs  # the form's choice made int8
+    assert val["int8"]["integer_ops"]["encoder.int8.onnx"]["ConvInteger"] > 0  # the upstream recipe's graph
     assert (dl / "VALIDATION.md").read_text().startswith("# Validation: PASSED (full)")
     bench = json.loads((dl / "benchmark.json").read_text())
     assert set(bench["cpu"]) == {"fp32", "int8"} and bench["gpu"]["status"] == "skipped"
@@ -116,4 +120,4 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     assert f"Bearer {token}" in seen  # the token reached the Hub ...
     assert token not in logs  # ... and no log line
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="hub-bucket", Prefix="ci/")["Contents"]]
-    assert f"ci/private-tdt/{commit}-p1/manifest.json" in keys
+    assert f"ci/private-tdt/{commit}-{PIPELINE_VERSION}/manifest.json" in keys

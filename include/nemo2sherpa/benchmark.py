@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import time
@@ -25,6 +26,26 @@ from .child import own_peak_rss, run_module
 log = logging.getLogger("nemo2sherpa.benchmark")
 
 GPU_VENV = "onnx-gpu"  # requirements/onnx-gpu.txt: onnx.txt with onnxruntime-gpu in place of onnxruntime
+
+
+# A timed call during which other processes kept more than this share of the machine's CPUs busy is disturbed:
+# on 2 cores, one other busy thread triples a 2-thread latency here. Reported, and left out where we compare.
+DISTURBED = 0.10
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds every process on the machine has been busy since boot, CPU seconds of this process), from
+    /proc/stat and times(2); two readings around a call tell how much of the machine others used meanwhile."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    t = os.times()
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+
+def other_load(before: tuple[float, float], after: tuple[float, float], wall_s: float) -> float:
+    """Share of the machine's CPUs (0..1) that other processes used between two cpu_seconds() readings."""
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(0.0, others) / (max(wall_s, 1e-3) * (os.cpu_count() or 1)), 3)
 
 
 def _stats(times: list[float], seconds: float) -> dict[str, float]:
@@ -39,13 +60,19 @@ def time_calls(call: Callable[[Any], Any], runs: int, seconds: float,
                prepare: Callable[[], Any] = lambda: None) -> dict[str, float]:
     """Time `call(prepare())` runs + 1 times (only `call` is timed). The first is the warm-up: excluded from
     the percentiles, reported as the cold call. `seconds` is the audio length, for the real-time factor."""
-    times = []
+    times, load = [], []
     for _ in range(runs + 1):
         arg = prepare()
-        t0 = time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         call(arg)
         times.append(time.perf_counter() - t0)
-    return {**_stats(times[1:], seconds), "cold_s": round(times[0], 5)}
+        load.append(other_load(c0, cpu_seconds(), times[-1]))
+    disturbed = sum(x > DISTURBED for x in load[1:])
+    if disturbed:
+        log.warning("%d of %d timed runs were disturbed by other load (other processes used up to %.0f%% of the "
+                    "machine): these figures are slower than this machine can do", disturbed, runs, 100 * max(load[1:]))
+    return {**_stats(times[1:], seconds), "cold_s": round(times[0], 5), "other_load_max": max(load[1:]),
+            "disturbed_runs": disturbed}
 
 
 def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, threads: int) -> dict[str, Any]:
@@ -245,15 +272,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def table(result: dict[str, Any]) -> str:
     """The benchmark as text: one row per engine, variant and clip length (onnxruntime rows also give the
-    encoder alone, `-enc`, and the tokens the greedy loop emitted)."""
-    rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s   tokens"]
+    encoder alone, `-enc`, and the tokens the greedy loop emitted; `disturbed`: timed runs during which other
+    processes used over DISTURBED of the machine)."""
+    rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s   disturbed  tokens"]
 
     def add(name: str, v: str, r: dict[str, Any]) -> None:
         for key, label in (("by_length", name), ("encoder_by_length", f"{name}-enc")):
             for L, s in r.get(key, {}).items():
                 tokens = r.get("tokens_by_length", {}).get(L, "") if key == "by_length" else ""
+                busy = f"{s['disturbed_runs']}/{s['runs']}" if "disturbed_runs" in s else "-"
                 rows.append(f"{label:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
-                            f"{s['cold_s']:<8.4f} {tokens}".rstrip())
+                            f"{s['cold_s']:<8.4f} {busy:<10} {tokens}".rstrip())
 
     groups = [("sherpa-cpu", result.get("cpu", {})), ("ort-cpu", result.get("ort_cpu", {}))]
     if "nemo_cpu" in result:

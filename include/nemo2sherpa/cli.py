@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GateFailed, InputError
+from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
 
 log = logging.getLogger("nemo2sherpa")
 
@@ -50,6 +51,8 @@ def run_stage(stage: str, **kw: Any) -> Any:
                             kw.get("source") or {}, Path(kw["report"]) if kw.get("report") else None, **gates)
         return {"passed": r["passed"], "gates": len(r["gates"]), "mode": r["mode"], "thresholds": r["thresholds"],
                 "max_abs_diff": {v: x.get("max_abs_diff") for v, x in r["variants"].items()},
+                "encoder_rel_err": {v: x.get("encoder_rel_err") for v, x in r["variants"].items()},
+                "int8_recipe": r.get("int8", {}).get("recipe"),
                 "token_match": {v: x.get("decoding", {}).get("token_match_rate") for v, x in r["variants"].items()},
                 "wer_vs_fp32": {v: x["decoding"]["wer_vs_fp32"] for v, x in r["variants"].items()
                                 if "wer_vs_fp32" in x.get("decoding", {})},
@@ -57,7 +60,8 @@ def run_stage(stage: str, **kw: Any) -> Any:
                                        if "sherpa" in x}}
     if stage == "quantize":
         from .quantize import quantize_bundle
-        return quantize_bundle(Path(kw["bundle"]), frugal=not kw.get("stock_quantizer"))
+        return quantize_bundle(Path(kw["bundle"]), frugal=not kw.get("stock_quantizer"), recipe=kw.get("int8_recipe"),
+                               reference=Path(kw["reference"]) if kw.get("reference") else None)
     if stage == "fp16":
         from .fp16 import fp16_bundle
         return fp16_bundle(Path(kw["bundle"]))
@@ -75,6 +79,11 @@ def run_stage(stage: str, **kw: Any) -> Any:
     raise ValueError(f"unknown stage {stage}")
 
 
+# Shared by the quantize stage and convert.
+INT8_RECIPE_FLAG = ("--int8-recipe", {"choices": list(INT8_RECIPES), "default": DEFAULT_INT8_RECIPE,
+                                      "help": "how int8 is made; " + "; ".join(f"{k}: {r.summary}"
+                                                                                for k, r in INT8_RECIPES.items())})
+
 STAGE_ARGS = {
     "source": [("--source", {"required": True}), ("--revision", {}), ("--download-dir", {"required": True})],
     "upstream": [("--source", {"required": True}), ("--revision", {})],
@@ -87,6 +96,8 @@ STAGE_ARGS = {
                  ("--fp16-wer-max", {"help": "fp16 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
                  ("--sherpa-wer-max", {"help": "sherpa-onnx WER vs NeMo allowed (default 0.35; none: report only)"})],
     "quantize": [("--bundle", {"required": True}),
+                 ("--reference", {"help": "also write the report (recipe, rewrite check) to <reference>/quantize.json"}),
+                 INT8_RECIPE_FLAG,
                  ("--stock-quantizer", {"action": "store_true",
                                         "help": "onnxruntime's quantizer as shipped (one more fp32 copy in memory)"})],
     "fp16": [("--bundle", {"required": True})],
@@ -99,7 +110,7 @@ STAGE_ARGS = {
 
 
 def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
-            gpu: bool = False, gates: dict[str, Any] | None = None) -> dict[str, Any]:
+            gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
     from . import venvs
     from .child import run_module_measured
@@ -109,7 +120,8 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     classify(src)  # refuses bad input before any venv is built
     out = Path(out).resolve()
     work = out.parent / f".{out.name}.work"
-    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates)  # checks thresholds
+    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates,
+                     int8_recipe)  # checks thresholds and the recipe
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     shutil.rmtree(work, ignore_errors=True)
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true")
     for flag, opts in STAGE_ARGS["validate"][-3:]:
         p.add_argument(flag, **opts)
+    p.add_argument(INT8_RECIPE_FLAG[0], **INT8_RECIPE_FLAG[1])
     p = sub.add_parser("step", help="one pipeline step over a plan (what a DAG task runs)")
     p.add_argument("step")
     p.add_argument("--plan", type=Path, required=True)
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "convert":
             from .pipeline import GATE_DEFAULTS
             r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
-                        {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None})
+                        {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe)
             print(json.dumps(r))
             return 0
         kw = {k: v for k, v in vars(a).items() if k != "cmd" and v is not None}

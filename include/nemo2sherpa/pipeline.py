@@ -44,14 +44,18 @@ def threshold(value: Any, name: str) -> float | None:
 
 
 def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], gpu: bool,
-              lengths: list[float], gates: dict[str, Any] | None = None) -> dict[str, Any]:
+              lengths: list[float], gates: dict[str, Any] | None = None,
+              int8_recipe: str | None = None) -> dict[str, Any]:
+    """The run's layout and choices; bad thresholds or an unknown int8 recipe raise InputError here, before any work."""
+    from .quantize import int8_recipe as recipe_name
+
     ws = Path(ws)
     gates = {**GATE_DEFAULTS, **(gates or {})}
     return {"include_dir": str(INCLUDE), "ws": str(ws), "download": str(ws / "download"),
             "bundle": str(ws / "bundle"), "reference": str(ws / "reference"),
             "variants": sorted(set(variants) | {"fp32"}),  # int8 and fp16 are made from fp32
             "source": source, "revision": revision, "gpu": bool(gpu), "lengths": [float(x) for x in lengths],
-            "gates": {k: threshold(gates[k], k) for k in GATE_DEFAULTS}}
+            "gates": {k: threshold(gates[k], k) for k in GATE_DEFAULTS}, "int8_recipe": recipe_name(int8_recipe)}
 
 
 def _reduced_variants(plan: dict[str, Any]) -> dict[str, Any]:
@@ -60,12 +64,16 @@ def _reduced_variants(plan: dict[str, Any]) -> dict[str, Any]:
     import json
 
     from .child import run_module_measured
+    from .quantize import DEFAULT_INT8_RECIPE
 
     out: dict[str, Any] = {}
-    for variant, stage in (("int8", "quantize"), ("fp16", "fp16")):
+    recipe = plan.get("int8_recipe") or DEFAULT_INT8_RECIPE  # a plan made before recipes existed
+    makers = {"int8": ["quantize", "--bundle", plan["bundle"], "--reference", plan["reference"], "--int8-recipe", recipe],
+              "fp16": ["fp16", "--bundle", plan["bundle"]]}
+    for variant, args in makers.items():
         if variant not in plan["variants"]:
             continue
-        proc, usage = run_module_measured([stage, "--bundle", plan["bundle"]])
+        proc, usage = run_module_measured(args)
         if proc.returncode != 0:
             raise RuntimeError(f"making the {variant} variant failed (exit {proc.returncode}); its error is above")
         out[variant] = {**json.loads(proc.stdout.strip().splitlines()[-1]), **usage}

@@ -283,6 +283,11 @@ def run_summary(out: dict[str, Any], source: dict[str, Any], validated: dict[str
                  f"sherpa-onnx WER vs NeMo {v.get('sherpa_wer_vs_nemo')}")
     for variant, diffs in (v.get("max_abs_diff") or {}).items():
         lines.append(f"  {variant} max abs diff vs PyTorch: " + ", ".join(f"{k} {x:.2e}" for k, x in (diffs or {}).items()))
+    if v.get("encoder_rel_err"):
+        lines.append("  encoder relative error vs PyTorch (evaluation clips): " + ", ".join(
+            f"{variant} {x:.2e}" for variant, x in v["encoder_rel_err"].items() if x is not None))
+    if v.get("int8_recipe"):
+        lines.append(f"  int8 recipe: {v['int8_recipe']}")
     for variant, by_len in (bench or {}).items():
         lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
     lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")

@@ -34,6 +34,7 @@ from .errors import GateFailed
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
 from .pipeline import GATE_DEFAULTS
+from .quantize import REPORT as QUANTIZE_REPORT
 from .source import sha256_file
 from .variants import variant_paths
 
@@ -141,9 +142,9 @@ def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
 
 
 def _encoder_parity(dec: GreedyDecoder, variant: str, r: Report, feats: np.ndarray, lens: np.ndarray,
-                    want: np.ndarray, want_lens: np.ndarray, gate: str, what: str) -> float:
-    """The encoder on one zero-padded batch (one item at a time if the graph is batch-1): max abs diff over
-    each item's valid frames; the output lengths are a gate of their own."""
+                    want: np.ndarray, want_lens: np.ndarray, gate: str, what: str) -> tuple[float, float]:
+    """The encoder on one zero-padded batch (one item at a time if the graph is batch-1): max abs diff and relative
+    error (||got - want|| / ||want||) over each item's valid frames; the output lengths are a gate of their own."""
     try:
         enc, enc_len = dec.encode(feats, lens)
         batched = True
@@ -152,19 +153,32 @@ def _encoder_parity(dec: GreedyDecoder, variant: str, r: Report, feats: np.ndarr
         enc, enc_len, batched = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]), False
     r.gate(f"{variant}: {gate}", np.array_equal(enc_len, want_lens), value=enc_len.tolist(),
            threshold=want_lens.tolist(), detail=f"{what}, frames {lens.tolist()}, " + ("batch" if batched else "batch 1 only"))
-    return max(float(np.abs(enc[i, :, : int(n)] - want[i, :, : int(n)]).max()) for i, n in enumerate(want_lens))
+    return encoder_errors(enc, want, want_lens)
+
+
+def encoder_errors(got: np.ndarray, want: np.ndarray, lengths: np.ndarray) -> tuple[float, float]:
+    """Max abs diff and relative error (||got - want|| / ||want||) of a batch of encoder outputs [B, D, T] over
+    each item's valid frames."""
+    delta = [got[i, :, : int(n)] - want[i, :, : int(n)] for i, n in enumerate(lengths)]
+    ref_sq = sum(float(np.square(want[i, :, : int(n)], dtype=np.float64).sum()) for i, n in enumerate(lengths))
+    rel = (sum(float(np.square(d, dtype=np.float64).sum()) for d in delta) / max(ref_sq, 1e-30)) ** 0.5
+    return max(float(np.abs(d).max()) for d in delta), rel
 
 
 def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray], r: Report,
-                   tol: float | None) -> dict[str, float]:
+                   tol: float | None) -> tuple[dict[str, float], float]:
+    """Max abs diff of each module vs PyTorch, and the encoder's relative error on the real clips (on the random
+    batch for a reference made without clips)."""
     diffs: dict[str, float] = {}
     # Encoder: a random batch of 2 with unequal odd frame counts, then the real clips' NeMo features.
-    diffs["encoder"] = _encoder_parity(dec, variant, r, ref["enc_in_features"], ref["enc_in_lengths"], ref["enc_out"],
-                                       ref["enc_out_lengths"], "encoder lengths", "random features")
+    diffs["encoder"], rel_err = _encoder_parity(dec, variant, r, ref["enc_in_features"], ref["enc_in_lengths"],
+                                                ref["enc_out"], ref["enc_out_lengths"], "encoder lengths",
+                                                "random features")
     if "clips_enc_in" in ref:
-        diffs["encoder_clips"] = _encoder_parity(dec, variant, r, ref["clips_enc_in"], ref["clips_enc_in_lengths"],
-                                                 ref["clips_enc_out"], ref["clips_enc_out_lengths"],
-                                                 "encoder lengths (clips)", "real clips")
+        diffs["encoder_clips"], rel_err = _encoder_parity(dec, variant, r, ref["clips_enc_in"],
+                                                          ref["clips_enc_in_lengths"], ref["clips_enc_out"],
+                                                          ref["clips_enc_out_lengths"], "encoder lengths (clips)",
+                                                          "real clips")
         diffs["encoder"] = max(diffs["encoder"], diffs["encoder_clips"])
     # Decoder, step by step with state.
     state = dec.zero_state(spec.pred_rnn_layers, spec.pred_hidden)
@@ -181,7 +195,7 @@ def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[
     for k in ("encoder", "decoder", "joiner"):
         r.gate(f"{variant}: {k} max abs diff", tol is None or diffs[k] <= tol, value=diffs[k], threshold=tol,
                detail="" if tol is not None else f"reported ({variant} is gated by WER drift)")
-    return diffs
+    return diffs, float(f"{rel_err:.3g}")
 
 
 def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray],
@@ -254,6 +268,10 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     }
     if source:
         result["source"] = {k: source.get(k) for k in ("kind", "name", "repo_id", "revision", "sha256") if k in source}
+    made = reference_dir / QUANTIZE_REPORT
+    if "int8" in variants and made.exists():  # how quantize made the int8 files: recipe, rewrite check, integer ops
+        q = json.loads(made.read_text())
+        result["int8"] = {k: q[k] for k in ("recipe", "summary", "encoder", "integer_ops") if k in q}
     hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
     digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
     check_tokens(bundle, spec, r)
@@ -267,7 +285,8 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         dec = check_structure(bundle, v, spec, r)
         if dec is None:
             continue
-        vr["max_abs_diff"] = numeric_parity(dec, v, spec, ref, r, FP32_TOL if v == "fp32" else REDUCED_TOL)
+        vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, spec, ref, r,
+                                                                   FP32_TOL if v == "fp32" else REDUCED_TOL)
         vr["decoding"] = d = decoding_parity(dec, spec, ref, clips, pieces)
         if v == "fp32":
             r.gate("fp32: greedy tokens == NeMo", d["exact_clips"] == d["clips"], value=d["token_match_rate"],
@@ -335,17 +354,28 @@ def render_markdown(result: dict[str, Any]) -> str:
                f"{m['durations'] or 'none (RNNT)'}, encoder {m['encoder_layers']} x {m['enc_hidden']}, "
                f"prediction net {m['pred_rnn_layers']} x {m['pred_hidden']}.")
     out += ["", f"{len(result['gates'])} gates, {len(failed)} failed.", "",
-            "| variant | enc diff | dec diff | joiner diff | token match vs NeMo | exact clips | WER vs fp32 "
-            "| sherpa WER vs NeMo | sherpa WER vs reference |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
+            "| WER vs fp32 | sherpa WER vs NeMo | sherpa WER vs reference |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for v, x in result["variants"].items():
         diff = x.get("max_abs_diff", {})
         d = x.get("decoding", {})
         sh = x.get("sherpa", {})
-        cells = [v, diff.get("encoder"), diff.get("decoder"), diff.get("joiner"), d.get("token_match_rate"),
+        cells = [v, diff.get("encoder"), x.get("encoder_rel_err"), diff.get("decoder"), diff.get("joiner"),
+                 d.get("token_match_rate"),
                  f"{d['exact_clips']}/{d['clips']}" if d else None, d.get("wer_vs_fp32"), sh.get("wer_vs_nemo"),
                  sh.get("wer_vs_reference")]
         out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    q = result.get("int8")
+    if q:
+        enc = q.get("encoder", {})
+        out += ["", f"int8 recipe `{q['recipe']}`: {q['summary']}" + (
+            f"; {enc['pointwise_convs_as_matmul']} pointwise convolutions rewritten as MatMul, same fp32 output "
+            f"within {enc['rewrite_max_rel_diff']:g} (relative)" if enc else "") + "; integer ops in the int8 encoder: "
+            + (", ".join(f"{k} {n}" for k, n in q.get("integer_ops", {}).get("encoder.int8.onnx", {}).items()) or "none")
+            + "."]
+    out += ["", "Encoder relative error: ||ONNX - PyTorch|| / ||PyTorch|| of the encoder output on the evaluation "
+                "clips' features."]
     out += ["", f"Thresholds: fp32 max abs diff <= {t['fp32_max_abs_diff']:g}; fp32 tokens identical to NeMo; int8 "
                 f"WER vs fp32 {_thr(t['int8_wer_vs_fp32'])}; fp16 WER vs fp32 {_thr(t.get('fp16_wer_vs_fp32'))}; sherpa-onnx WER vs NeMo {_thr(t['sherpa_wer_vs_nemo'])}.",
             "", "| gate | result | value | threshold |", "|---|---|---|---|"]
