@@ -36,9 +36,14 @@ GOALS = {"peak_rss_gb": 12.0, "wall_s": 300.0}  # issue 4: whole conversion, 2 c
 
 
 def machine() -> dict:
+    """Cores, memory and the CPU (model, clock, the int8 instructions onnxruntime can use): figures depend on them."""
     mem = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    info = Path("/proc/cpuinfo").read_text()
+    field = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in info.split("\n\n")[0].splitlines() if ":" in ln)}
+    flags = [f for f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8") if f in field.get("flags", "").split()]
+    cpu = f"{field.get('model name', '?')} at {float(field.get('cpu MHz', 0)):.0f} MHz ({', '.join(flags) or 'no AVX2'})"
     return {"cpus": os.cpu_count(), "memory_gb": round(mem / 2**30, 1), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu": cpu}
 
 
 def markdown(rec: dict) -> str:
