@@ -46,6 +46,19 @@ def machine() -> dict:
             "platform": platform.platform(), "cpu": cpu}
 
 
+def command(target: str) -> str:
+    """How a record was made: the make target and the ARGS it was given."""
+    return target + (f" ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+
+
+def write_record(name: str, rec: dict, md: str) -> None:
+    """benchmarks/results/<name>.json and .md; the markdown is printed too."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(md)
+    print(md)
+
+
 def markdown(rec: dict) -> str:
     gb = 1e9
     out = [f"# Full-size conversion record: {rec['model']}", "",
@@ -129,16 +142,13 @@ def main() -> int:
     children = {f"quantize: {v} (its own child)": {k: x[k] for k in ("wall_s", "peak_rss_bytes")}
                 for v, x in r["reduced_variants"].items()}
     rec = {"model": "parakeet-tdt-1.1b architecture, random weights", "date": time.strftime("%Y-%m-%d"),
-           "command": "make bench-full-size" + ("" if sys.argv[1:] == [] else " ARGS='" + " ".join(sys.argv[1:]) + "'"), "machine": machine(), "params": info["params"],
+           "command": command("make bench-full-size"), "machine": machine(), "params": info["params"],
            "nemo_bytes": nemo.stat().st_size, "steps": {"build (fixture, not a pipeline step)": build, **r["steps"], **children},
            "conversion_wall_s": round(time.monotonic() - t0, 1), "files": r["files"], "validation": r["validation"],
            "benchmark_p50_s": r["benchmark_p50_s"], "goals": GOALS,
            "benchmark": json.loads((a.work / "bundle" / "benchmark.json").read_text()),
            "export_timings_s": json.loads((a.work / "bundle" / "export.json").read_text())["timings_s"]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{a.name}.json").write_text(json.dumps(rec, indent=2) + "\n")
-    (RESULTS / f"{a.name}.md").write_text(markdown(rec))
-    print(markdown(rec))
+    write_record(a.name, rec, markdown(rec))
     if not a.keep:
         shutil.rmtree(a.work, ignore_errors=True)
     return 0

@@ -27,13 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from full_size import machine  # noqa: E402
+from full_size import command, machine, write_record  # noqa: E402
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.child import run_measured, run_module_measured  # noqa: E402
 from nemo2sherpa.cli import setup_logging  # noqa: E402
 from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 FP32_FILES = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "tokens.txt")
 GOAL_SHERPA_P50_S = 0.35  # issue 13: 1.1B int8, 10 s clip, end to end in sherpa-onnx, 2 threads
 GOAL_SPEEDUP = 1.6  # issue 13: the new int8 encoder vs today's
@@ -228,14 +227,11 @@ def main() -> int:
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
     timing = json.loads(timing_json.read_text())
     rec = {"model": model, "date": time.strftime("%Y-%m-%d"),
-           "command": "make bench-int8" + (f" ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""),
+           "command": command("make bench-int8"),
            "machine": machine(), "steps": steps, "timing_wall_s": round(time.monotonic() - t0, 1),
            "recipe_summaries": {k: r.summary for k, r in INT8_RECIPES.items()}, **summarise(timing),
            "timing": timing}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{a.name}.json").write_text(json.dumps(rec, indent=2) + "\n")
-    (RESULTS / f"{a.name}.md").write_text(markdown(rec))
-    print(markdown(rec))
+    write_record(a.name, rec, markdown(rec))
     if not a.keep:
         shutil.rmtree(a.work, ignore_errors=True)
     return 0
