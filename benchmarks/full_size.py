@@ -62,8 +62,9 @@ def write_record(name: str, rec: dict, md: str) -> None:
 def markdown(rec: dict) -> str:
     gb = 1e9
     out = [f"# Full-size conversion record: {rec['model']}", "",
-           f"Made {rec['date']} by `{rec['command']}` on {rec['machine']['cpus']} cores, "
-           f"{rec['machine']['memory_gb']} GiB RAM ({rec['machine']['platform']}).", "",
+           f"Made {rec['date']} by `{rec['command']}` on {rec['machine']['cpus']} cores"
+           + (f" of an {rec['machine']['cpu']}" if rec["machine"].get("cpu") else "")
+           + f", {rec['machine']['memory_gb']} GiB RAM ({rec['machine']['platform']}).", "",
            "| step | wall (s) | peak RSS (GB) |", "|---|---|---|"]
     for name, s in rec["steps"].items():
         out.append(f"| {name} | {s['wall_s']:.1f} | {s['peak_rss_bytes'] / gb:.2f} |")
