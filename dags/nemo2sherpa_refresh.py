@@ -23,6 +23,7 @@ if INCLUDE not in sys.path:
 
 from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
+from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANT_FILES  # noqa: E402
 
 CONVERT_DAG = "parakeet_tdt_to_sherpa_onnx"
 SCHEDULE = os.environ.get("NEMO2SHERPA_REFRESH_SCHEDULE", "@daily")
@@ -30,20 +31,36 @@ MODELS = sorted(load_registry())
 
 
 def _upstream(include_dir: str, model: str) -> dict:
-    """Runs in the download venv: the model's upstream commit now; errors are returned, not raised, so one
-    unreachable model does not hold back the others."""
+    """Runs in the download venv: the model's upstream commit now. A failure fails this model's mapped task (a
+    transient one after retries; a permanent one, such as a repo that is gone, at once), so the run shows which
+    models went unchecked; `decide` still runs for the others."""
+    import logging
     import sys
 
     sys.path.insert(0, include_dir)
     from nemo2sherpa.cli import setup_logging
-    from nemo2sherpa.errors import InputError
+    from nemo2sherpa.errors import TRANSIENT, failed_outcome, failure_kind
     from nemo2sherpa.source import upstream_revision
 
     setup_logging()
     try:
         return upstream_revision(model)
-    except InputError as e:
-        return {"source": model, "name": model, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - classified: only transient faults are raised (and retried)
+        if failure_kind(e) == TRANSIENT:
+            raise
+        logging.getLogger("nemo2sherpa").error("%s: %s", model, e)
+        return failed_outcome(e)
+
+
+def _fail_on_outcome(context, result=None):
+    """post_execute: a permanent failure handed back by _upstream fails the task now (no retry)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from nemo2sherpa.errors import outcome_failure
+
+    failure = outcome_failure(result)
+    if failure:
+        raise AirflowFailException(failure)
 
 
 @dag(
@@ -59,8 +76,9 @@ def _upstream(include_dir: str, model: str) -> dict:
                              description="Where the bundles are published (as in the conversion DAG)."),
         "bucket": Param("nemo2sherpa", type="string", title="Bucket", description="Bucket of the published bundles."),
         "prefix": Param("bundles", type="string", title="Key prefix", description="Prefix of the published bundles."),
-        "variants": Param(["fp32", "int8"], type="array", items={"type": "string", "enum": ["fp32", "int8", "fp16"]},
-                          minItems=1, title="Variants", description="A bundle without one of these is converted again."),
+        "variants": Param(DEFAULT_VARIANTS, type="array", items={"type": "string", "enum": list(VARIANT_FILES)},
+                          examples=list(VARIANT_FILES), minItems=1, uniqueItems=True, title="Variants",
+                          description="A bundle without one of these is converted again (multi-select)."),
         "force": Param(False, type="boolean", title="Force",
                        description="Trigger a conversion of every registry model, published or not."),
     },
@@ -69,9 +87,10 @@ def _upstream(include_dir: str, model: str) -> dict:
 def nemo2sherpa_refresh():
     upstream = task.virtualenv(task_id="upstream_revision", requirements=venvs.requirements("download"),
                                venv_cache_path=str(venvs.default_cache()), system_site_packages=False,
-                               expect_airflow=False)(_upstream)
+                               expect_airflow=False, post_execute=_fail_on_outcome,
+                               retry_exponential_backoff=True)(_upstream)
 
-    @task
+    @task(trigger_rule="all_done")  # also when some models could not be checked: the others are still decided
     def decide(checked: list[dict]) -> list[dict]:
         """Compare each model's upstream commit with what is published; the conf of each conversion due."""
         import json
@@ -83,12 +102,9 @@ def nemo2sherpa_refresh():
 
         p = get_current_context()["params"]
         hook = S3Hook(aws_conn_id=p["aws_conn_id"])
-        due, errors = [], []
+        checked = [c for c in checked if c]  # a failed model's task pushed nothing
+        due = []
         for c in checked:
-            if "error" in c:
-                errors.append(c)
-                print(f"{c['name']:<24} could not check: {c['error']}")
-                continue
             key = f"{bundle_key(p['prefix'], c['name'], c['revision'])}/{MANIFEST}"
             manifest = (json.loads(hook.read_key(key, bucket_name=p["bucket"]))
                         if hook.check_for_key(key, bucket_name=p["bucket"]) else None)
@@ -100,14 +116,30 @@ def nemo2sherpa_refresh():
             due.append({"source": c["name"], "revision": c["revision"], "variants": p["variants"],
                         "aws_conn_id": p["aws_conn_id"], "bucket": p["bucket"], "prefix": p["prefix"],
                         "force": bool(p["force"])})
-        print(f"{len(due)} to convert, {len(checked) - len(due) - len(errors)} up to date, {len(errors)} unchecked")
-        if errors and len(errors) == len(checked):
-            raise AirflowFailException("no registry model could be checked: see the lines above")
+        unchecked = sorted(set(MODELS) - {c["name"] for c in checked})
+        for name in unchecked:
+            print(f"{name:<24} could not check: its upstream_revision task failed (see that task's log)")
+        print(f"{len(due)} to convert, {len(checked) - len(due)} up to date, {len(unchecked)} unchecked")
+        if not checked:
+            raise AirflowFailException("no registry model could be checked: see the upstream_revision tasks")
         return due
 
-    due = decide(upstream.partial(include_dir=INCLUDE).expand(model=MODELS))
-    TriggerDagRunOperator.partial(task_id="convert", trigger_dag_id=CONVERT_DAG, wait_for_completion=False,
-                                  retries=0).expand(conf=due)
+    @task(trigger_rule="all_done", retries=0)
+    def all_checked(checked: list[dict]) -> None:
+        """Fails the run when a model could not be checked, after the conversions due were triggered: the run's
+        state says so, and the failed mapped upstream_revision task names the model."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        unchecked = sorted(set(MODELS) - {c["name"] for c in checked if c})
+        if unchecked:
+            raise AirflowFailException(f"not checked: {', '.join(unchecked)} (their upstream_revision tasks failed)")
+        print(f"all {len(MODELS)} registry models checked")
+
+    checked = upstream.partial(include_dir=INCLUDE).expand(model=MODELS)
+    due = decide(checked)
+    convert = TriggerDagRunOperator.partial(task_id="convert", trigger_dag_id=CONVERT_DAG, wait_for_completion=False,
+                                            retries=0).expand(conf=due)
+    convert >> all_checked(checked)
 
 
 nemo2sherpa_refresh()

@@ -23,6 +23,7 @@ from nemo2sherpa import PIPELINE_VERSION, venvs, workspace  # noqa: E402
 from nemo2sherpa.pipeline import GATE_DEFAULTS, STEP_VENV  # noqa: E402
 from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
+from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANT_FILES  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve().parents[1] / ".workspace"))
@@ -37,8 +38,10 @@ REGISTRY = sorted(load_registry())
 # schedule on AssetAlias("nemo2sherpa-bundles") (any bundle) or on one bundle's URI.
 BUNDLES = AssetAlias("nemo2sherpa-bundles")
 
-VENV = dict(venv_cache_path=VENV_CACHE, system_site_packages=False, expect_airflow=False,
-            retries=1, retry_delay=timedelta(seconds=30))
+# Retries are for transient faults only (a Hub or store outage, a killed worker): permanent failures and failed
+# gates fail at once (nemo2sherpa.errors). Backoff doubles the delay each time.
+RETRY = dict(retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+VENV = dict(venv_cache_path=VENV_CACHE, system_site_packages=False, expect_airflow=False, **RETRY)
 
 PARAMS = {
     "source": Param(
@@ -50,8 +53,8 @@ PARAMS = {
     "revision": Param(None, type=["null", "string"], title="Revision",
                       description="Hub branch, tag or commit sha (recorded as the commit sha). Empty: the registry's "
                                   "pin, else main. Ignored for local files (their sha256 is the revision)."),
-    "variants": Param(["fp32", "int8"], type="array", title="Variants",
-                      items={"type": "string", "enum": ["fp32", "int8", "fp16"]}, minItems=1, uniqueItems=True,
+    "variants": Param(DEFAULT_VARIANTS, type="array", title="Variants", examples=list(VARIANT_FILES),
+                      items={"type": "string", "enum": list(VARIANT_FILES)}, minItems=1, uniqueItems=True,
                       description="Which bundles to build and publish. fp32 is always built (int8 and fp16 are "
                                   "made from it). fp16 is for GPUs (onnxruntime CUDA); on CPU int8 is faster."),
     "int8_recipe": Param(DEFAULT_INT8_RECIPE, type="string", enum=list(INT8_RECIPES), title="int8 recipe",
@@ -61,7 +64,10 @@ PARAMS = {
                          description="Airflow connection (type aws) to the S3-compatible store; put a custom "
                                      "endpoint in its extra as endpoint_url."),
     "bucket": Param("nemo2sherpa", type="string", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="Bucket",
-                    description="S3 bucket (created if missing)."),
+                    description="S3 bucket (created if missing, unless Create bucket is off)."),
+    "create_bucket": Param(True, type="boolean", title="Create bucket",
+                           description="Create the bucket if it does not exist. Off: a missing bucket fails publish "
+                                       "at once (for stores where buckets are provisioned elsewhere)."),
     "prefix": Param("bundles", type="string", pattern=r"^[A-Za-z0-9._/-]*$", title="Key prefix",
                     description="Bundles go to s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/."),
     "gpu_benchmark": Param(False, type="boolean", title="GPU benchmark",
@@ -93,7 +99,9 @@ def _safe(s: str) -> str:
 
 
 def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = ""):
-    """Runs inside the step's virtualenv: imports nemo2sherpa from the project, not a copy."""
+    """Runs inside the step's virtualenv: imports nemo2sherpa from the project, not a copy. Permanent failures
+    and failed gates come back as a failed outcome (see _finish); transient ones are raised, and retried."""
+    import logging
     import os
     import sys
 
@@ -101,12 +109,19 @@ def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = ""):
         os.environ["HF_TOKEN"] = hf_token
     sys.path.insert(0, plan["include_dir"])
     from nemo2sherpa.cli import setup_logging
+    from nemo2sherpa.errors import TRANSIENT, failed_outcome, failure_kind
     from nemo2sherpa.pipeline import run_step
     from nemo2sherpa.workspace import on_this_worker
 
     setup_logging()
-    with on_this_worker(plan, src) as (local_plan, local_src, back):
-        return back(run_step(step, local_plan, local_src))
+    try:
+        with on_this_worker(plan, src) as (local_plan, local_src, back):
+            return back(run_step(step, local_plan, local_src))
+    except Exception as e:  # noqa: BLE001 - classified: only transient faults are raised (and retried)
+        if failure_kind(e) == TRANSIENT:
+            raise
+        logging.getLogger("nemo2sherpa").error("%s: %s", step, e)
+        return failed_outcome(e)  # the worker fails the task at once (no Airflow in this venv to raise it)
 
 
 def _sync(direction: str):
@@ -122,14 +137,21 @@ def _sync(direction: str):
     return hook
 
 
-# A failed validation gate is a verdict on the bundle, not a transient fault: retrying it would only
-# repeat the same figures after a delay. These tasks fail at once; the others retry.
-NO_RETRY = {"validate_export", "validate"}
+def _finish(context, result=None):
+    """post_execute of a venv step: a permanent failure or a failed gate (handed back by _step) fails the task
+    now, without a retry, which could only repeat it; otherwise the step's files are pushed (S3 workspace)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from nemo2sherpa.errors import outcome_failure
+
+    failure = outcome_failure(result)
+    if failure:
+        raise AirflowFailException(failure)
+    _sync("push")(context, result)
 
 
 def step_task(step: str, **kw):
-    opts = {**VENV, **({"retries": 0} if step in NO_RETRY else {}), "pre_execute": _sync("pull"),
-            "post_execute": _sync("push"), **kw}
+    opts = {**VENV, "pre_execute": _sync("pull"), "post_execute": _finish, **kw}
     return task.virtualenv(task_id=step, requirements=venvs.requirements(STEP_VENV[step]), **opts)(_step)
 
 
@@ -171,24 +193,48 @@ def parakeet_tdt_to_sherpa_onnx():
               f"pipeline {PIPELINE_VERSION}")
         return layout
 
-    @task(retries=2, retry_delay=timedelta(seconds=20), outlets=[BUNDLES], pre_execute=_sync("pull"))
+    @task(outlets=[BUNDLES], pre_execute=_sync("pull"), **RETRY)
     def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-        """Upload with sha256s, manifest last; skip if this exact bundle is already published (unless force)."""
+        """Upload with sha256s, manifest last. A bundle already published with every requested variant is up to
+        date (unless force); one that lacks a variant gets it added, its other files untouched. Permanent
+        failures (credentials, a missing bucket, a file changed after validation) fail at once; the store
+        unreachable, throttling or 5xx retry with backoff."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from nemo2sherpa.errors import TRANSIENT, failure_kind
+        from nemo2sherpa.publish import classified
+
+        try:
+            return _publish(workspace.local_plan(plan), src, validated, bench)
+        except Exception as e:  # noqa: BLE001 - classified once, here
+            e = classified(e)
+            if failure_kind(e) == TRANSIENT:
+                raise
+            raise AirflowFailException(f"{failure_kind(e)} failure, not retried: {e}") from e
+
+    def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
+        import json
+
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        plan = workspace.local_plan(plan)
-        from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, run_summary
+        from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, published_state, run_summary
 
         p = get_current_context()["params"]
         hook = S3Hook(aws_conn_id=p["aws_conn_id"])
         client = hook.get_conn()
         key = bundle_key(p["prefix"], src["name"], src["revision"])
+        where = f"s3://{p['bucket']}/{key}/"
+        existing = None
         if not p["force"] and hook.check_for_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]):
-            print(f"s3://{p['bucket']}/{key}/ already published (manifest present): up to date; set force to redo")
-            return {"uri": f"s3://{p['bucket']}/{key}/", "skipped": True, "objects": [],
-                    "aws_conn_id": p["aws_conn_id"]}
+            existing = json.loads(hook.read_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]))
+            missing = published_state(existing, plan["variants"])
+            if missing is None:
+                print(f"{where} already published with {', '.join(plan['variants'])}: up to date; set force to redo")
+                return {"uri": where, "skipped": True, "objects": [], "aws_conn_id": p["aws_conn_id"]}
+            print(f"{where} is {missing}: adding to it (its other files stay as they are)")
         summary = {"validation": validated, "benchmark_p50_s": bench}
-        out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary)
+        out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary,
+                             create_bucket=p["create_bucket"], existing=existing)
         print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
         print(f"local bundle folder: {plan['bundle']}")
         print(run_summary(out, src, validated, bench))

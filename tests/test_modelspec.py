@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 
 import pytest
 
-from conftest import FIXTURE, RNNT_FIXTURE
+from conftest import FIXTURE, RNNT_FIXTURE, ROOT
 from nemo2sherpa.errors import InputError
 from nemo2sherpa.metadata import tdt_url
 from nemo2sherpa.modelspec import ModelSpec, read_nemo_config, safe_nemo_members
@@ -85,10 +86,24 @@ def test_source_classification(tmp_path):
             classify(bad)
 
 
-def test_registry_has_the_target_models():
+def test_registry_entries_are_convertible_and_the_readme_lists_them():
+    """Every registry entry is something the converter accepts (a repo id, durations sherpa-onnx follows, known
+    variants, a string pin if any), and the README's list of the form's models is the registry's."""
+    import re
+
+    from nemo2sherpa.source import REPO_ID
+    from nemo2sherpa.variants import VARIANT_FILES
+
     reg = load_registry()
-    assert reg["parakeet-tdt-1.1b"]["repo_id"] == "nvidia/parakeet-tdt-1.1b"
-    assert reg["parakeet-tdt-1.1b"]["feat_dim"] == 80
+    for name, e in reg.items():
+        assert REPO_ID.match(e["repo_id"]), name
+        assert e.get("durations", [0]) == list(range(len(e.get("durations", [0])))), name
+        assert set(e.get("variants", [])) <= set(VARIANT_FILES), name
+        assert isinstance(e.get("revision", ""), str), name
+        assert e.get("feat_dim", 80) in (80, 128), name
+    readme = (ROOT / "README.md").read_text()
+    listed = re.search(r"models \(`include/nemo2sherpa/models.toml`:\s*([^)]*)\)", readme).group(1)
+    assert sorted(x.strip() for x in listed.split(",")) == sorted(reg)
 
 
 def test_registry_figures_are_checked_against_the_checkpoint():
@@ -99,3 +114,14 @@ def test_registry_figures_are_checked_against_the_checkpoint():
     with pytest.raises(InputError, match=r"vocab_size 64 \(registry: 1024\).*encoder_layers 2 \(registry: 42\)"):
         spec.check_expected(entry, entry["repo_id"])
     spec.check_expected({**entry, "vocab_size": spec.vocab_size, "encoder_layers": spec.encoder_layers}, "x")
+
+
+@pytest.mark.parametrize("section, key, field", [("encoder", "d_model", "encoder.d_model"),
+                                                 ("encoder", "n_layers", "encoder.n_layers")])
+def test_a_config_missing_a_field_is_refused_naming_it(section, key, field):
+    """Not a bare TypeError from int(None): the field is named."""
+    cfg = read_nemo_config(FIXTURE)
+    del cfg[section][key]
+    with pytest.raises(InputError, match=rf"no usable {re.escape(field)} \(None\)"):
+        ModelSpec.from_config(cfg)
+

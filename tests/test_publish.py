@@ -14,7 +14,9 @@ import pytest
 from conftest import INCLUDE
 from s3server import S3Server
 
-from nemo2sherpa.publish import MANIFEST, PublishError, bundle_key, publish_bundle, verify_download
+from nemo2sherpa.errors import PERMANENT, TRANSIENT, PermanentError, failure_kind
+from nemo2sherpa.publish import (MANIFEST, ChangedAfterValidation, PublishError, bundle_key, publish_bundle,
+                                 verify_download)
 
 
 def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path):
@@ -71,14 +73,16 @@ def test_publish_uploads_the_validated_bytes_or_nothing(full_bundle, s3, tmp_pat
 
     tokens = (bundle / "tokens.txt").read_bytes()
     (bundle / "tokens.txt").write_bytes(tokens[:-2] + bytes([tokens[-2] ^ 1]) + tokens[-1:])  # same size
-    with pytest.raises(PublishError, match=r"tokens.txt is not the file validate passed \(sha256 .*run validate again"):
+    changed = r"tokens.txt is not the file validate passed \(sha256 .*run validate again"
+    with pytest.raises(ChangedAfterValidation, match=changed) as err:
         publish_bundle(c, bundle, "nemo2sherpa", "v/bitflip", src)
+    assert failure_kind(err.value) == PERMANENT  # no retry: the same bytes would be refused again
     names = {o["Key"] for o in c.list_objects_v2(Bucket="nemo2sherpa", Prefix="v/bitflip/").get("Contents", [])}
     assert "v/bitflip/encoder.onnx" in names and "v/bitflip/tokens.txt" not in names  # its metadata would lie
     assert not any(n.endswith(MANIFEST) for n in names)
 
     (bundle / "tokens.txt").write_bytes(tokens + b"x 9\n")  # a size change is seen before anything moves
-    with pytest.raises(PublishError, match=r"tokens.txt is not the file validate passed \(\d+ bytes, validated"):
+    with pytest.raises(ChangedAfterValidation, match=r"tokens.txt is not the file validate passed \(\d+ bytes, validated"):
         publish_bundle(c, bundle, "nemo2sherpa", "v/grown", src)
     assert c.list_objects_v2(Bucket="nemo2sherpa", Prefix="v/grown/").get("KeyCount", 0) == 0
 
@@ -88,12 +92,12 @@ def test_wrong_credentials_give_a_clear_error(full_bundle, s3):
 
     bad = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.key, aws_secret_access_key="wrong",
                        region_name="us-east-1")
-    with pytest.raises(RuntimeError, match="refused access.*check the connection's keys"):
+    with pytest.raises(PermanentError, match="refused access.*check the connection's keys"):
         publish_bundle(bad, full_bundle / "bundle", "nemo2sherpa", "k", {"name": "x"})
 
 
 def test_missing_bucket_without_create_is_a_clear_error(full_bundle, s3):
-    with pytest.raises(RuntimeError, match="does not exist"):
+    with pytest.raises(PermanentError, match="does not exist: create it, or let publish create it .*create_bucket"):
         publish_bundle(s3.client(), full_bundle / "bundle", "nobucket", "k", {"name": "x"}, create_bucket=False)
 
 
@@ -158,8 +162,9 @@ def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
     def open_uploads():
         return c.list_multipart_uploads(Bucket="faults", Prefix=f"{key}/").get("Uploads", [])
 
-    with pytest.raises(PublishError, match=r"stopped answering .*\(S3 went away mid-upload\).* no manifest.json"):
+    with pytest.raises(PublishError, match=r"stopped answering .*\(S3 went away mid-upload\).* no manifest.json") as err:
         publish_bundle(DiesMidUpload(), bundle, "faults", key, {"name": "m", "revision": "rev"})
+    assert failure_kind(err.value) == TRANSIENT  # the task retries: the store may be back
     assert open_uploads() == []
     names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
     assert not [n for n in names if n.endswith(("manifest.json", "latest.json"))]

@@ -59,3 +59,64 @@ def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake
     for name, conf in triggered.items():
         assert conf["revision"] == _sha(name) and conf["variants"] == ["fp32", "int8"]
     print(f"refresh run with nothing heavy to do: {wall:.1f} s")
+
+
+def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_check(
+        airflow_db, s3, fake_hub, tmp_path, monkeypatch, capfd):
+    """The loop closes: a model published with fp32 only; the refresh asks for fp32 + int8 and triggers its
+    conversion; that run adds int8 to the published bundle (the fp32 objects untouched, the manifest rewritten
+    last); the next refresh finds it up to date. A registry model whose repo is gone fails its own mapped task
+    at once (a permanent error: no retry), the others are still decided, and the run's state is failed."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from conftest import FIXTURE
+
+    commit = _sha("tiny-tdt")
+    fake_hub.add_repo("acme/tiny-tdt", {"tiny-tdt.nemo": FIXTURE}, commit)
+    reg = tmp_path / "models.toml"
+    reg.write_text('["tiny-tdt"]\nrepo_id = "acme/tiny-tdt"\n\n["gone-tdt"]\nrepo_id = "acme/gone-tdt"\n')
+    monkeypatch.setenv("NEMO2SHERPA_REGISTRY", str(reg))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    load_registry.cache_clear()  # the DAG files read the registry when they are parsed, here in this process
+    try:
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        convert, refresh = bag.dags["parakeet_tdt_to_sherpa_onnx"], bag.dags["nemo2sherpa_refresh"]
+        c = s3.client()
+        first = convert.test(run_conf={"source": "tiny-tdt", "bucket": "repair", "variants": ["fp32"],
+                                       "benchmark_lengths": [1]})
+        assert first.state == "success", [(ti.task_id, ti.state) for ti in first.get_task_instances()]
+        key = f"{bundle_key('bundles', 'tiny-tdt', commit)}"
+        fp32_before = {n: c.head_object(Bucket="repair", Key=f"{key}/{n}")["LastModified"]
+                       for n in ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt")}
+        capfd.readouterr()
+
+        dr = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"]})
+        logs = "".join(capfd.readouterr())
+        states = {(ti.task_id, ti.map_index): ti for ti in dr.get_task_instances()}
+        assert dr.state == "failed"  # a model went unchecked: the run says so
+        gone = next(ti for (t, i), ti in states.items() if t == "upstream_revision" and ti.state == "failed")
+        assert gone.try_number == 1  # a repo that is gone is permanent: failed at once, no retry
+        assert "gone-tdt" in logs and "could not check" in logs and "not checked: gone-tdt" in logs
+        assert "tiny-tdt" in logs and "published without int8" in logs
+        assert states[("decide", -1)].state == "success" and states[("all_checked", -1)].state == "failed"
+        conf = dr.get_task_instance("decide").xcom_pull(task_ids="decide")[0]
+        assert conf["source"] == "tiny-tdt" and conf["variants"] == ["fp32", "int8"] and not conf["force"]
+
+        second = convert.test(run_conf={**conf, "benchmark_lengths": [1]})  # the run the refresh triggered
+        logs = "".join(capfd.readouterr())
+        assert second.state == "success", [(ti.task_id, ti.state) for ti in second.get_task_instances()]
+        assert "published without int8: adding to it" in logs
+        manifest = json.loads(c.get_object(Bucket="repair", Key=f"{key}/manifest.json")["Body"].read())
+        names = {f["name"] for f in manifest["files"]}
+        assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "encoder.onnx"} <= names
+        assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"} <= set(manifest["added"])
+        assert "encoder.onnx" not in manifest["added"]
+        assert {n: c.head_object(Bucket="repair", Key=f"{key}/{n}")["LastModified"] for n in fp32_before} == fp32_before
+
+        again = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"]})
+        logs = "".join(capfd.readouterr())
+        assert "tiny-tdt" in logs and "up to date" in logs and "published without" not in logs
+        assert again.get_task_instance("decide").xcom_pull(task_ids="decide") == []
+    finally:
+        monkeypatch.delenv("NEMO2SHERPA_REGISTRY")
+        load_registry.cache_clear()

@@ -8,7 +8,6 @@ request, sha256 checked against the Hub's LFS metadata, and each refusal with it
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 
@@ -58,14 +57,33 @@ def test_hub_download_resumes_and_checks_sha256(hub, big_file, tmp_path):
     ("acme/missing", "main", "no such Hugging Face repo"),
     ("acme/parakeet-tdt-test", "no-such-branch", "revision 'no-such-branch' not found"),
     ("acme/no-checkpoint", "main", "has no .nemo file"),
-    ("acme/corrupt", "main", "the download is corrupt"),
+    ("acme/corrupt", "main", "the download is corrupt"),  # transient: exit 4, a retry downloads again
 ])
 def test_hub_refusals_name_the_cause_and_leave_nothing(hub, tmp_path, source, revision, message):
     d = tmp_path / "dl"
     proc = run_cli("download", "source", "--source", source, "--revision", revision, "--download-dir", str(d),
                    check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    transient = source == "acme/corrupt"
+    assert proc.returncode == (4 if transient else 2), proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("nemo2sherpa: error:") and message in last
+    assert last.startswith("nemo2sherpa: transient error" if transient else "nemo2sherpa: error:") and message in last
     assert not [p for p in (d.rglob("*.nemo") if d.exists() else []) if p.is_file()]
-    assert os.environ["HF_ENDPOINT"] == hub.url
+    # The refusal is the loopback Hub's answer, not a failure to reach any Hub.
+    assert any(r["path"].startswith(f"/api/models/{source}/revision/") for r in hub.requests), hub.requests
+
+
+def test_a_registry_pin_is_the_revision_converted(hub, tmp_path, monkeypatch):
+    """A registry entry's `revision` is used when the run names none: the repo here has no `main`, so only the
+    pin resolves it."""
+    hub.add_repo("acme/pinned", {"pinned.nemo": hub.repos["acme/parakeet-tdt-test"].files["parakeet-tdt-test.nemo"]},
+                 "a" * 40, revisions=("v1.0",))
+    reg = tmp_path / "models.toml"
+    reg.write_text('["pinned-tdt"]\nrepo_id = "acme/pinned"\nrevision = "v1.0"\n')
+    monkeypatch.setenv("NEMO2SHERPA_REGISTRY", str(reg))
+    r = last_json(run_cli("download", "upstream", "--source", "pinned-tdt"))
+    assert r["revision"] == "a" * 40 and r["repo_id"] == "acme/pinned"
+    assert any(q["path"] == "/api/models/acme/pinned/revision/v1.0" for q in hub.requests)
+    # Without the pin, the same model resolves `main`, which this repo does not have.
+    reg.write_text('["pinned-tdt"]\nrepo_id = "acme/pinned"\n')
+    proc = run_cli("download", "upstream", "--source", "pinned-tdt", check=False)
+    assert proc.returncode == 2 and "revision 'main' not found" in proc.stderr.strip().splitlines()[-1]

@@ -44,6 +44,10 @@ def test_metadata_values_equal_the_config(full_bundle):
         assert meta["subsampling_factor"] == str(spec.subsampling_factor)
         assert meta["normalize_type"] == "per_feature"
         assert "tdt" in meta["url"] and meta["model_type"] == spec.model_class
+        # A published model names its checkpoint by file name and sha256, never by the build machine's path.
+        digest = hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
+        assert meta["url"].startswith(f"nemo:{FIXTURE.name}?sha256={digest}"), meta["url"]
+        assert not any(str(ROOT) in v for v in meta.values()), meta
 
 
 def test_quantize_makes_smaller_int8_files(full_bundle):
@@ -70,8 +74,9 @@ def test_fp16_variant_is_made_and_passes_every_gate(full_bundle, source_manifest
             "--source-json", str(source_manifest))
     report = tmp_path / "validation.json"
     r = last_json(run_cli("onnx", "validate", "--bundle", str(b), "--reference", str(full_bundle / "reference"),
-                          "--variants", "fp32,fp16", "--source-json", str(source_manifest), "--report", str(report)))
-    assert r["passed"] and r["thresholds"]["fp16_wer_vs_fp32"] == 0.05
+                          "--variants", "fp32,fp16", "--source-json", str(source_manifest), "--report", str(report),
+                          "--fp16-wer-max", "0.04"))
+    assert r["passed"] and r["thresholds"]["fp16_wer_vs_fp32"] == 0.04  # the flag (default 0.05) reached the gate
     v = json.loads(report.read_text())["variants"]["fp16"]
     assert v["decoding"]["wer_vs_fp32"] == 0.0 and v["sherpa"]["wer_vs_nemo"] <= 0.35
     assert 0 < v["max_abs_diff"]["encoder"] < 0.05  # fp16 rounding shows, and stays small
@@ -96,7 +101,7 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
     names = {g["gate"] for g in v["gates"]}
     for gate in ("fp32: joiner output dim", "fp32: decoder output dim", "fp32: encoder lengths (clips)",
                  "fp32: greedy tokens == NeMo", "int8: WER vs fp32 (drift)", "fp32: sherpa-onnx WER vs NeMo",
-                 "TDT durations are 0..N-1", "int8: metadata url switches TDT"):
+                 "int8: metadata url switches TDT"):
         assert gate in names
     md = (tmp_path / "VALIDATION.md").read_text()
     assert md.startswith("# Validation: PASSED (full)") and "| fp32 |" in md and v["clips"][0]["reference"] in md
@@ -137,7 +142,6 @@ BREAKAGES = {
                ["fp32: encoder max abs diff"]),
     "joiner_dim": (["joiner-drop"], ["fp32: joiner output dim"], ["fp32: decoder state dims"]),
     "int8": (["joiner-bias", "20", "joiner.int8.onnx"], ["int8: WER vs fp32 (drift)"], ["fp32: greedy tokens == NeMo"]),
-    "durations": ("durations", ["TDT durations are 0..N-1"], []),
 }
 
 
@@ -149,10 +153,6 @@ def test_validate_catches_a_broken_bundle(full_bundle, source_manifest, tmp_path
     if how == "drop-blk":
         lines = (b / "tokens.txt").read_text().splitlines()
         (b / "tokens.txt").write_text("\n".join(lines[:-1]) + "\n")
-    elif how == "durations":  # the model declares durations sherpa-onnx cannot follow
-        exp = json.loads((d / "reference" / "export.json").read_text())
-        exp["spec"]["durations"] = [0, 2, 4, 6, 8]
-        (d / "reference" / "export.json").write_text(json.dumps(exp))
     else:
         break_bundle(b, *how)
     report = tmp_path / "validation.json"
@@ -300,7 +300,8 @@ def test_a_killed_export_retried_converges_to_identical_files(exported, tmp_path
     the bundle comes out byte-identical to an undisturbed export (same sha256 for every file)."""
     b, r = tmp_path / "bundle", tmp_path / "reference"
     args = ["export", "--nemo", str(FIXTURE), "--bundle", str(b), "--reference", str(r)]
-    _kill_at("nemo", args, "restored EncDecRNNTBPEModel")
+    _kill_at("nemo", args, "encoder.onnx exported")
+    assert (b / "encoder.onnx").exists()  # killed with ONNX already written: export was under way
     run_cli("nemo", *args)  # the retry
     assert _digests(b) == _digests(exported / "bundle")
     assert sorted(p.name for p in b.iterdir()) == ["decoder.onnx", "encoder.onnx", "joiner.onnx", "tokens.txt"]

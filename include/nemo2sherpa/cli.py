@@ -1,7 +1,8 @@
 """`python -m nemo2sherpa <stage> ...`: every stage without Airflow.
 
-Each stage prints its small JSON manifest as the last line of stdout. Bad input exits 2 with
-one line `nemo2sherpa: error: ...`; a failed validation gate exits 3.
+Each stage prints its small JSON manifest as the last line of stdout. Bad input (any permanent
+error) exits 2 with one line `nemo2sherpa: error: ...`; a failed validation gate exits 3; a
+transient fault (the Hub or the store unreachable) exits 4: running it again may pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import GateFailed, InputError
+from .errors import GateFailed, InputError, PermanentError, TransientError
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
 
 log = logging.getLogger("nemo2sherpa")
@@ -135,8 +136,8 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             args = ["step", step, "--plan", str(plan_json)] + (["--source-json", str(source_json)] if "source" in results else [])
             proc, usage = run_module_measured(args, python=venvs.ensure(STEP_VENV[step]) / "bin" / "python")
             steps[step] = usage
-            if proc.returncode == 2:
-                raise SystemExit(2)  # the child printed its one-line error
+            if proc.returncode in (2, 3, 4):
+                raise SystemExit(proc.returncode)  # the child printed its one-line error (permanent, verdict, transient)
             if proc.returncode != 0:
                 raise SystemExit(f"nemo2sherpa: step {step} failed (exit {proc.returncode}); see the log above")
             log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB", step, usage["wall_s"], usage["peak_rss_bytes"] / 1e9)
@@ -236,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             kw["source"] = json.loads(Path(kw.pop("source_json")).read_text())
         print(json.dumps(run_stage(a.cmd, **kw), default=str))
         return 0
-    except InputError as e:
+    except PermanentError as e:
         print(f"nemo2sherpa: error: {e}", file=sys.stderr)
         return 2
     except GateFailed as e:
         print(f"nemo2sherpa: validation failed: {e}", file=sys.stderr)
         return 3
+    except TransientError as e:
+        print(f"nemo2sherpa: transient error (try again): {e}", file=sys.stderr)
+        return 4

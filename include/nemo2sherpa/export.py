@@ -223,6 +223,7 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
 
     t0 = time.monotonic()
     files = _export_encoder(model, bundle_dir)
+    log.info("encoder.onnx exported in %.1f s", time.monotonic() - t0)
     model.decoder.export(str(bundle_dir / "decoder.onnx"))
     model.joint.export(str(bundle_dir / "joiner.onnx"))
     files += ["decoder.onnx", "joiner.onnx", "tokens.txt"]

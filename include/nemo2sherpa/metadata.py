@@ -22,9 +22,12 @@ ENCODERS = ("encoder.onnx", "encoder.int8.onnx", "encoder.fp16.onnx")
 
 
 def source_url(source: dict[str, Any]) -> str:
+    """Where the checkpoint came from, as published in the encoder's `url`: the Hub repo, or a local checkpoint's
+    file name and sha256 (never the worker's path: a published model must not carry the build machine's folders)."""
     if source.get("repo_id"):
         return f"https://huggingface.co/{source['repo_id']}"
-    return f"file://{source.get('path', '')}"
+    name = Path(source["path"]).name if source.get("path") else "unknown.nemo"
+    return f"nemo:{name}?sha256={source['sha256']}" if source.get("sha256") else f"nemo:{name}"
 
 
 def tdt_url(url: str, is_tdt: bool) -> str:

@@ -135,18 +135,28 @@ class ModelSpec:
         normalize = pre.get("normalize")
         return cls(
             model_class=model_class,
-            feat_dim=int(pre.get("features") or enc.get("feat_in")),
+            feat_dim=_field(pre.get("features") or enc.get("feat_in"), "preprocessor.features (or encoder.feat_in)"),
             vocab_size=int(vocab),
             durations=tuple(int(d) for d in durations),
-            pred_hidden=int(prednet.get("pred_hidden") or defaults.get("pred_hidden")),
-            pred_rnn_layers=int(prednet.get("pred_rnn_layers", 1)),
-            enc_hidden=int(enc.get("d_model")),
-            encoder_layers=int(enc.get("n_layers")),
+            pred_hidden=_field(prednet.get("pred_hidden") or defaults.get("pred_hidden"),
+                               "decoder.prednet.pred_hidden (or model_defaults.pred_hidden)"),
+            pred_rnn_layers=_field(prednet.get("pred_rnn_layers", 1), "decoder.prednet.pred_rnn_layers"),
+            enc_hidden=_field(enc.get("d_model"), "encoder.d_model"),
+            encoder_layers=_field(enc.get("n_layers"), "encoder.n_layers"),
             subsampling_factor=int(enc.get("subsampling_factor", 1)),
             normalize_type=str(normalize) if normalize else "",
             sample_rate=int(cfg.get("sample_rate") or pre.get("sample_rate") or 16000),
             hybrid="Hybrid" in model_class,
         )
+
+
+def _field(value: Any, name: str) -> int:
+    """A required integer of the model config, or InputError naming the field."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"the checkpoint's model config has no usable {name} ({value!r}): it is damaged or not a "
+                         f"NeMo transducer config; nemo2sherpa derives every figure it writes from these fields") from None
 
 
 def _guess_class(cfg: dict[str, Any]) -> str:
@@ -193,7 +203,8 @@ def read_nemo_config(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} has no model_config.yaml: it is not a NeMo checkpoint")
     with tarfile.open(path, "r:*") as tf:
         f = tf.extractfile(cfg_members[0])
-        assert f is not None
+        if f is None:  # a directory or special file under that name
+            raise InputError(f"{path}: model_config.yaml is not a regular file in the archive")
         text = f.read().decode("utf-8")
     cfg = yaml.safe_load(io.StringIO(text))
     if not isinstance(cfg, dict):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .child import INCLUDE
+from .errors import GateFailed, InputError
 
 log = logging.getLogger("nemo2sherpa.pipeline")
 
@@ -38,7 +39,6 @@ def threshold(value: Any, name: str) -> float | None:
     except (TypeError, ValueError):
         x = -1.0
     if not x >= 0:
-        from .errors import InputError
         raise InputError(f"{name}={value!r} is not a threshold: give a number >= 0 (a WER, 0.05 = 5%) or none")
     return x
 
@@ -74,6 +74,9 @@ def _reduced_variants(plan: dict[str, Any]) -> dict[str, Any]:
         if variant not in plan["variants"]:
             continue
         proc, usage = run_module_measured(args)
+        if proc.returncode in (2, 3):  # the child's one-line error is above: keep its class (no retry)
+            raise (InputError if proc.returncode == 2 else GateFailed)(
+                f"making the {variant} variant was refused (exit {proc.returncode}); its error is above")
         if proc.returncode != 0:
             raise RuntimeError(f"making the {variant} variant failed (exit {proc.returncode}); its error is above")
         out[variant] = {**json.loads(proc.stdout.strip().splitlines()[-1]), **usage}

@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from . import PIPELINE_VERSION, __version__
+from .errors import PermanentError, TransientError
 from .progress import Progress
 from .source import sha256_file
 
 log = logging.getLogger("nemo2sherpa.publish")
 
+# This run's reports: rewritten when a variant is added to a published bundle.
+REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "VALIDATION.md")
 PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
              "decoder.int8.onnx", "joiner.int8.onnx", "encoder.fp16.onnx", "encoder.fp16.weights",
              "decoder.fp16.onnx", "joiner.fp16.onnx", "tokens.txt", "benchmark.json", "benchmark.png",
@@ -53,11 +56,27 @@ def _ensure_bucket(client, bucket: str, create: bool) -> None:
             client.create_bucket(Bucket=bucket)
             log.info("created bucket %s", bucket)
         elif code in ("404", "NoSuchBucket", "NotFound"):
-            raise RuntimeError(f"bucket {bucket!r} does not exist; create it or set create_bucket") from None
+            raise PermanentError(f"bucket {bucket!r} does not exist: create it, or let publish create it (the DAG "
+                                 f"param create_bucket)") from None
         elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            raise RuntimeError(f"S3 refused access to bucket {bucket!r} ({code}): check the connection's keys") from None
+            raise PermanentError(f"S3 refused access to bucket {bucket!r} ({code}): check the connection's keys "
+                                 f"and the bucket's policy") from None
         else:
-            raise
+            raise classified(e) from e
+
+
+def classified(e: BaseException) -> BaseException:
+    """An S3 failure as nemo2sherpa.errors sees it: throttling and 5xx answers are transient, the store's other
+    refusals (4xx) permanent; anything else unchanged."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(e, ClientError):
+        return e
+    err, status = e.response.get("Error", {}), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code = err.get("Code", "")
+    if status >= 500 or status == 429 or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"):
+        return TransientError(f"the S3 store answered {code or status} ({err.get('Message', '')}); retried")
+    return PermanentError(f"the S3 store refused the request: {code or status} ({err.get('Message', '')})")
 
 
 def transfer_config():
@@ -68,15 +87,23 @@ def transfer_config():
 
 
 def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
-                   summary: dict[str, Any] | None = None, create_bucket: bool = True) -> dict[str, Any]:
+                   summary: dict[str, Any] | None = None, create_bucket: bool = True,
+                   existing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Upload the bundle under s3://bucket/key/, manifest last, then the model's latest pointer.
+
+    `existing`: the manifest already published there, which lacks a variant this run made. Its files stay as
+    they are (this run's copies of them must be the same bytes, else nothing is uploaded) and stay listed; the
+    new variant's files and this run's reports are added; the manifest is rewritten last."""
     bundle = Path(bundle)
     _ensure_bucket(client, bucket, create_bucket)
     cfg = transfer_config()
     files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
+    digests = validated_digests(bundle)
+    carried = _check_additions(existing, digests, bundle, f"s3://{bucket}/{key}/") if existing else []
     t_all = time.monotonic()
     aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
     try:
-        entries, skipped, validated = _upload_all(client, bucket, key, files, cfg, validated_digests(bundle))
+        entries, skipped, validated = _upload_all(client, bucket, key, files, cfg, digests)
     except BaseException as e:
         # No manifest was written; leave no half-uploaded parts behind either. (A SIGKILL skips this
         # handler: the next run's abort_incomplete above cleans up after it.)
@@ -91,6 +118,9 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
                 f"no manifest.json was written. Fix: bring the S3 server back (or correct endpoint_url in the "
                 f"connection) and retry the task; files that already arrived intact are not uploaded again."
             ) from e
+        c = classified(e)
+        if c is not e:
+            raise c from e
         raise
     manifest = {
         "format": "nemo2sherpa-bundle/1",
@@ -98,9 +128,11 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
         "pipeline_version": PIPELINE_VERSION,
         "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "revision", "sha256", "size")},
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": entries,
+        "files": entries + carried,
         "summary": summary or {},
     }
+    if existing:  # what this publish added to the bundle that was there
+        manifest["added"] = sorted({e["name"] for e in entries} - {e["name"] for e in existing.get("files", [])})
     body = json.dumps(manifest, indent=2).encode()
     (bundle / MANIFEST).write_bytes(body)
     client.put_object(Bucket=bucket, Key=f"{key}/{MANIFEST}", Body=body, ContentType="application/json")
@@ -112,8 +144,25 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
             "skipped": skipped, "aborted": aborted, "validated": validated}
 
 
-class PublishError(RuntimeError):
-    """The store failed under the upload; the message says what is (not) published and what to do."""
+def _check_additions(existing: dict[str, Any], digests: dict[str, tuple[int, str]], bundle: Path,
+                     where: str) -> list[dict[str, Any]]:
+    """Before adding to a published bundle: every model file both hold must be the same bytes (else two conversions
+    would mix); returns the published entries of files this run did not make, kept as they are."""
+    old = {e["name"]: e for e in existing.get("files", [])}
+    differ = [n for n, (_, sha) in digests.items() if n in old and old[n]["sha256"] != sha]
+    if differ:
+        raise PermanentError(f"{where} already holds {', '.join(sorted(differ))} with other bytes than this run "
+                             f"made: adding a variant to it would mix two conversions. Nothing was uploaded. Set "
+                             f"force to re-publish the whole bundle")
+    return [e for n, e in old.items() if n not in REPORTS and not (bundle / n).exists()]
+
+
+class PublishError(TransientError):
+    """The store failed under the upload (transient: retried); the message says what is (not) published."""
+
+
+class ChangedAfterValidation(PermanentError):
+    """A bundle file is not the one validate passed: permanent until validate runs again; nothing is published."""
 
 
 def _chain(e: BaseException) -> list[BaseException]:
@@ -139,10 +188,11 @@ def validated_digests(bundle: Path) -> dict[str, tuple[int, str]]:
     return {f["name"]: (f["size"], f["sha256"]) for f in json.loads(report.read_text()).get("files", [])}
 
 
-def _changed(name: str, what: str) -> PublishError:
-    return PublishError(f"{name} is not the file validate passed ({what}): it changed after validation. Nothing is "
-                        f"published: no manifest.json was written. Fix: run validate again on this bundle (clear the "
-                        f"validate task and what follows it), or rebuild the bundle from quantize.")
+def _changed(name: str, what: str) -> ChangedAfterValidation:
+    return ChangedAfterValidation(
+        f"{name} is not the file validate passed ({what}): it changed after validation. Nothing is published: no "
+        f"manifest.json was written. Fix: run validate again on this bundle (clear the validate task and what follows "
+        f"it), or rebuild the bundle from quantize.")
 
 
 def _upload_all(client, bucket: str, key: str, files: list[Path], cfg,

@@ -1,7 +1,12 @@
-"""The model registry (models.toml): names the DAG form offers and what each should look like."""
+"""The model registry (models.toml): names the DAG form offers and what each should look like.
+
+An entry may pin `revision` (a branch, tag or commit sha): a run that names the model without a revision
+converts that one. NEMO2SHERPA_REGISTRY points at another file of the same form (a team's own list).
+"""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -12,5 +17,6 @@ REGISTRY = Path(__file__).resolve().parent / "models.toml"
 
 @lru_cache(maxsize=1)
 def load_registry() -> dict[str, dict[str, Any]]:
-    with open(REGISTRY, "rb") as f:
+    """{model name: entry} from NEMO2SHERPA_REGISTRY, else the shipped models.toml."""
+    with open(os.environ.get("NEMO2SHERPA_REGISTRY") or REGISTRY, "rb") as f:
         return tomllib.load(f)

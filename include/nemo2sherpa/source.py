@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, TransientError
 from .progress import Progress
 from .registry import load_registry
 
@@ -107,14 +107,20 @@ def hub_info(repo_id: str, revision: str | None):
     from huggingface_hub import HfApi
     from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+    revision = revision or "main"
     try:
-        return HfApi().model_info(repo_id, revision=revision or "main", files_metadata=True)
+        return HfApi().model_info(repo_id, revision=revision, files_metadata=True)
     except RepositoryNotFoundError:
         raise InputError(f"{repo_id}: no such Hugging Face repo (or it is private: set the hf token)") from None
     except RevisionNotFoundError:
         raise InputError(f"{repo_id}: revision {revision!r} not found; give a branch, tag or commit sha") from None
     except (HfHubHTTPError, OSError) as e:
-        raise InputError(f"{repo_id}: the Hub could not be reached ({e}); check the network or HF_ENDPOINT") from None
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise InputError(f"{repo_id}: the Hub refused access ({status}): a gated or private repo needs a token "
+                             f"(the Airflow Variable hf_token) and, for a gated one, its terms accepted") from None
+        raise TransientError(f"{repo_id}: the Hub could not be reached or failed ({e}); retried. If it persists, "
+                             f"check the network or HF_ENDPOINT") from None
 
 
 def _nemo_file(info, repo_id: str):
@@ -153,7 +159,8 @@ def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict
     want = getattr(getattr(f, "lfs", None), "sha256", None)
     if want and want != digest:
         path.unlink()
-        raise InputError(f"{repo_id}/{f.rfilename}: sha256 {digest} != Hub's {want}; the download is corrupt, retry")
+        raise TransientError(f"{repo_id}/{f.rfilename}: sha256 {digest} != Hub's {want}; the download is corrupt "
+                             f"(removed); retried")
     log.info("downloaded %s/%s@%s: %s bytes in %.1f s (%.1f MB/s)", repo_id, f.rfilename, info.sha, f"{size:,}", dt,
              size / 1e6 / max(dt, 1e-6))
     return {"kind": "hub", "name": repo_id.split("/")[-1], "repo_id": repo_id, "path": str(path),

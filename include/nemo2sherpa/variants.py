@@ -9,6 +9,7 @@ VARIANT_FILES: dict[str, tuple[str, str, str]] = {
     "int8": ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"),
     "fp16": ("encoder.fp16.onnx", "decoder.fp16.onnx", "joiner.fp16.onnx"),
 }
+DEFAULT_VARIANTS = ["fp32", "int8"]  # what a conversion builds and the refresh keeps published, unless told otherwise
 
 
 def module_files(bundle: Path, onnx_name: str) -> list[Path]:
