@@ -137,7 +137,7 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
     run, first, tis = wait_for(api, run_id)
     second_run, second, _ = wait_for(api, second_id)
     assert second["start_date"] >= first["end_date"], (first, second)
-    assert "already published (manifest present): up to date" in log_text(api, second_run, "publish")
+    assert "already published with fp16, fp32, int8: up to date" in log_text(api, second_run, "publish")
     plugins = api.call("GET", "/api/v2/plugins")["plugins"]
     assert any(p["name"] == "nemo2sherpa" and p["fastapi_apps"] and p["external_views"] for p in plugins), plugins
 
