@@ -143,11 +143,12 @@ def _timed(call, results: list, loads: list) -> None:
 
 
 def _summary(times: list[float], loads: list[float]) -> dict:
-    quiet = [t for t, x in zip(times, loads) if x <= DISTURBED]
+    quiet = [t for t, x in zip(times, loads) if x is None or x <= DISTURBED]  # None: too short to tell
     use = quiet or times
+    measured = [x for x in loads if x is not None]
     return {"p50_s": round(float(np.percentile(use, 50)), 4), "p95_s": round(float(np.percentile(use, 95)), 4),
-            "runs": len(use), "disturbed_runs": len(times) - len(quiet), "other_load_max": max(loads),
-            "all_disturbed": not quiet}
+            "runs": len(use), "disturbed_runs": len(times) - len(quiet),
+            "other_load_max": max(measured) if measured else None, "all_disturbed": not quiet}
 
 
 def interleaved(makers: dict, lengths: list[float], rounds: int) -> dict:

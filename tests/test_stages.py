@@ -319,3 +319,25 @@ def test_a_killed_quantize_retried_converges_to_identical_files(exported, tmp_pa
     run_cli("onnx", "quantize", "--bundle", str(b))  # the retry
     assert _digests(b) == _digests(ref) and not (b.parent / ".quantize-tmp").exists()
     assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"} <= set(_digests(b))
+
+
+def test_the_load_meter_sees_another_busy_process_and_admits_short_calls():
+    """benchmark.other_load: while this process sleeps 0.6 s, a child burning one core is ~half of 2 cores (over
+    DISTURBED); a 5 ms call is below /proc/stat's resolution and says so (None) instead of guessing."""
+    import time
+
+    from nemo2sherpa.benchmark import DISTURBED, cpu_seconds, other_load
+
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        time.sleep(0.6)
+        busy = other_load(c0, cpu_seconds(), time.perf_counter() - t0)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy is not None and busy > DISTURBED, busy
+    assert busy <= 1.0
+    c0 = cpu_seconds()
+    assert other_load(c0, cpu_seconds(), 0.005) is None

@@ -42,10 +42,19 @@ def cpu_seconds() -> tuple[float, float]:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), t.user + t.system
 
 
-def other_load(before: tuple[float, float], after: tuple[float, float], wall_s: float) -> float:
-    """Share of the machine's CPUs (0..1) that other processes used between two cpu_seconds() readings."""
+# /proc/stat counts in clock ticks (10 ms): a call shorter than this many ticks of the whole machine cannot be told
+# apart from one tick of somebody else's work (40 ticks: one tick is 2.5% of it).
+MEASURABLE_TICKS = 40
+
+
+def other_load(before: tuple[float, float], after: tuple[float, float], wall_s: float) -> float | None:
+    """Share of the machine's CPUs (0..1) that other processes used between two cpu_seconds() readings; None for
+    a call too short for /proc/stat's clock ticks to say."""
+    capacity = wall_s * (os.cpu_count() or 1)
+    if capacity * os.sysconf("SC_CLK_TCK") < MEASURABLE_TICKS:
+        return None
     others = (after[0] - before[0]) - (after[1] - before[1])
-    return round(max(0.0, others) / (max(wall_s, 1e-3) * (os.cpu_count() or 1)), 3)
+    return round(max(0.0, others) / capacity, 3)
 
 
 def _stats(times: list[float], seconds: float) -> dict[str, float]:
@@ -67,12 +76,14 @@ def time_calls(call: Callable[[Any], Any], runs: int, seconds: float,
         call(arg)
         times.append(time.perf_counter() - t0)
         load.append(other_load(c0, cpu_seconds(), times[-1]))
-    disturbed = sum(x > DISTURBED for x in load[1:])
+    measured = [x for x in load[1:] if x is not None]
+    disturbed = sum(x > DISTURBED for x in measured)
     if disturbed:
         log.warning("%d of %d timed runs were disturbed by other load (other processes used up to %.0f%% of the "
-                    "machine): these figures are slower than this machine can do", disturbed, runs, 100 * max(load[1:]))
-    return {**_stats(times[1:], seconds), "cold_s": round(times[0], 5), "other_load_max": max(load[1:]),
-            "disturbed_runs": disturbed}
+                    "machine): these figures are slower than this machine can do", disturbed, runs, 100 * max(measured))
+    return {**_stats(times[1:], seconds), "cold_s": round(times[0], 5),
+            "other_load_max": max(measured) if measured else None,
+            "disturbed_runs": disturbed if measured else None}
 
 
 def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, threads: int) -> dict[str, Any]:
@@ -273,14 +284,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def table(result: dict[str, Any]) -> str:
     """The benchmark as text: one row per engine, variant and clip length (onnxruntime rows also give the
     encoder alone, `-enc`, and the tokens the greedy loop emitted; `disturbed`: timed runs during which other
-    processes used over DISTURBED of the machine)."""
+    processes used over DISTURBED of the machine; `-` where calls are too short to tell)."""
     rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s   disturbed  tokens"]
 
     def add(name: str, v: str, r: dict[str, Any]) -> None:
         for key, label in (("by_length", name), ("encoder_by_length", f"{name}-enc")):
             for L, s in r.get(key, {}).items():
                 tokens = r.get("tokens_by_length", {}).get(L, "") if key == "by_length" else ""
-                busy = f"{s['disturbed_runs']}/{s['runs']}" if "disturbed_runs" in s else "-"
+                busy = "-" if s.get("disturbed_runs") is None else f"{s['disturbed_runs']}/{s['runs']}"
                 rows.append(f"{label:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
                             f"{s['cold_s']:<8.4f} {busy:<10} {tokens}".rstrip())
 
