@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import GateFailed, InputError, PermanentError, TransientError
+from .errors import (EXIT_CODES, PERMANENT, TRANSIENT, VERDICT, GateFailed, InputError, PermanentError,
+                     TransientError)
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
 
 log = logging.getLogger("nemo2sherpa")
@@ -136,7 +137,7 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             args = ["step", step, "--plan", str(plan_json)] + (["--source-json", str(source_json)] if "source" in results else [])
             proc, usage = run_module_measured(args, python=venvs.ensure(STEP_VENV[step]) / "bin" / "python")
             steps[step] = usage
-            if proc.returncode in (2, 3, 4):
+            if proc.returncode in EXIT_CODES.values():
                 raise SystemExit(proc.returncode)  # the child printed its one-line error (permanent, verdict, transient)
             if proc.returncode != 0:
                 raise SystemExit(f"nemo2sherpa: step {step} failed (exit {proc.returncode}); see the log above")
@@ -239,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except PermanentError as e:
         print(f"nemo2sherpa: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CODES[PERMANENT]
     except GateFailed as e:
         print(f"nemo2sherpa: validation failed: {e}", file=sys.stderr)
-        return 3
+        return EXIT_CODES[VERDICT]
     except TransientError as e:
         print(f"nemo2sherpa: transient error (try again): {e}", file=sys.stderr)
-        return 4
+        return EXIT_CODES[TRANSIENT]

@@ -7,7 +7,8 @@
   5xx answers, a worker killed mid-task. A retry may pass.
 
 Every task asks `failure_kind`: the DAG's tasks fail at once on the first two and retry the third; the CLI exits
-2 (permanent) or 3 (verdict). A virtualenv task cannot raise Airflow's exceptions (no Airflow in its venv), so it
+with EXIT_CODES (2 permanent, 3 verdict, 4 transient), and a parent reading a child's exit code gets the same
+class back from `error_for_exit`. A virtualenv task cannot raise Airflow's exceptions (no Airflow in its venv), so it
 hands a permanent failure or a verdict back as `failed_outcome(e)`, which the worker turns into a failure without
 retry (`outcome_failure`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 PERMANENT, VERDICT, TRANSIENT = "permanent", "verdict", "transient"
+EXIT_CODES = {PERMANENT: 2, VERDICT: 3, TRANSIENT: 4}  # the CLI's exit status for each kind
 _OUTCOME = "nemo2sherpa_failed"
 
 
@@ -48,6 +50,14 @@ def failure_kind(e: BaseException) -> str:
             return TRANSIENT
         seen = seen.__cause__
     return TRANSIENT
+
+
+def error_for_exit(code: int, message: str) -> Exception | None:
+    """The classified error for a child `python -m nemo2sherpa` that exited with one of EXIT_CODES, else None."""
+    kinds = {c: k for k, c in EXIT_CODES.items()}
+    if code not in kinds:
+        return None
+    return {PERMANENT: PermanentError, VERDICT: GateFailed, TRANSIENT: TransientError}[kinds[code]](message)
 
 
 def failed_outcome(e: BaseException) -> dict[str, Any]:

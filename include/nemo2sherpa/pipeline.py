@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .child import INCLUDE
-from .errors import GateFailed, InputError
+from .errors import InputError, error_for_exit
 
 log = logging.getLogger("nemo2sherpa.pipeline")
 
@@ -74,9 +74,10 @@ def _reduced_variants(plan: dict[str, Any]) -> dict[str, Any]:
         if variant not in plan["variants"]:
             continue
         proc, usage = run_module_measured(args)
-        if proc.returncode in (2, 3):  # the child's one-line error is above: keep its class (no retry)
-            raise (InputError if proc.returncode == 2 else GateFailed)(
-                f"making the {variant} variant was refused (exit {proc.returncode}); its error is above")
+        classified = error_for_exit(proc.returncode, f"making the {variant} variant failed (exit {proc.returncode}); "
+                                                     f"its one-line error is above")
+        if classified:  # keeps the child's class: permanent and verdicts are not retried
+            raise classified
         if proc.returncode != 0:
             raise RuntimeError(f"making the {variant} variant failed (exit {proc.returncode}); its error is above")
         out[variant] = {**json.loads(proc.stdout.strip().splitlines()[-1]), **usage}

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,17 +53,17 @@ class Int8Recipe:
     reduce_range: bool = False  # 7-bit weights: no int16 saturation in the u8 x s8 kernel of CPUs without VNNI
 
 
+_MATMUL = Int8Recipe(
+    summary="pointwise Conv1d rewritten as MatMul, then QInt8 per-channel weights on MatMul (and the decoder's "
+            "LSTM) only: onnxruntime's VNNI path, no ConvInteger",
+    weight_type="QInt8", per_channel=True, pointwise_to_matmul=True,
+    op_types={"encoder": ["MatMul"], "decoder": ["MatMul", "LSTM"], "joiner": ["MatMul"]})
 INT8_RECIPES: dict[str, Int8Recipe] = {
-    "matmul-qint8": Int8Recipe(
-        summary="pointwise Conv1d rewritten as MatMul, then QInt8 per-channel weights on MatMul (and the decoder's "
-                "LSTM) only: onnxruntime's VNNI path, no ConvInteger",
-        weight_type="QInt8", per_channel=True, pointwise_to_matmul=True,
-        op_types={"encoder": ["MatMul"], "decoder": ["MatMul", "LSTM"], "joiner": ["MatMul"]}),
-    "matmul-qint8-7bit": Int8Recipe(
+    "matmul-qint8": _MATMUL,
+    "matmul-qint8-7bit": replace(
+        _MATMUL, reduce_range=True,
         summary="as matmul-qint8 with 7-bit weights, for x86 CPUs without VNNI (before Intel Ice Lake / AMD Zen 4), "
-                "whose u8 x s8 kernel can saturate on full-range int8 weights (onnxruntime's own advice)",
-        weight_type="QInt8", per_channel=True, pointwise_to_matmul=True, reduce_range=True,
-        op_types={"encoder": ["MatMul"], "decoder": ["MatMul", "LSTM"], "joiner": ["MatMul"]}),
+                "whose u8 x s8 kernel can saturate on full-range int8 weights (onnxruntime's own advice)"),
     "sherpa-onnx": Int8Recipe(
         summary="the sherpa-onnx export scripts' recipe: QUInt8 weights on every op type",
         weight_type="QUInt8", per_channel=False, pointwise_to_matmul=False,
