@@ -23,7 +23,7 @@ if INCLUDE not in sys.path:
 
 from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
-from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANT_FILES  # noqa: E402
+from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
 
 CONVERT_DAG = "parakeet_tdt_to_sherpa_onnx"
 SCHEDULE = os.environ.get("NEMO2SHERPA_REFRESH_SCHEDULE", "@daily")
@@ -76,8 +76,8 @@ def _fail_on_outcome(context, result=None):
                              description="Where the bundles are published (as in the conversion DAG)."),
         "bucket": Param("nemo2sherpa", type="string", title="Bucket", description="Bucket of the published bundles."),
         "prefix": Param("bundles", type="string", title="Key prefix", description="Prefix of the published bundles."),
-        "variants": Param(DEFAULT_VARIANTS, type="array", items={"type": "string", "enum": list(VARIANT_FILES)},
-                          examples=list(VARIANT_FILES), minItems=1, uniqueItems=True, title="Variants",
+        "variants": Param(DEFAULT_VARIANTS, type="array", items={"type": "string", "enum": list(VARIANTS)},
+                          examples=list(VARIANTS), minItems=1, uniqueItems=True, title="Variants",
                           description="A bundle without one of these is converted again (multi-select)."),
         "force": Param(False, type="boolean", title="Force",
                        description="Trigger a conversion of every registry model, published or not."),
@@ -85,6 +85,8 @@ def _fail_on_outcome(context, result=None):
     doc_md=__doc__,
 )
 def nemo2sherpa_refresh():
+    """upstream_revision per registry model (mapped) -> decide -> convert (triggers) -> all_checked."""
+
     upstream = task.virtualenv(task_id="upstream_revision", requirements=venvs.requirements("download"),
                                venv_cache_path=str(venvs.default_cache()), system_site_packages=False,
                                expect_airflow=False, post_execute=_fail_on_outcome,

@@ -1,8 +1,10 @@
 """parakeet_tdt_to_sherpa_onnx: NeMo Parakeet-TDT checkpoint -> validated sherpa-onnx bundle on S3.
 
 Thin on purpose: params, wiring, venvs. The work is in include/nemo2sherpa (no Airflow there).
-Heavy stages run in cached virtualenvs built from include/nemo2sherpa/requirements/*.txt; big
-files move through a per-run workspace folder, XCom carries small manifests only.
+`plan` checks the params; then one virtualenv task per step of `nemo2sherpa.pipeline.STEPS`, in
+order (the table below); then `publish` uploads what `validate` passed. Heavy stages run in cached
+virtualenvs built from include/nemo2sherpa/requirements/*.txt; big files move through a per-run
+workspace folder, XCom carries small manifests only.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
 from nemo2sherpa import PIPELINE_VERSION, venvs, workspace  # noqa: E402
-from nemo2sherpa.pipeline import GATE_DEFAULTS, STEP_VENV  # noqa: E402
+from nemo2sherpa.gates import GATE_DEFAULTS, GATES  # noqa: E402
+from nemo2sherpa.pipeline import STEPS, Step  # noqa: E402
 from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
-from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANT_FILES  # noqa: E402
+from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve().parents[1] / ".workspace"))
@@ -32,7 +35,8 @@ WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve()
 REMOTE = workspace.is_remote(WORKSPACE)
 WORKSPACE_CONN = os.environ.get("NEMO2SHERPA_WORKSPACE_CONN", "aws_default")
 VENV_CACHE = str(venvs.default_cache())
-BENCHMARK_QUEUE = os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")
+# The steps' own queues (STEPS: benchmark's "gpu") mapped to this deployment's queue names.
+QUEUES = {"gpu": os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")}
 REGISTRY = sorted(load_registry())
 # Every published bundle becomes an asset event on its S3 URI, through this alias: a downstream DAG can
 # schedule on AssetAlias("nemo2sherpa-bundles") (any bundle) or on one bundle's URI.
@@ -53,10 +57,10 @@ PARAMS = {
     "revision": Param(None, type=["null", "string"], title="Revision",
                       description="Hub branch, tag or commit sha (recorded as the commit sha). Empty: the registry's "
                                   "pin, else main. Ignored for local files (their sha256 is the revision)."),
-    "variants": Param(DEFAULT_VARIANTS, type="array", title="Variants", examples=list(VARIANT_FILES),
-                      items={"type": "string", "enum": list(VARIANT_FILES)}, minItems=1, uniqueItems=True,
-                      description="Which bundles to build and publish. fp32 is always built (int8 and fp16 are "
-                                  "made from it). fp16 is for GPUs (onnxruntime CUDA); on CPU int8 is faster."),
+    "variants": Param(DEFAULT_VARIANTS, type="array", title="Variants", examples=list(VARIANTS),
+                      items={"type": "string", "enum": list(VARIANTS)}, minItems=1, uniqueItems=True,
+                      description="Which bundles to build and publish. " + " ".join(
+                          f"{n}: {v.summary}." for n, v in VARIANTS.items())),
     "int8_recipe": Param(DEFAULT_INT8_RECIPE, type="string", enum=list(INT8_RECIPES), title="int8 recipe",
                          description="How the int8 variant is made. " + " ".join(
                              f"{k}: {r.summary}." for k, r in INT8_RECIPES.items())),
@@ -78,17 +82,10 @@ PARAMS = {
     "benchmark_lengths": Param([2, 5, 10, 30], type="array", items={"type": "number", "exclusiveMinimum": 0},
                                minItems=1, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
-    "int8_wer_max": Param(0.05, type=["null", "number"], minimum=0, title="int8 WER drift limit",
-                          description="Fail validation if the int8 bundle's greedy transcripts differ from the fp32 "
-                                      "bundle's by more than this word error rate (0.05 = 5%) on the evaluation "
-                                      "clips. Empty: report only."),
-    "fp16_wer_max": Param(0.05, type=["null", "number"], minimum=0, title="fp16 WER drift limit",
-                          description="Fail validation if the fp16 bundle's greedy transcripts differ from the fp32 "
-                                      "bundle's by more than this word error rate. Empty: report only."),
-    "sherpa_wer_max": Param(0.35, type=["null", "number"], minimum=0, title="sherpa-onnx WER limit",
-                            description="Fail validation if sherpa-onnx's end-to-end transcripts differ from NeMo's by "
-                                        "more than this WER. Loose on purpose: sherpa-onnx computes its own fbank "
-                                        "features, so small differences are expected. Empty: report only."),
+    # One WER limit per variant made from fp32, and sherpa-onnx's (nemo2sherpa.gates): empty means report only.
+    **{g.param: Param(g.default, type=["null", "number"], minimum=0, title=g.title,
+                     description=f"{g.description} Empty: report only.")
+       for g in GATES},
     "force": Param(False, type="boolean", title="Force",
                    description="Re-convert and re-publish even if this bundle's manifest is already published."),
 }
@@ -150,9 +147,56 @@ def _finish(context, result=None):
     _sync("push")(context, result)
 
 
-def step_task(step: str, **kw):
-    opts = {**VENV, "pre_execute": _sync("pull"), "post_execute": _finish, **kw}
-    return task.virtualenv(task_id=step, requirements=venvs.requirements(STEP_VENV[step]), **opts)(_step)
+def step_task(step: Step, **kw):
+    """The virtualenv task of one pipeline step: its venv's pinned requirements, its queue, its docs."""
+    doc = f"**{step.name}** ({step.venv} venv): {step.what}. Leaves {step.makes}." + (
+        " A failed gate fails it at once (a verdict, not retried)." if step.verdict else "")
+    opts = {**VENV, "pre_execute": _sync("pull"), "post_execute": _finish, "doc_md": doc, **kw}
+    if step.queue:
+        opts["queue"] = QUEUES.get(step.queue, step.queue)
+    return task.virtualenv(task_id=step.name, requirements=venvs.requirements(step.venv), **opts)(_step)
+
+
+def steps_table() -> str:
+    """The steps as a markdown table, for the DAG's docs in the UI."""
+    rows = [f"| `{s.name}` | {s.venv} | {s.what} | {s.makes} |" for s in STEPS]
+    return "\n".join(["| task | venv | what | leaves |", "|---|---|---|---|", *rows])
+
+
+def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
+    """publish's work: skip an up-to-date bundle, add a missing variant, or upload the whole bundle; then the asset
+    event."""
+    import json
+
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, published_state, run_summary
+
+    p = get_current_context()["params"]
+    hook = S3Hook(aws_conn_id=p["aws_conn_id"])
+    client = hook.get_conn()
+    key = bundle_key(p["prefix"], src["name"], src["revision"])
+    where = f"s3://{p['bucket']}/{key}/"
+    existing = None
+    if not p["force"] and hook.check_for_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]):
+        existing = json.loads(hook.read_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]))
+        missing = published_state(existing, plan["variants"])
+        if missing is None:
+            print(f"{where} already published with {', '.join(plan['variants'])}: up to date; set force to redo")
+            return {"uri": where, "skipped": True, "objects": [], "aws_conn_id": p["aws_conn_id"]}
+        print(f"{where} is {missing}: adding to it (its other files stay as they are)")
+    summary = {"validation": validated, "benchmark_p50_s": bench}
+    out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary,
+                         create_bucket=p["create_bucket"], existing=existing)
+    print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
+    print(f"local bundle folder: {plan['bundle']}")
+    print(run_summary(out, src, validated, bench))
+    get_current_context()["outlet_events"][BUNDLES].add(
+        Asset(out["uri"].rstrip("/")),
+        extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
+               "manifest": f"{out['uri']}{MANIFEST}"})
+    return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False,
+            "aws_conn_id": p["aws_conn_id"]}
 
 
 @dag(
@@ -163,9 +207,11 @@ def step_task(step: str, **kw):
     tags=["nemo2sherpa", "asr", "sherpa-onnx"],
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
-    doc_md=__doc__,
+    doc_md=f"{__doc__}\n{steps_table()}\n",
 )
 def parakeet_tdt_to_sherpa_onnx():
+    """plan -> the pipeline's steps, one virtualenv task each -> publish."""
+
     @task(retries=1)
     def plan() -> dict:
         """Check the params (bad input fails here, once, with the fix) and lay out the run's workspace."""
@@ -212,50 +258,17 @@ def parakeet_tdt_to_sherpa_onnx():
                 raise
             raise AirflowFailException(f"{failure_kind(e)} failure, not retried: {e}") from e
 
-    def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-        import json
-
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, published_state, run_summary
-
-        p = get_current_context()["params"]
-        hook = S3Hook(aws_conn_id=p["aws_conn_id"])
-        client = hook.get_conn()
-        key = bundle_key(p["prefix"], src["name"], src["revision"])
-        where = f"s3://{p['bucket']}/{key}/"
-        existing = None
-        if not p["force"] and hook.check_for_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]):
-            existing = json.loads(hook.read_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]))
-            missing = published_state(existing, plan["variants"])
-            if missing is None:
-                print(f"{where} already published with {', '.join(plan['variants'])}: up to date; set force to redo")
-                return {"uri": where, "skipped": True, "objects": [], "aws_conn_id": p["aws_conn_id"]}
-            print(f"{where} is {missing}: adding to it (its other files stay as they are)")
-        summary = {"validation": validated, "benchmark_p50_s": bench}
-        out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary,
-                             create_bucket=p["create_bucket"], existing=existing)
-        print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
-        print(f"local bundle folder: {plan['bundle']}")
-        print(run_summary(out, src, validated, bench))
-        get_current_context()["outlet_events"][BUNDLES].add(
-            Asset(out["uri"].rstrip("/")),
-            extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
-                   "manifest": f"{out['uri']}{MANIFEST}"})
-        return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False,
-                "aws_conn_id": p["aws_conn_id"]}
-
     pl = plan()
-    # A Hub token for private or gated repos: the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN).
-    src = step_task("source")(pl, "source", hf_token="{{ var.value.get('hf_token', '') }}")
-    exp = step_task("export")(pl, "export", src)
-    chk = step_task("validate_export")(pl, "validate_export")
-    q = step_task("quantize")(pl, "quantize")
-    meta = step_task("metadata")(pl, "metadata", src)
-    val = step_task("validate")(pl, "validate", src)
-    bench = step_task("benchmark", queue=BENCHMARK_QUEUE)(pl, "benchmark")
-    exp >> chk >> q >> meta >> val >> bench
-    publish(pl, src, val, bench)
+    # source -> export -> validate_export -> quantize -> metadata -> validate -> benchmark (pipeline.STEPS), one
+    # after the other; the source manifest goes to the steps that read it. A Hub token for private or gated repos:
+    # the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN), handed to `source` only.
+    first, *rest = STEPS
+    src = step_task(first)(pl, first.name, hf_token="{{ var.value.get('hf_token', '') }}")
+    done = {first.name: src}
+    for prev, step in zip(STEPS, rest):
+        done[step.name] = step_task(step)(pl, step.name, src if step.needs_source else None)
+        done[prev.name] >> done[step.name]
+    publish(pl, src, done["validate"], done["benchmark"])
 
 
 parakeet_tdt_to_sherpa_onnx()

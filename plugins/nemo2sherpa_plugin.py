@@ -35,6 +35,7 @@ SERVED = {"manifest.json": "application/json", "VALIDATION.md": "text/markdown; 
 
 
 def report_path(dag_id: str, run_id: str) -> str:
+    """The report page's path for one run."""
     return f"{PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
 
 
@@ -44,6 +45,7 @@ class BundleReportLink(BaseOperatorLink):
     name = "Bundle report"
 
     def get_link(self, operator, *, ti_key) -> str:
+        """The report's URL on the api-server, for the conversion DAG's publish task only."""
         if ti_key.dag_id != DAG_ID or operator.task_id != PUBLISH_TASK:
             return ""
         from airflow.configuration import conf
@@ -165,6 +167,8 @@ def _make_app():
 
 
 class Nemo2SherpaPlugin(AirflowPlugin):
+    """The bundle report: a FastAPI app, a run-page tab and the publish task's extra link."""
+
     name = "nemo2sherpa"
     global_operator_extra_links = [BundleReportLink()]
     fastapi_apps = [{"app": _make_app(), "url_prefix": PREFIX, "name": "nemo2sherpa bundle report"}]

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "include"))
 
+from nemo2sherpa.variants import DEFAULT_VARIANTS  # noqa: E402
 from s3server import S3Server, airflow_env  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -39,7 +40,7 @@ def main() -> int:
     demo.mkdir(exist_ok=True)
     log_path = demo / "dag-test.log"
     conf = {"source": str(FIXTURE), "bucket": BUCKET, "prefix": "bundles", "benchmark_lengths": [2, 5],
-            "variants": ["fp32", "int8"], "force": True}
+            "variants": DEFAULT_VARIANTS, "force": True}
     t0 = time.monotonic()
     with S3Server(demo / "s3", log=demo / "rclone-s3.log") as s3:
         print(f"S3 server: {s3.endpoint} (rclone serve s3, data in {s3.root})")

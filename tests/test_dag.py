@@ -6,11 +6,11 @@ import pytest
 
 from conftest import ROOT
 from nemo2sherpa import venvs
+from nemo2sherpa.pipeline import STEPS
 from nemo2sherpa.variants import VARIANT_FILES
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
-HEAVY = {"source": "download", "export": "nemo", "validate_export": "onnx", "quantize": "onnx",
-         "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
+HEAVY = {s.name: s.venv for s in STEPS}  # the DAG is built from the step table: one venv task per step
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,10 @@ def dag(airflow_db):
 
 def test_wiring(dag):
     assert set(dag.task_ids) == {"plan", "publish", *HEAVY}
+    assert HEAVY == {"source": "download", "export": "nemo", "validate_export": "onnx", "quantize": "onnx",
+                     "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
+    for s in STEPS:  # each task's docs come from the table
+        assert s.what in dag.get_task(s.name).doc_md and s.what in dag.doc_md
     order = ["plan", "source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark", "publish"]
     for a, b in zip(order, order[1:]):
         assert a in dag.get_task(b).upstream_task_ids, f"{a} -> {b}"

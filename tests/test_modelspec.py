@@ -11,8 +11,7 @@ import pytest
 
 from conftest import FIXTURE, RNNT_FIXTURE, ROOT
 from nemo2sherpa.errors import InputError
-from nemo2sherpa.metadata import tdt_url
-from nemo2sherpa.modelspec import ModelSpec, read_nemo_config, safe_nemo_members
+from nemo2sherpa.modelspec import FAMILIES, ModelSpec, read_nemo_config, safe_nemo_members
 from nemo2sherpa.registry import load_registry
 from nemo2sherpa.source import classify
 
@@ -72,9 +71,10 @@ def test_truncated_nemo_is_refused(tmp_path):
 
 
 def test_url_switches_tdt_exactly_for_tdt_models():
-    assert "tdt" in tdt_url("file:///m/custom.nemo", True)
-    assert "tdt" not in tdt_url("https://huggingface.co/acme/rnnt-not-tdt", False)
-    assert tdt_url("https://huggingface.co/nvidia/parakeet-tdt-1.1b", True).endswith("parakeet-tdt-1.1b")
+    tdt, rnnt = FAMILIES["tdt"], FAMILIES["rnnt"]
+    assert "tdt" in tdt.url("file:///m/custom.nemo")
+    assert "tdt" not in rnnt.url("https://huggingface.co/acme/rnnt-not-tdt")
+    assert tdt.url("https://huggingface.co/nvidia/parakeet-tdt-1.1b").endswith("parakeet-tdt-1.1b")
 
 
 def test_source_classification(tmp_path):

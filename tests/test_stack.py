@@ -21,6 +21,7 @@ import pytest
 
 from browser import Browser
 from conftest import FIXTURE, ROOT
+from nemo2sherpa.variants import VARIANTS
 from s3server import S3Server, free_port
 
 DAG = "parakeet_tdt_to_sherpa_onnx"
@@ -132,12 +133,13 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
     assert denied.value.code in (401, 403)
     # Two runs of the same model, triggered together: the second waits for the first (max_active_runs=1), so
     # they never interleave in the workspace or the bucket; the second finds the bundle published and skips.
-    conf = {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2], "variants": ["fp32", "int8", "fp16"]}
+    # Every registered variant, end to end: built, validated, benchmarked and published.
+    conf = {"source": str(FIXTURE), "prefix": "stack-test", "benchmark_lengths": [1, 2], "variants": list(VARIANTS)}
     run_id, second_id = trigger(api, conf), trigger(api, conf)
     run, first, tis = wait_for(api, run_id)
     second_run, second, _ = wait_for(api, second_id)
     assert second["start_date"] >= first["end_date"], (first, second)
-    assert "already published with fp16, fp32, int8: up to date" in log_text(api, second_run, "publish")
+    assert f"already published with {', '.join(sorted(VARIANTS))}: up to date" in log_text(api, second_run, "publish")
     plugins = api.call("GET", "/api/v2/plugins")["plugins"]
     assert any(p["name"] == "nemo2sherpa" and p["fastapi_apps"] and p["external_views"] for p in plugins), plugins
 
@@ -154,6 +156,14 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
     enc = next(f for f in manifest["files"] if f["name"] == "encoder.int8.onnx")
     assert enc["sha256"] in report and "Validation: PASSED" in report and "benchmark.png" in report
     assert {"encoder.fp16.onnx", "decoder.fp16.onnx", "joiner.fp16.onnx"} <= {f["name"] for f in manifest["files"]}
+    published = {f["name"] for f in manifest["files"]}
+    validation = json.loads(api.call("GET", link.removeprefix(base) + "/files/validation.json", accept="text/plain"))
+    bench = json.loads(api.call("GET", link.removeprefix(base) + "/files/benchmark.json", accept="text/plain"))
+    for name, v in VARIANTS.items():
+        assert set(v.files) <= published, name
+        assert validation["variants"][name]["sherpa"]["ok"], name
+        assert name in bench["cpu"] and name in bench["ort_cpu"], name
+    assert validation["passed"] and {f["name"] for f in validation["files"]} <= published
     with pytest.raises(urllib.error.HTTPError) as refused:  # models are not served through the api-server
         api.call("GET", link.removeprefix(base) + "/files/encoder.onnx", accept="text/plain")
     assert refused.value.code == 404

@@ -65,7 +65,8 @@ def test_fp16_variant_is_made_and_passes_every_gate(full_bundle, source_manifest
     shutil.copytree(full_bundle / "bundle", b)
     if layout == "external weights":
         monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", "1000000")
-    out = last_json(run_cli("onnx", "fp16", "--bundle", str(b)))
+    out = last_json(run_cli("onnx", "make-variant", "fp16", "--bundle", str(b), "--reference",
+                            str(full_bundle / "reference")))
     for m in ("encoder", "decoder", "joiner"):
         assert out["files"][f"{m}.fp16.onnx"] < 0.6 * (b / f"{m}.onnx").stat().st_size
     assert (b / "encoder.fp16.weights").exists() == (layout == "external weights")

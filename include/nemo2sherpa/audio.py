@@ -11,12 +11,15 @@ DEFAULT_CLIPS = Path(__file__).resolve().parent / "data" / "clips"
 
 @dataclass(frozen=True)
 class Clip:
+    """One evaluation clip: its name, wav path and reference text."""
+
     name: str
     path: Path
     text: str
 
 
 def load_clips(clips_dir: Path | None = None) -> list[Clip]:
+    """The evaluation clips of a folder (default: the built-in ones) with the texts of its texts.tsv."""
     clips_dir = Path(clips_dir or DEFAULT_CLIPS)
     table = clips_dir / "texts.tsv"
     clips = []

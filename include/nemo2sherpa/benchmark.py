@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .child import own_peak_rss, run_module
+from .variants import BASE
 
 log = logging.getLogger("nemo2sherpa.benchmark")
 
@@ -123,6 +124,7 @@ def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[fl
     import onnxruntime as ort
 
     from .decode import GreedyDecoder, Sessions
+    from .modelspec import ModelSpec
 
     if provider == "cuda":
         avail = ort.get_available_providers()
@@ -134,7 +136,7 @@ def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[fl
             return {"status": "skipped", "reason": f"CUDA provider did not load; session providers {s.providers}"}
     else:
         s = Sessions.load(bundle, variant, threads=threads)
-    dec = GreedyDecoder(s, spec["vocab_size"], spec["durations"])
+    dec = GreedyDecoder.for_spec(s, ModelSpec.from_dict(spec))
     # Beside the whole decode, the encoder alone: its cost does not depend on the weights' values, so on a
     # random-weight checkpoint it is the trained model's, and a floor under its latency. `tokens` shows how
     # busy the greedy loop was (a random joint emits on most frames; a trained one on a few).
@@ -218,6 +220,7 @@ def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
 
 def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int = 5,
                   threads: int = 2, gpu: bool = False, out_path: Path | None = None) -> dict[str, Any]:
+    """Every engine on every variant and clip length; benchmark.json and benchmark.png at `out_path`."""
     bundle = Path(bundle)
     exported = json.loads((Path(reference_dir) / "export.json").read_text())
     spec = exported["spec"]
@@ -243,6 +246,11 @@ def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
         Path(out_path).write_text(json.dumps(result, indent=2))
         plot(result, Path(out_path).with_suffix(".png"))
     return result
+
+
+def p50s(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The benchmark step's small manifest (XCom): sherpa-onnx CPU p50 per variant and clip length."""
+    return {v: {L: s["p50_s"] for L, s in x["by_length"].items()} for v, x in result["cpu"].items()}
 
 
 def _series(result: dict[str, Any]):
@@ -297,7 +305,7 @@ def table(result: dict[str, Any]) -> str:
 
     groups = [("sherpa-cpu", result.get("cpu", {})), ("ort-cpu", result.get("ort_cpu", {}))]
     if "nemo_cpu" in result:
-        groups.append(("nemo-cpu", {"fp32": result["nemo_cpu"]}))
+        groups.append(("nemo-cpu", {result["nemo_cpu"].get("variant", BASE.name): result["nemo_cpu"]}))
     for name, by_variant in groups:
         for v, r in by_variant.items():
             add(name, v, r)

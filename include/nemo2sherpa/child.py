@@ -21,6 +21,7 @@ def _env() -> dict[str, str]:
 
 
 def run_module(args: list[str], python: str | Path = sys.executable, **kw) -> subprocess.CompletedProcess:
+    """`python -m nemo2sherpa <args>` in a child process (text mode), the project's include/ on its path."""
     return subprocess.run(_cmd(args, python), text=True, env=_env(), **kw)
 
 

@@ -1,6 +1,6 @@
-"""`python -m nemo2sherpa <stage> ...`: every stage without Airflow.
+"""`python -m nemo2sherpa <command> ...`: every stage without Airflow, one table of commands.
 
-Each stage prints its small JSON manifest as the last line of stdout. Bad input (any permanent
+Each command prints its small JSON manifest as the last line of stdout. Bad input (any permanent
 error) exits 2 with one line `nemo2sherpa: error: ...`; a failed validation gate exits 3; a
 transient fault (the Hub or the store unreachable) exits 4: running it again may pass.
 """
@@ -13,17 +13,24 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import (EXIT_CODES, PERMANENT, TRANSIENT, VERDICT, GateFailed, InputError, PermanentError,
                      TransientError)
+from .gates import GATE_DEFAULTS, GATES
+from .pipeline import STEP, STEPS, make_plan
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
+from .variants import BASE, DEFAULT_VARIANTS, VARIANTS
 
 log = logging.getLogger("nemo2sherpa")
 
+Flag = tuple[str, dict[str, Any]]
+
 
 def setup_logging() -> None:
+    """INFO lines with time and logger on stderr (stdout carries the manifest)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr, force=True)
 
@@ -32,119 +39,172 @@ def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
-def run_stage(stage: str, **kw: Any) -> Any:
-    """Run one stage in this process (the venv tasks call this)."""
-    if stage == "source":
-        from .source import resolve_source
-        return resolve_source(kw["source"], kw.get("revision"), Path(kw["download_dir"]))
-    if stage == "upstream":
-        from .source import upstream_revision
-        return upstream_revision(kw["source"], kw.get("revision"))
-    if stage == "export":
-        from .export import export_nemo
-        m = export_nemo(Path(kw["nemo"]), Path(kw["bundle"]), Path(kw["reference"]), expect=kw.get("expect"),
-                        baseline_lengths=kw.get("baseline_lengths"))
-        return {k: m[k] for k in ("spec", "params", "files", "timings_s")}
-    if stage == "validate":
-        from .pipeline import GATE_DEFAULTS, threshold
-        from .validate import validate_bundle
-        gates = {k: threshold(kw.get(k, d), k) for k, d in GATE_DEFAULTS.items()}
-        r = validate_bundle(Path(kw["bundle"]), Path(kw["reference"]), kw["variants"], kw.get("mode", "full"),
-                            kw.get("source") or {}, Path(kw["report"]) if kw.get("report") else None, **gates)
-        return {"passed": r["passed"], "gates": len(r["gates"]), "mode": r["mode"], "thresholds": r["thresholds"],
-                "max_abs_diff": {v: x.get("max_abs_diff") for v, x in r["variants"].items()},
-                "encoder_rel_err": {v: x.get("encoder_rel_err") for v, x in r["variants"].items()},
-                "int8_recipe": r.get("int8", {}).get("recipe"),
-                "token_match": {v: x.get("decoding", {}).get("token_match_rate") for v, x in r["variants"].items()},
-                "wer_vs_fp32": {v: x["decoding"]["wer_vs_fp32"] for v, x in r["variants"].items()
-                                if "wer_vs_fp32" in x.get("decoding", {})},
-                "sherpa_wer_vs_nemo": {v: x["sherpa"].get("wer_vs_nemo") for v, x in r["variants"].items()
-                                       if "sherpa" in x}}
-    if stage == "quantize":
-        from .quantize import quantize_bundle
-        return quantize_bundle(Path(kw["bundle"]), frugal=not kw.get("stock_quantizer"), recipe=kw.get("int8_recipe"),
-                               reference=Path(kw["reference"]) if kw.get("reference") else None)
-    if stage == "fp16":
-        from .fp16 import fp16_bundle
-        return fp16_bundle(Path(kw["bundle"]))
-    if stage == "metadata":
-        from .metadata import apply_metadata
-        from .modelspec import ModelSpec
-        spec = ModelSpec.from_dict(json.loads((Path(kw["reference"]) / "export.json").read_text())["spec"])
-        return apply_metadata(Path(kw["bundle"]), spec, kw.get("source") or {})
-    if stage == "benchmark":
-        from .benchmark import run_benchmark
-        r = run_benchmark(Path(kw["bundle"]), Path(kw["reference"]), kw["variants"], [float(x) for x in kw["lengths"]],
-                          int(kw.get("runs", 5)), int(kw.get("threads", 2)), bool(kw.get("gpu")),
-                          Path(kw["out"]) if kw.get("out") else None)
-        return {v: {L: s["p50_s"] for L, s in x["by_length"].items()} for v, x in r["cpu"].items()}
-    raise ValueError(f"unknown stage {stage}")
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in _csv(s)]
 
 
-# Shared by the quantize stage and convert.
-INT8_RECIPE_FLAG = ("--int8-recipe", {"choices": list(INT8_RECIPES), "default": DEFAULT_INT8_RECIPE,
-                                      "help": "how int8 is made; " + "; ".join(f"{k}: {r.summary}"
-                                                                                for k, r in INT8_RECIPES.items())})
+def _source_json(a: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(Path(a.source_json).read_text()) if a.source_json else {}
 
-STAGE_ARGS = {
-    "source": [("--source", {"required": True}), ("--revision", {}), ("--download-dir", {"required": True})],
-    "upstream": [("--source", {"required": True}), ("--revision", {})],
-    "export": [("--nemo", {"required": True}), ("--bundle", {"required": True}), ("--reference", {"required": True}),
-               ("--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"})],
-    "validate": [("--bundle", {"required": True}), ("--reference", {"required": True}),
-                 ("--variants", {"default": "fp32,int8"}), ("--mode", {"default": "full", "choices": ["pre", "full"]}),
-                 ("--source-json", {}), ("--report", {}),
-                 ("--int8-wer-max", {"help": "int8 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
-                 ("--fp16-wer-max", {"help": "fp16 WER drift vs fp32 allowed (default 0.05; none: report only)"}),
-                 ("--sherpa-wer-max", {"help": "sherpa-onnx WER vs NeMo allowed (default 0.35; none: report only)"})],
-    "quantize": [("--bundle", {"required": True}),
-                 ("--reference", {"help": "also write the report (recipe, rewrite check) to <reference>/quantize.json"}),
-                 INT8_RECIPE_FLAG,
-                 ("--stock-quantizer", {"action": "store_true",
-                                        "help": "onnxruntime's quantizer as shipped (one more fp32 copy in memory)"})],
-    "fp16": [("--bundle", {"required": True})],
-    "metadata": [("--bundle", {"required": True}), ("--reference", {"required": True}), ("--source-json", {})],
-    "benchmark": [("--bundle", {"required": True}), ("--reference", {"required": True}),
-                  ("--variants", {"default": "fp32,int8"}), ("--lengths", {"default": "2,5"}),
-                  ("--runs", {"default": "5"}), ("--threads", {"default": "2"}), ("--gpu", {"action": "store_true"}),
-                  ("--out", {})],
+
+INT8_RECIPE_FLAG: Flag = ("--int8-recipe", {"choices": list(INT8_RECIPES), "default": DEFAULT_INT8_RECIPE,
+                                            "help": "how int8 is made; " + "; ".join(f"{k}: {r.summary}"
+                                                                                     for k, r in INT8_RECIPES.items())})
+GATE_FLAGS: list[Flag] = [(g.flag, {"dest": g.param, "help": f"{g.description} Default {g.default}; none: report "
+                                                           f"only.".replace("%", "%%")}) for g in GATES]
+VARIANTS_FLAG: Flag = ("--variants", {"default": ",".join(DEFAULT_VARIANTS),
+                                      "help": "comma-separated; " + "; ".join(f"{n}: {v.summary}"
+                                                                              for n, v in VARIANTS.items())})
+BUNDLE: Flag = ("--bundle", {"required": True})
+REFERENCE: Flag = ("--reference", {"required": True})
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its flags and what it runs (returns the manifest printed last)."""
+
+    help: str
+    flags: list[Flag]
+    run: Callable[[argparse.Namespace], Any]
+    positional: list[Flag] = field(default_factory=list)
+    plain: bool = False  # print the result as is (a path for the shell), not as JSON
+
+
+def _source(a):
+    from .source import resolve_source
+    return resolve_source(a.source, a.revision, Path(a.download_dir))
+
+
+def _upstream(a):
+    from .source import upstream_revision
+    return upstream_revision(a.source, a.revision)
+
+
+def _export(a):
+    from .export import export_nemo, summary
+    return summary(export_nemo(Path(a.nemo), Path(a.bundle), Path(a.reference),
+                               baseline_lengths=_floats(a.baseline_lengths) if a.baseline_lengths else None))
+
+
+def _validate(a):
+    from .validate import summary, validate_bundle
+    return summary(validate_bundle(Path(a.bundle), Path(a.reference), _csv(a.variants), a.mode, _source_json(a),
+                                   Path(a.report) if a.report else None, **{g.param: getattr(a, g.param)
+                                                                            for g in GATES if getattr(a, g.param)
+                                                                            is not None}))
+
+
+def _quantize(a):
+    from .quantize import quantize_bundle
+    return quantize_bundle(Path(a.bundle), frugal=not a.stock_quantizer, recipe=a.int8_recipe,
+                           reference=Path(a.reference) if a.reference else None)
+
+
+def _make_variant(a):
+    v = VARIANTS[a.variant]
+    return v.maker().make(v, Path(a.bundle), Path(a.reference), **json.loads(a.options))
+
+
+def _metadata(a):
+    from .metadata import apply_metadata
+    from .modelspec import ModelSpec
+    spec = ModelSpec.from_dict(json.loads((Path(a.reference) / "export.json").read_text())["spec"])
+    return apply_metadata(Path(a.bundle), spec, _source_json(a))
+
+
+def _benchmark(a):
+    from .benchmark import p50s, run_benchmark
+    return p50s(run_benchmark(Path(a.bundle), Path(a.reference), _csv(a.variants), _floats(a.lengths), int(a.runs),
+                              int(a.threads), a.gpu, Path(a.out) if a.out else None))
+
+
+def _step(a):
+    from .pipeline import run_step
+    src = json.loads(a.source_json.read_text()) if a.source_json else None
+    return run_step(a.step, json.loads(a.plan.read_text()), src)
+
+
+def _convert(a):
+    return convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
+                   {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe)
+
+
+def _venv(a):
+    from . import venvs
+    return str(venvs.ensure(a.name))
+
+
+def _sherpa_decode(a):
+    from .sherpa import decode_files
+    return decode_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads)
+
+
+def _bench_sherpa(a):
+    from .benchmark import sherpa_cpu
+    return sherpa_cpu(Path(a.bundle), a.variant, _floats(a.lengths), a.runs, a.threads)
+
+
+def _bench_gpu(a):
+    from .benchmark import cuda_runs
+    return cuda_runs(Path(a.bundle), Path(a.reference), _csv(a.variants), _floats(a.lengths), a.runs, a.threads)
+
+
+RUNS: list[Flag] = [("--runs", {"type": int, "default": 5}), ("--threads", {"type": int, "default": 2})]
+COMMANDS: dict[str, Command] = {
+    "source": Command(STEP["source"].what, [("--source", {"required": True}), ("--revision", {}),
+                                            ("--download-dir", {"required": True})], _source),
+    "upstream": Command("the commit a Hub model's revision points at now (no download)",
+                        [("--source", {"required": True}), ("--revision", {})], _upstream),
+    "export": Command(STEP["export"].what, [("--nemo", {"required": True}), BUNDLE, REFERENCE, (
+        "--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"})], _export),
+    "validate": Command("validation gates over a bundle; validation.json + VALIDATION.md with --report", [
+        BUNDLE, REFERENCE, VARIANTS_FLAG, ("--mode", {"default": "full", "choices": ["pre", "full"]}),
+        ("--source-json", {}), ("--report", {}), *GATE_FLAGS], _validate),
+    "quantize": Command("the int8 variant", [BUNDLE, ("--reference", {
+        "help": "also write the report (recipe, rewrite check) to <reference>/quantize.json"}), INT8_RECIPE_FLAG,
+        ("--stock-quantizer", {"action": "store_true",
+                               "help": "onnxruntime's quantizer as shipped (one more fp32 copy in memory)"})],
+        _quantize),
+    "make-variant": Command("make one registered variant from fp32 (what the quantize step runs for each)",
+                            [BUNDLE, REFERENCE, ("--options", {"default": "{}", "help": "JSON: the maker's options"})],
+                            _make_variant, positional=[("variant", {"choices": [v for v in VARIANTS
+                                                                                if VARIANTS[v].module]})]),
+    "metadata": Command(STEP["metadata"].what, [BUNDLE, REFERENCE, ("--source-json", {})], _metadata),
+    "benchmark": Command(STEP["benchmark"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--lengths", {"default": "2,5"}),
+                                                  ("--runs", {"default": "5"}), ("--threads", {"default": "2"}),
+                                                  ("--gpu", {"action": "store_true"}), ("--out", {})], _benchmark),
+    "convert": Command("every step in its venv, no publish", [
+        VARIANTS_FLAG, ("--revision", {}), ("--lengths", {"default": "2,5"}), ("--gpu", {"action": "store_true"}),
+        *GATE_FLAGS, INT8_RECIPE_FLAG], _convert, positional=[("src", {}), ("out", {"type": Path})]),
+    "step": Command("one pipeline step over a plan (what a DAG task runs)", [
+        ("--plan", {"type": Path, "required": True}), ("--source-json", {"type": Path})], _step,
+        positional=[("step", {"choices": list(STEP)})]),
+    "venv": Command("create (if needed) and print a stage venv", [], _venv, positional=[("name", {})], plain=True),
+    "sherpa-decode": Command("sherpa-onnx on wav files (a child process of validate)", [
+        BUNDLE, ("--variant", {"default": BASE.name}), ("--threads", {"type": int, "default": 2})], _sherpa_decode,
+        positional=[("wavs", {"nargs": "+"})]),
+    "bench-sherpa": Command("sherpa-onnx CPU latency (a child process of benchmark)", [
+        BUNDLE, ("--variant", {"required": True}), ("--lengths", {"required": True}), *RUNS], _bench_sherpa),
+    "bench-gpu": Command("onnxruntime CUDA latency (in the onnx-gpu venv, from benchmark)", [
+        BUNDLE, REFERENCE, ("--variants", {"required": True}), ("--lengths", {"required": True}), *RUNS], _bench_gpu),
 }
 
 
 def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
             gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
-    from . import venvs
-    from .child import run_module_measured
-    from .pipeline import STEP_VENV, STEPS, make_plan
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
     out = Path(out).resolve()
     work = out.parent / f".{out.name}.work"
-    plan = make_plan(work, src, revision, variants, gpu, [float(x) for x in _csv(lengths)], gates,
-                     int8_recipe)  # checks thresholds and the recipe
+    plan = make_plan(work, src, revision, variants, gpu, _floats(lengths), gates, int8_recipe)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    plan_json, source_json = work / "plan.json", work / "source.json"
-    plan_json.write_text(json.dumps(plan))
-    results: dict[str, Any] = {}
-    steps: dict[str, dict[str, Any]] = {}
     try:
-        for step in STEPS:
-            args = ["step", step, "--plan", str(plan_json)] + (["--source-json", str(source_json)] if "source" in results else [])
-            proc, usage = run_module_measured(args, python=venvs.ensure(STEP_VENV[step]) / "bin" / "python")
-            steps[step] = usage
-            if proc.returncode in EXIT_CODES.values():
-                raise SystemExit(proc.returncode)  # the child printed its one-line error (permanent, verdict, transient)
-            if proc.returncode != 0:
-                raise SystemExit(f"nemo2sherpa: step {step} failed (exit {proc.returncode}); see the log above")
-            log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB", step, usage["wall_s"], usage["peak_rss_bytes"] / 1e9)
-            results[step] = json.loads(proc.stdout.strip().splitlines()[-1])
-            if step == "source":
-                source_json.write_text(json.dumps(results["source"]))
+        results, steps = _run_steps(plan, work)
         bundle = Path(plan["bundle"])
         shutil.copy2(Path(plan["reference"]) / "export.json", bundle / "export.json")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -159,84 +219,51 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             "reduced_variants": results.get("quantize", {})}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_steps(plan: dict[str, Any], work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Each step of pipeline.STEPS as a child process in its venv; their manifests and wall time / peak RSS."""
+    from . import venvs
+    from .child import run_module_measured
+
+    plan_json, source_json = work / "plan.json", work / "source.json"
+    plan_json.write_text(json.dumps(plan))
+    results: dict[str, Any] = {}
+    steps: dict[str, dict[str, Any]] = {}
+    for step in STEPS:
+        args = ["step", step.name, "--plan", str(plan_json)] + (["--source-json", str(source_json)]
+                                                                 if "source" in results else [])
+        proc, usage = run_module_measured(args, python=venvs.ensure(step.venv) / "bin" / "python")
+        steps[step.name] = usage
+        if proc.returncode in EXIT_CODES.values():
+            raise SystemExit(proc.returncode)  # the child printed its one-line error (permanent, verdict, transient)
+        if proc.returncode != 0:
+            raise SystemExit(f"nemo2sherpa: step {step.name} failed (exit {proc.returncode}); see the log above")
+        log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB", step.name, usage["wall_s"],
+                 usage["peak_rss_bytes"] / 1e9)
+        results[step.name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        if step.name == STEPS[0].name:  # the source manifest: every later step may read it
+            source_json.write_text(json.dumps(results[step.name]))
+    return results, steps
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser, built from COMMANDS."""
     ap = argparse.ArgumentParser(prog="nemo2sherpa", description="NeMo Parakeet-TDT -> sherpa-onnx, stage by stage")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, args in STAGE_ARGS.items():
-        p = sub.add_parser(name)
-        for flag, opts in args:
+    for name, c in COMMANDS.items():
+        p = sub.add_parser(name, help=c.help, description=c.help)
+        for flag, opts in (*c.positional, *c.flags):
             p.add_argument(flag, **opts)
-    p = sub.add_parser("convert", help="all stages in their venvs, no publish")
-    p.add_argument("src")
-    p.add_argument("out", type=Path)
-    p.add_argument("--variants", default="fp32,int8")
-    p.add_argument("--revision")
-    p.add_argument("--lengths", default="2,5")
-    p.add_argument("--gpu", action="store_true")
-    for flag, opts in STAGE_ARGS["validate"][-3:]:
-        p.add_argument(flag, **opts)
-    p.add_argument(INT8_RECIPE_FLAG[0], **INT8_RECIPE_FLAG[1])
-    p = sub.add_parser("step", help="one pipeline step over a plan (what a DAG task runs)")
-    p.add_argument("step")
-    p.add_argument("--plan", type=Path, required=True)
-    p.add_argument("--source-json", type=Path)
-    p = sub.add_parser("venv", help="create (if needed) and print a stage venv")
-    p.add_argument("name")
-    p = sub.add_parser("sherpa-decode")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--variant", default="fp32")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("wavs", nargs="+")
-    p = sub.add_parser("bench-gpu")  # in the onnx-gpu venv, from the benchmark stage
-    for flag in ("--bundle", "--reference", "--variants", "--lengths"):
-        p.add_argument(flag, required=True)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    p = sub.add_parser("bench-sherpa")
-    for flag in ("--bundle", "--variant", "--lengths"):
-        p.add_argument(flag, required=True)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; its manifest is the last line of stdout; errors exit by their class (errors.EXIT_CODES)."""
+    a = parser().parse_args(argv)
     setup_logging()
     try:
-        if a.cmd == "venv":
-            from . import venvs
-            print(venvs.ensure(a.name))
-            return 0
-        if a.cmd == "sherpa-decode":
-            from .sherpa import decode_files
-            print(json.dumps(decode_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads)))
-            return 0
-        if a.cmd == "bench-sherpa":
-            from .benchmark import sherpa_cpu
-            print(json.dumps(sherpa_cpu(Path(a.bundle), a.variant, [float(x) for x in _csv(a.lengths)], a.runs, a.threads)))
-            return 0
-        if a.cmd == "bench-gpu":
-            from .benchmark import cuda_runs
-            print(json.dumps(cuda_runs(Path(a.bundle), Path(a.reference), _csv(a.variants),
-                                       [float(x) for x in _csv(a.lengths)], a.runs, a.threads)))
-            return 0
-        if a.cmd == "step":
-            from .pipeline import run_step
-            src = json.loads(a.source_json.read_text()) if a.source_json else None
-            print(json.dumps(run_step(a.step, json.loads(a.plan.read_text()), src), default=str))
-            return 0
-        if a.cmd == "convert":
-            from .pipeline import GATE_DEFAULTS
-            r = convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
-                        {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe)
-            print(json.dumps(r))
-            return 0
-        kw = {k: v for k, v in vars(a).items() if k != "cmd" and v is not None}
-        if "variants" in kw:
-            kw["variants"] = _csv(kw["variants"])
-        for k in ("lengths", "baseline_lengths"):
-            if k in kw:
-                kw[k] = _csv(kw[k])
-        if "source_json" in kw:
-            kw["source"] = json.loads(Path(kw.pop("source_json")).read_text())
-        print(json.dumps(run_stage(a.cmd, **kw), default=str))
+        c = COMMANDS[a.cmd]
+        out = c.run(a)
+        print(out if c.plain else json.dumps(out, default=str))
         return 0
     except PermanentError as e:
         print(f"nemo2sherpa: error: {e}", file=sys.stderr)

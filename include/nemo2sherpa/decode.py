@@ -28,6 +28,7 @@ def ids_to_text(ids: list[int], pieces: list[str]) -> str:
 
 
 def variant_files(bundle: Path, variant: str) -> tuple[Path, Path, Path]:
+    """The variant's encoder, decoder and joiner paths in the bundle."""
     if variant not in VARIANT_FILES:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_FILES)}")
     e, d, j = VARIANT_FILES[variant]
@@ -36,6 +37,8 @@ def variant_files(bundle: Path, variant: str) -> tuple[Path, Path, Path]:
 
 @dataclass
 class Sessions:
+    """onnxruntime sessions over a variant's three graphs."""
+
     encoder: object
     decoder: object
     joiner: object
@@ -43,6 +46,7 @@ class Sessions:
 
     @classmethod
     def load(cls, bundle: Path, variant: str, providers: list[str] | None = None, threads: int = 2) -> Sessions:
+        """Sessions for one variant (CPU unless providers say otherwise); `providers` records what loaded."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -55,6 +59,8 @@ class Sessions:
 
 
 class GreedyDecoder:
+    """NeMo's greedy TDT / RNNT rule over the three sessions (durations empty: RNNT)."""
+
     def __init__(self, sessions: Sessions, vocab_size: int, durations: list[int], max_symbols: int = 10):
         self.s = sessions
         self.blank = vocab_size
@@ -66,15 +72,23 @@ class GreedyDecoder:
         self._enc_names = [i.name for i in self.s.encoder.get_inputs()]
         self._join_names = [i.name for i in self.s.joiner.get_inputs()]
 
+    @classmethod
+    def for_spec(cls, sessions: Sessions, spec) -> GreedyDecoder:
+        """The decoder the model's family decodes with: TDT's duration rule, or RNNT's."""
+        return cls(sessions, spec.vocab_size, list(spec.durations) if spec.family.tdt else [])
+
     def encode(self, features: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder output [B, D, T'] and its lengths."""
         out = self.s.encoder.run(None, {self._enc_names[0]: features.astype(np.float32),
                                        self._enc_names[1]: lengths.astype(np.int64)})
         return out[0], out[1]
 
     def zero_state(self, layers: int, hidden: int) -> list[np.ndarray]:
+        """The prediction net's initial LSTM state (h, c)."""
         return [np.zeros((layers, 1, hidden), dtype=np.float32) for _ in range(2)]
 
     def predict(self, token: int, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One prediction-net step: its output and the state after `token`."""
         out = self.s.decoder.run(None, {
             self._dec_names[0]: np.array([[token]], dtype=np.int32),
             self._dec_names[1]: np.array([1], dtype=np.int32),
@@ -84,6 +98,7 @@ class GreedyDecoder:
         return out[0], [out[2], out[3]]
 
     def joint(self, enc_frame: np.ndarray, dec_out: np.ndarray) -> np.ndarray:
+        """The joiner's raw logits for one encoder frame and one prediction-net output."""
         return self.s.joiner.run(None, {self._join_names[0]: enc_frame, self._join_names[1]: dec_out})[0]
 
     def decode_encoded(self, enc: np.ndarray, length: int, layers: int, hidden: int) -> list[int]:

@@ -21,6 +21,7 @@ from . import __version__, preflight
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
+from .variants import BASE
 
 log = logging.getLogger("nemo2sherpa.export")
 
@@ -45,6 +46,7 @@ def _load_model(nemo_path: Path):
 
 
 def write_tokens(model, spec: ModelSpec, path: Path) -> int:
+    """tokens.txt: `piece id` per line in id order, `<blk>` last; returns the line count."""
     vocab = list(getattr(model.joint, "vocabulary", None) or [])
     if len(vocab) != spec.vocab_size:
         tok = model.tokenizer
@@ -63,6 +65,7 @@ def write_tokens(model, spec: ModelSpec, path: Path) -> int:
 
 
 def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """PyTorch reference tensors of every module, and NeMo's features and transcripts of the evaluation clips."""
     import torch
 
     ref: dict[str, np.ndarray] = {}
@@ -97,8 +100,16 @@ def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[st
     logits = model.joint.joint(f.transpose(1, 2), dec.transpose(1, 2))  # [1, T, U, V']
     ref["joint_enc"], ref["joint_dec"], ref["joint_out"] = f.numpy(), dec.numpy(), logits.numpy()
 
+    return ref, _clip_references(model, spec, clips_dir, ref)
+
+
+def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[str, np.ndarray]) -> dict[str, Any]:
+    """NeMo's features, greedy tokens and transcripts of the evaluation clips (the decoding-parity reference), and
+    the encoder on their features as one zero-padded batch (numeric parity on real input), added to `ref`."""
+    import torch
+
     # Real clips: NeMo's own features and greedy decode (the decoding-parity reference).
-    if spec.hybrid and getattr(model, "cur_decoder", "rnnt") != "rnnt":
+    if spec.family.ctc_branch and getattr(model, "cur_decoder", "rnnt") != "rnnt":  # decode the transducer branch
         model.change_decoding_strategy(decoder_type="rnnt")
     info: dict[str, Any] = {"clips": []}
     clips = load_clips(clips_dir)
@@ -126,7 +137,7 @@ def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[st
     enc_c, enc_c_len = model.encoder(audio_signal=torch.from_numpy(batch), length=torch.tensor(lens))
     ref["clips_enc_in"], ref["clips_enc_in_lengths"] = batch, np.asarray(lens, np.int64)
     ref["clips_enc_out"], ref["clips_enc_out_lengths"] = enc_c.numpy(), enc_c_len.numpy()
-    return ref, info
+    return info
 
 
 def _export_encoder(model, bundle: Path) -> list[str]:
@@ -152,6 +163,17 @@ def _export_encoder(model, bundle: Path) -> list[str]:
     return ["encoder.onnx"] + ([ENCODER_WEIGHTS] if (bundle / ENCODER_WEIGHTS).exists() else [])
 
 
+def _export_files(model, spec: ModelSpec, bundle_dir: Path) -> tuple[list[str], int]:
+    """encoder.onnx (+ encoder.weights), decoder.onnx, joiner.onnx by each module's own export, and tokens.txt."""
+    t0 = time.monotonic()
+    files = _export_encoder(model, bundle_dir)
+    log.info("encoder.onnx exported in %.1f s", time.monotonic() - t0)
+    model.decoder.export(str(bundle_dir / "decoder.onnx"))
+    model.joint.export(str(bundle_dir / "joiner.onnx"))
+    files += ["decoder.onnx", "joiner.onnx", "tokens.txt"]
+    return files, write_tokens(model, spec, bundle_dir / "tokens.txt")
+
+
 def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) -> dict[str, Any]:
     """What users would run without a conversion: NeMo's transcribe() (PyTorch, CPU), audio in, text out,
     on the first evaluation clip tiled to each length; p50/p95 after a warm-up call, like the benchmark stage."""
@@ -163,7 +185,7 @@ def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) 
     speech, rate = read_wav(load_clips(None)[0].path)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    out: dict[str, Any] = {"engine": "NeMo transcribe (PyTorch)", "provider": "cpu", "variant": "fp32",
+    out: dict[str, Any] = {"engine": "NeMo transcribe (PyTorch)", "provider": "cpu", "variant": BASE.name,
                            "threads": threads, "by_length": {}}
     try:
         for secs in lengths:
@@ -178,6 +200,25 @@ def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) 
     return out
 
 
+def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The export step's small manifest (XCom): the spec, parameter count, file sizes and timings."""
+    return {k: manifest[k] for k in ("spec", "params", "files", "timings_s")}
+
+
+def checked_spec(nemo_path: Path, out_dir: Path, expect: dict[str, Any] | None = None) -> ModelSpec:
+    """The checkpoint's spec, refused before any work if sherpa-onnx cannot run it, if it does not match its
+    registry entry (`expect`), or if `out_dir`'s disk or the memory cannot hold the export."""
+    if not nemo_path.is_file():
+        raise InputError(f"{nemo_path} does not exist: give the path of a .nemo file")
+    cfg = read_nemo_config(nemo_path)  # also refuses unsafe archives before NeMo extracts it
+    spec = ModelSpec.from_config(cfg)
+    spec.check_sherpa_compatible()
+    if expect:
+        spec.check_expected(expect, f"{expect.get('repo_id', nemo_path.name)}")
+    preflight.before_export(nemo_path, out_dir)
+    return spec
+
+
 def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
                 expect: dict[str, Any] | None = None, baseline_lengths: list[float] | None = None) -> dict[str, Any]:
     """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
@@ -186,19 +227,11 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     `baseline_lengths`: also time NeMo's own transcribe() at these clip lengths (the benchmark's baseline).
     """
     nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
-    if not nemo_path.is_file():
-        raise InputError(f"{nemo_path} does not exist: give the path of a .nemo file")
-    cfg = read_nemo_config(nemo_path)  # also refuses unsafe archives before NeMo extracts it
-    spec = ModelSpec.from_config(cfg)
-    spec.check_sherpa_compatible()
-    if expect:
-        spec.check_expected(expect, f"{expect.get('repo_id', nemo_path.name)}")
-    preflight.before_export(nemo_path, bundle_dir.parent)
+    spec = checked_spec(nemo_path, bundle_dir.parent, expect)
     log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
              spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,
              spec.enc_hidden, spec.pred_rnn_layers, spec.pred_hidden)
-    if spec.hybrid:
-        log.info("hybrid TDT/RNNT + CTC model: exporting the transducer branch (the CTC decoder is not exported)")
+    log.info("family: %s", spec.family.label)
     for d in (bundle_dir, reference_dir):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -222,12 +255,7 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
         t_base = time.monotonic() - t0
 
     t0 = time.monotonic()
-    files = _export_encoder(model, bundle_dir)
-    log.info("encoder.onnx exported in %.1f s", time.monotonic() - t0)
-    model.decoder.export(str(bundle_dir / "decoder.onnx"))
-    model.joint.export(str(bundle_dir / "joiner.onnx"))
-    files += ["decoder.onnx", "joiner.onnx", "tokens.txt"]
-    n_tokens = write_tokens(model, spec, bundle_dir / "tokens.txt")
+    files, n_tokens = _export_files(model, spec, bundle_dir)
     t_export = time.monotonic() - t0
 
     stray = sorted(p.name for p in bundle_dir.iterdir() if p.name not in files)

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .quantize import MODULES
-from .variants import fp32_bytes
+from .variants import BASE, MODULES, Variant, fp32_bytes, made_by
 
 log = logging.getLogger("nemo2sherpa.fp16")
+
+FP16 = made_by(__name__.rsplit(".", 1)[-1])  # the variant this module makes (its file names)
 
 # protobuf's limit, less room for the graph itself. The tests lower it to put a tiny model's fp16 encoder
 # through the 1.1B layout (weights in a file of their own).
@@ -34,6 +35,7 @@ def _weights_bytes(model) -> int:
 
 
 def fp16_bundle(bundle: Path) -> dict[str, Any]:
+    """fp16 of every module (weights and compute; float32 I/O), each file renamed into place when complete."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -49,9 +51,9 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
     try:
         for name in MODULES:
             t0 = time.monotonic()
-            src = bundle / f"{name}.onnx"
-            dst = bundle / f"{name}.fp16.onnx"
-            weights = bundle / f"{name}.fp16.weights"
+            src = bundle / BASE.file(name)
+            dst = bundle / FP16.file(name)
+            weights = dst.with_suffix(".weights")
             # Types for every tensor, from the file: in memory, onnx refuses models over 2 GB.
             inferred = bundle / f".{name}.inferred.onnx"  # beside the fp32 weights its external refs name
             onnx.shape_inference.infer_shapes_path(str(src), str(inferred))
@@ -84,3 +86,9 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def make(variant: Variant, bundle: Path, reference: Path) -> dict[str, Any]:
+    """The variant registry's entry point: the fp16 variant (it writes no report of its own)."""
+    assert variant == FP16, variant
+    return fp16_bundle(bundle)

@@ -14,11 +14,12 @@ from typing import Any
 
 from . import PIPELINE_VERSION, __version__
 from .modelspec import ModelSpec
+from .variants import BASE, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.metadata")
 
 REQUIRED_KEYS = ("vocab_size", "subsampling_factor", "pred_rnn_layers", "pred_hidden")
-ENCODERS = ("encoder.onnx", "encoder.int8.onnx", "encoder.fp16.onnx")
+ENCODERS = tuple(v.file("encoder") for v in VARIANTS.values())  # every variant's encoder carries the keys
 
 
 def source_url(source: dict[str, Any]) -> str:
@@ -30,15 +31,8 @@ def source_url(source: dict[str, Any]) -> str:
     return f"nemo:{name}?sha256={source['sha256']}" if source.get("sha256") else f"nemo:{name}"
 
 
-def tdt_url(url: str, is_tdt: bool) -> str:
-    """sherpa-onnx switches on TDT iff the url contains "tdt": make that true exactly for TDT models."""
-    if is_tdt:
-        return url if "tdt" in url else f"{url}#tdt"
-    # A plain RNNT model whose name happens to contain "tdt" must not be decoded as TDT.
-    return url.replace("tdt", "t-d-t")
-
-
 def expected_metadata(spec: ModelSpec, source: dict[str, Any]) -> dict[str, str]:
+    """The encoder metadata sherpa-onnx reads, every value derived from the spec and the source."""
     rev = source.get("revision") or "unknown"
     return {
         "vocab_size": str(spec.vocab_size),
@@ -50,10 +44,10 @@ def expected_metadata(spec: ModelSpec, source: dict[str, Any]) -> dict[str, str]
         "model_type": spec.model_class,
         "version": PIPELINE_VERSION,
         "model_author": "NeMo",
-        "url": tdt_url(source_url(source), spec.is_tdt),
+        "url": spec.family.url(source_url(source)),
         "comment": (
             f"converted by nemo2sherpa {__version__} ({PIPELINE_VERSION}) from {source.get('name', '?')}@{rev}; "
-            f"{'TDT durations ' + str(list(spec.durations)) if spec.is_tdt else 'RNNT'}; "
+            f"{spec.family.decoding(spec.durations)}; "
             f"blank id {spec.blank_id}"
         ),
     }
@@ -73,6 +67,7 @@ def write_metadata(onnx_path: Path, meta: dict[str, str]) -> None:
 
 
 def read_metadata(onnx_path: Path) -> dict[str, str]:
+    """An ONNX file's metadata as a dict (external weights not loaded)."""
     import onnx
 
     m = onnx.load(str(onnx_path), load_external_data=False)
@@ -80,6 +75,7 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
 
 
 def apply_metadata(bundle: Path, spec: ModelSpec, source: dict[str, Any]) -> dict[str, Any]:
+    """Write the metadata into every variant's encoder in the bundle (fp32's must be there)."""
     meta = expected_metadata(spec, source)
     done = []
     for name in ENCODERS:
@@ -87,8 +83,8 @@ def apply_metadata(bundle: Path, spec: ModelSpec, source: dict[str, Any]) -> dic
         if p.exists():
             write_metadata(p, meta)
             done.append(name)
-    if "encoder.onnx" not in done:
-        raise FileNotFoundError(f"{bundle}/encoder.onnx missing: run export first")
+    if BASE.file("encoder") not in done:
+        raise FileNotFoundError(f"{bundle}/{BASE.file('encoder')} missing: run export first")
     for k, v in meta.items():
         log.info("metadata %-18s = %s", k, v)
     log.info("metadata written to %s", ", ".join(done))

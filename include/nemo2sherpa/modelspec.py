@@ -24,7 +24,57 @@ TRANSDUCER_CLASSES = {
 
 
 @dataclass(frozen=True)
+class Family:
+    """A kind of NeMo transducer, with the rules that differ between kinds; every stage asks the spec's family.
+
+    `tdt`: the joint also emits duration logits (joiner width vocab + blank + durations), greedy decoding takes
+    the best duration as the frames to skip, and sherpa-onnx decodes TDT only when the encoder's `url` contains
+    "tdt" (and must not otherwise). `ctc_branch`: a hybrid model; its transducer branch is what is exported and
+    decoded (sherpa-onnx's NeMo transducer loader does not take the CTC head)."""
+
+    name: str
+    label: str
+    tdt: bool
+    ctc_branch: bool
+
+    def joiner_output_dim(self, vocab_size: int, durations: tuple[int, ...]) -> int:
+        """The joiner's output width: vocab + blank, + one logit per duration for TDT."""
+        return vocab_size + 1 + (len(durations) if self.tdt else 0)
+
+    def url(self, url: str) -> str:
+        """The encoder's `url` metadata: contains "tdt" exactly when sherpa-onnx must decode TDT."""
+        if self.tdt:
+            return url if "tdt" in url else f"{url}#tdt"
+        return url.replace("tdt", "t-d-t")  # an RNNT model whose name happens to contain "tdt"
+
+    def decoding(self, durations: tuple[int, ...]) -> str:
+        """How greedy decoding runs, in words (metadata comment, reports)."""
+        return f"TDT durations {list(durations)}" if self.tdt else "RNNT"
+
+    def joiner_detail(self, vocab_size: int, durations: tuple[int, ...]) -> str:
+        """What the joiner's width is made of, for the structure gate."""
+        return (f"vocab {vocab_size} + blank + {len(durations)} durations" if self.tdt
+                else f"vocab {vocab_size} + blank (RNNT)")
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("tdt", "Token-and-Duration Transducer (Parakeet-TDT)", tdt=True, ctc_branch=False),
+    Family("rnnt", "RNN-Transducer", tdt=False, ctc_branch=False),
+    Family("hybrid-tdt-ctc", "hybrid TDT + CTC (its TDT branch is exported)", tdt=True, ctc_branch=True),
+    Family("hybrid-rnnt-ctc", "hybrid RNNT + CTC (its RNNT branch is exported)", tdt=False, ctc_branch=True),
+)}
+
+
+def family_of(model_class: str, durations: tuple[int, ...]) -> Family:
+    """The family a checkpoint's class and TDT durations make."""
+    hybrid = "Hybrid" in model_class
+    return FAMILIES[("hybrid-" if hybrid else "") + ("tdt" if durations else "rnnt") + ("-ctc" if hybrid else "")]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
+    """A transducer checkpoint's figures, each read from its model config; `family` holds the rules of its kind."""
+
     model_class: str
     feat_dim: int
     vocab_size: int  # without blank
@@ -36,19 +86,31 @@ class ModelSpec:
     subsampling_factor: int
     normalize_type: str
     sample_rate: int
-    hybrid: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def family(self) -> Family:
+        """TDT, RNNT, or a hybrid of either with CTC: the rules that differ between them."""
+        return family_of(self.model_class, self.durations)
+
+    @property
+    def hybrid(self) -> bool:
+        """A hybrid transducer + CTC model, exported through its transducer branch (the family's rule)."""
+        return self.family.ctc_branch
+
+    @property
     def is_tdt(self) -> bool:
-        return len(self.durations) > 0
+        """Whether the joint emits durations (the family's rule)."""
+        return self.family.tdt
 
     @property
     def joiner_output_dim(self) -> int:
-        return self.vocab_size + 1 + len(self.durations)
+        """The joiner's output width (the family's rule)."""
+        return self.family.joiner_output_dim(self.vocab_size, self.durations)
 
     @property
     def blank_id(self) -> int:
+        """NeMo puts blank after the vocabulary; tokens.txt's last line."""
         return self.vocab_size
 
     @property
@@ -83,14 +145,18 @@ class ModelSpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as export.json records it (with the derived figures later stages read)."""
         d = dataclasses.asdict(self)
         d["durations"] = list(self.durations)
+        d["family"] = self.family.name
+        d["hybrid"] = self.hybrid
         d["is_tdt"] = self.is_tdt
         d["joiner_output_dim"] = self.joiner_output_dim
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        """The spec back from export.json."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         kw["durations"] = tuple(kw.get("durations", ()))
@@ -146,7 +212,6 @@ class ModelSpec:
             subsampling_factor=int(enc.get("subsampling_factor", 1)),
             normalize_type=str(normalize) if normalize else "",
             sample_rate=int(cfg.get("sample_rate") or pre.get("sample_rate") or 16000),
-            hybrid="Hybrid" in model_class,
         )
 
 

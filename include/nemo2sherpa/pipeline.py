@@ -1,46 +1,40 @@
-"""The pipeline's steps over one run's workspace: shared by the DAG's tasks and `convert`.
+"""The pipeline, declared once: its steps, in order, each with its venv, what it runs and what it makes.
 
-A plan is the small dict that lays out a run's workspace and choices; `run_step` turns a step
-name plus the plan (and, after `source`, the source manifest) into the stage call. The DAG runs
-each step in a virtualenv task; `convert` runs each in the same venv as a child process.
+The DAG builds one virtualenv task per step from `STEPS` (task id, requirements, queue, docs); `convert`
+runs the same steps, each in the same venv, as child processes; `python -m nemo2sherpa step <name>` runs
+one over a plan. A plan is the small dict that lays out a run's workspace and choices (`make_plan`); each
+step reads its arguments from it (and, after `source`, from the source manifest) and returns a small
+manifest (XCom). Stage modules are imported inside the steps: each venv has only its own packages.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .child import INCLUDE
-from .errors import InputError, error_for_exit
+from .child import INCLUDE, run_module_measured
+from .errors import error_for_exit
+from .gates import limits
+from .variants import MADE, with_base
 
 log = logging.getLogger("nemo2sherpa.pipeline")
 
-# In order. Each step runs in the venv built from requirements/<venv>.txt.
-STEPS = ("source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark")
-STEP_VENV = {"source": "download", "export": "nemo", "validate_export": "onnx", "quantize": "onnx",
-             "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
 
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline: a DAG task, a `convert` child process, a `step` command."""
 
-# Validation thresholds a run may set (DAG params, convert flags); None means "report only".
-GATE_DEFAULTS: dict[str, float | None] = {
-    "int8_wer_max": 0.05,  # int8 text vs fp32 text, over the eval clips
-    "fp16_wer_max": 0.05,  # fp16 text vs fp32 text
-    "sherpa_wer_max": 0.35,  # sherpa-onnx text vs NeMo's: loose, its fbank front end differs
-}
-
-
-def threshold(value: Any, name: str) -> float | None:
-    """A gate threshold from a param or flag: a number >= 0, or none/null for report-only."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "off", "")):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = -1.0
-    if not x >= 0:
-        raise InputError(f"{name}={value!r} is not a threshold: give a number >= 0 (a WER, 0.05 = 5%) or none")
-    return x
+    name: str  # task id
+    venv: str  # runs in the venv built from requirements/<venv>.txt
+    run: Callable[[dict[str, Any], dict[str, Any] | None], Any]  # (plan, source manifest) -> small manifest
+    what: str  # one line: the task's doc, the README's table
+    makes: str  # what it leaves in the workspace
+    verdict: bool = False  # may fail with a validation verdict (GateFailed: at once, never retried)
+    needs_source: bool = False  # takes the source step's manifest
+    queue: str | None = None  # a Celery queue of its own ("gpu"), else the default
 
 
 def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], gpu: bool,
@@ -50,64 +44,104 @@ def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], 
     from .quantize import int8_recipe as recipe_name
 
     ws = Path(ws)
-    gates = {**GATE_DEFAULTS, **(gates or {})}
     return {"include_dir": str(INCLUDE), "ws": str(ws), "download": str(ws / "download"),
             "bundle": str(ws / "bundle"), "reference": str(ws / "reference"),
-            "variants": sorted(set(variants) | {"fp32"}),  # int8 and fp16 are made from fp32
-            "source": source, "revision": revision, "gpu": bool(gpu), "lengths": [float(x) for x in lengths],
-            "gates": {k: threshold(gates[k], k) for k in GATE_DEFAULTS}, "int8_recipe": recipe_name(int8_recipe)}
+            "variants": with_base(variants), "source": source, "revision": revision, "gpu": bool(gpu),
+            "lengths": [float(x) for x in lengths], "gates": limits(gates), "int8_recipe": recipe_name(int8_recipe)}
 
 
-def _reduced_variants(plan: dict[str, Any]) -> dict[str, Any]:
-    """int8 and fp16 from fp32, each in a child process of its own: at 1.1B each holds the fp32 encoder in
-    memory (quantize peaks at ~10 GB), and memory one has used is not always returned to the next."""
-    import json
+def _source(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .source import resolve_source
 
-    from .child import run_module_measured
-    from .quantize import DEFAULT_INT8_RECIPE
+    return resolve_source(plan["source"], plan["revision"], Path(plan["download"]))
 
+
+def _export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .export import export_nemo, summary
+    from .registry import load_registry
+
+    expect = load_registry().get(src["registry"]) if src.get("registry") else None
+    return summary(export_nemo(Path(src["path"]), Path(plan["bundle"]), Path(plan["reference"]), expect=expect,
+                               baseline_lengths=plan["lengths"]))
+
+
+def _validate_export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .validate import summary, validate_bundle
+    from .variants import BASE
+
+    return summary(validate_bundle(Path(plan["bundle"]), Path(plan["reference"]), [BASE.name], mode="pre"))
+
+
+def make_variants(plan: dict[str, Any], src: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The variants made from fp32 (int8, fp16: variants.MADE), each by its module in a child process of its own:
+    at 1.1B each holds the fp32 encoder in memory (quantize peaks at ~10 GB), and memory one has used is not
+    always returned to the next."""
     out: dict[str, Any] = {}
-    recipe = plan.get("int8_recipe") or DEFAULT_INT8_RECIPE  # a plan made before recipes existed
-    makers = {"int8": ["quantize", "--bundle", plan["bundle"], "--reference", plan["reference"], "--int8-recipe", recipe],
-              "fp16": ["fp16", "--bundle", plan["bundle"]]}
-    for variant, args in makers.items():
-        if variant not in plan["variants"]:
-            continue
-        proc, usage = run_module_measured(args)
-        classified = error_for_exit(proc.returncode, f"making the {variant} variant failed (exit {proc.returncode}); "
+    for v in (v for v in MADE if v.name in plan["variants"]):
+        options = {k: plan.get(k) for k in v.options}  # None: the maker's default (a plan older than the option)
+        proc, usage = run_module_measured(["make-variant", v.name, "--bundle", plan["bundle"], "--reference",
+                                           plan["reference"], "--options", json.dumps(options)])
+        classified = error_for_exit(proc.returncode, f"making the {v.name} variant failed (exit {proc.returncode}); "
                                                      f"its one-line error is above")
         if classified:  # keeps the child's class: permanent and verdicts are not retried
             raise classified
         if proc.returncode != 0:
-            raise RuntimeError(f"making the {variant} variant failed (exit {proc.returncode}); its error is above")
-        out[variant] = {**json.loads(proc.stdout.strip().splitlines()[-1]), **usage}
-        log.info("%s variant made in %.1f s, peak RSS %.2f GB", variant, usage["wall_s"], usage["peak_rss_bytes"] / 1e9)
+            raise RuntimeError(f"making the {v.name} variant failed (exit {proc.returncode}); its error is above")
+        out[v.name] = {**json.loads(proc.stdout.strip().splitlines()[-1]), **usage}
+        log.info("%s variant made in %.1f s, peak RSS %.2f GB", v.name, usage["wall_s"], usage["peak_rss_bytes"] / 1e9)
     if not out:
-        log.info("neither int8 nor fp16 requested: nothing to make from fp32")
+        log.info("no variant but fp32 requested: nothing to make from fp32")
     return out
 
 
-def run_step(step: str, plan: dict[str, Any], src: dict[str, Any] | None = None) -> Any:
-    from .cli import run_stage
+def _metadata(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .metadata import apply_metadata
+    from .modelspec import ModelSpec
 
-    b, r = plan["bundle"], plan["reference"]
-    if step == "source":
-        return run_stage("source", source=plan["source"], revision=plan["revision"], download_dir=plan["download"])
-    if step == "export":
-        from .registry import load_registry
-        expect = load_registry().get(src["registry"]) if src.get("registry") else None
-        return run_stage("export", nemo=src["path"], bundle=b, reference=r, expect=expect,
-                         baseline_lengths=plan["lengths"])
-    if step == "validate_export":
-        return run_stage("validate", bundle=b, reference=r, variants=["fp32"], mode="pre")
-    if step == "quantize":
-        return _reduced_variants(plan)
-    if step == "metadata":
-        return run_stage("metadata", bundle=b, reference=r, source=src)
-    if step == "validate":
-        return run_stage("validate", bundle=b, reference=r, variants=plan["variants"], mode="full", source=src,
-                         report=str(Path(b) / "validation.json"), **plan.get("gates", {}))
-    if step == "benchmark":
-        return run_stage("benchmark", bundle=b, reference=r, variants=plan["variants"], lengths=plan["lengths"],
-                         gpu=plan["gpu"], out=str(Path(b) / "benchmark.json"))
-    raise ValueError(f"unknown step {step!r}; steps: {STEPS}")
+    spec = ModelSpec.from_dict(json.loads((Path(plan["reference"]) / "export.json").read_text())["spec"])
+    return apply_metadata(Path(plan["bundle"]), spec, src or {})
+
+
+def _validate(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .validate import summary, validate_bundle
+
+    b = Path(plan["bundle"])
+    return summary(validate_bundle(b, Path(plan["reference"]), plan["variants"], mode="full", source=src,
+                                   report_path=b / "validation.json", **plan.get("gates", {})))
+
+
+def _benchmark(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .benchmark import p50s, run_benchmark
+
+    b = Path(plan["bundle"])
+    return p50s(run_benchmark(b, Path(plan["reference"]), plan["variants"], plan["lengths"], gpu=plan["gpu"],
+                              out_path=b / "benchmark.json"))
+
+
+STEPS: tuple[Step, ...] = (
+    Step("source", "download", _source, "resolve the checkpoint (registry name, Hub repo at a revision, local "
+         ".nemo) and download it, sha256 checked", "download/<name>.nemo"),
+    Step("export", "nemo", _export, "NeMo restore; encoder, decoder and joiner exported one by one; tokens.txt; "
+         "PyTorch reference tensors and NeMo's transcripts of the evaluation clips", "bundle/ (fp32), reference/",
+         needs_source=True),
+    Step("validate_export", "onnx", _validate_export, "structure, numeric parity and greedy decoding parity of the "
+         "fp32 bundle against PyTorch", "nothing (a verdict)", verdict=True),
+    Step("quantize", "onnx", make_variants, "the variants made from fp32 (" + ", ".join(v.name for v in MADE)
+         + "), each by its module in its own process",
+         "bundle/" + ", ".join(f"*{v.suffix}.onnx" for v in MADE) + " and their reports in reference/", verdict=True),
+    Step("metadata", "onnx", _metadata, "sherpa-onnx's keys on every encoder, derived from the model config",
+         "metadata in bundle/encoder*.onnx", needs_source=True),
+    Step("validate", "onnx", _validate, "every gate per variant, metadata, sherpa-onnx decoding every clip; the "
+         "size and sha256 of every file it passed", "bundle/validation.json, VALIDATION.md", verdict=True,
+         needs_source=True),
+    Step("benchmark", "onnx", _benchmark, "latency per variant and clip length: sherpa-onnx and onnxruntime on "
+         "CPU, NeMo's baseline, onnxruntime CUDA when asked", "bundle/benchmark.json, benchmark.png", queue="gpu"),
+)
+STEP: dict[str, Step] = {s.name: s for s in STEPS}
+
+
+def run_step(name: str, plan: dict[str, Any], src: dict[str, Any] | None = None) -> Any:
+    """One step over a plan, in this process (the step's venv): its small manifest."""
+    if name not in STEP:
+        raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEP)}")
+    return STEP[name].run(plan, src)

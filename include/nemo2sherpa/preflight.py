@@ -21,6 +21,7 @@ FLOOR = 256 << 20
 
 
 def free_disk(path: Path) -> int:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
     path = Path(path)
     while not path.exists():
         path = path.parent
@@ -29,6 +30,7 @@ def free_disk(path: Path) -> int:
 
 
 def available_memory() -> int:
+    """MemAvailable from /proc/meminfo, in bytes."""
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemAvailable:"):
@@ -49,11 +51,13 @@ def check(what: str, need_disk: float, disk_at: Path, need_memory: float) -> Non
 
 
 def before_export(nemo: Path, out_dir: Path) -> None:
+    """Refuse an export the disk or memory cannot hold, before NeMo loads."""
     size = Path(nemo).stat().st_size
     check(f"exporting {Path(nemo).name} ({size / GB:.2f} GB)", EXPORT_DISK * size, out_dir, EXPORT_MEMORY * size)
 
 
 def before_quantize(bundle: Path) -> None:
+    """Refuse making a variant the disk or memory cannot hold, before any work."""
     from .variants import fp32_bytes
 
     enc = fp32_bytes(bundle, "encoder")

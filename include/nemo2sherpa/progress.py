@@ -20,9 +20,11 @@ class Progress:
 
     @property
     def wanted(self) -> bool:
+        """Only files big enough to take a while get progress lines."""
         return self.size >= BIG
 
     def update(self, done: int) -> None:
+        """Log percent and MB/s each time another tenth of the file is done."""
         if not self.wanted:
             return
         with self.lock:

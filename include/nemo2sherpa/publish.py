@@ -27,20 +27,21 @@ from . import PIPELINE_VERSION, __version__
 from .errors import PermanentError, TransientError
 from .progress import Progress
 from .source import sha256_file
+from .variants import VARIANT_FILES, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.publish")
 
 # This run's reports: rewritten when a variant is added to a published bundle.
 REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "VALIDATION.md")
-PUBLISHED = ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx",
-             "decoder.int8.onnx", "joiner.int8.onnx", "encoder.fp16.onnx", "encoder.fp16.weights",
-             "decoder.fp16.onnx", "joiner.fp16.onnx", "tokens.txt", "benchmark.json", "benchmark.png",
-             "validation.json", "VALIDATION.md")
+# Upload order: every variant's files (variants.VARIANTS), tokens.txt, then the reports; a file not in the bundle
+# is left out.
+PUBLISHED = (*(n for v in VARIANTS.values() for n in v.published), "tokens.txt", *REPORTS)
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 
 
 def bundle_key(prefix: str, model: str, revision: str) -> str:
+    """<prefix>/<model>/<revision>-<pipeline version>: a converter fix publishes anew."""
     parts = [p.strip("/") for p in (prefix, model, f"{revision}-{PIPELINE_VERSION}") if p and p.strip("/")]
     return "/".join(parts)
 
@@ -263,8 +264,6 @@ class _Progress(Progress):
 
 def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:
     """None if a published manifest already holds every requested variant, else why a conversion is due."""
-    from .variants import VARIANT_FILES
-
     if manifest is None:
         return "not published yet"
     have = {f["name"] for f in manifest.get("files", [])}

@@ -31,11 +31,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from .variants import fp32_bytes
+from .variants import BASE, MODULES, Variant, fp32_bytes, made_by
 
 log = logging.getLogger("nemo2sherpa.quantize")
 
-MODULES = ("encoder", "decoder", "joiner")
+INT8 = made_by(__name__.rsplit(".", 1)[-1])  # the variant this module makes (its file names)
 # What quantize learned about the int8 variant (recipe, rewrite check): beside export.json in the reference folder,
 # read by validate into validation.json.
 REPORT = "quantize.json"
@@ -89,6 +89,7 @@ class _Mute(logging.Filter):
         self.untyped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Swallow the record, counting the type-inference warnings."""
         self.untyped += "Inference failed or unsupported type" in record.getMessage()
         return False
 
@@ -208,8 +209,14 @@ def pointwise_convs_to_matmul(model) -> int:
         if not absorb_out:
             nodes.append(helper.make_node("Transpose", [last], [y], f"{base}/to_nct", perm=[0, 2, 1]))
         replacement[id(conv)] = nodes
-    if not replacement:
-        return 0
+    if replacement:
+        _splice(g, replacement, absorbed)
+    return len(replacement)
+
+
+def _splice(g, replacement: dict[int, list], absorbed: set[int]) -> None:
+    """Put each Conv's replacement nodes in its place, drop the absorbed Transposes, the Conv weights (now held
+    transposed) and the shape records of tensors that are gone."""
     kept = []
     for n in g.node:
         if id(n) in replacement:
@@ -219,13 +226,12 @@ def pointwise_convs_to_matmul(model) -> int:
     del g.node[:]
     g.node.extend(kept)
     used = {i for n in g.node for i in n.input}
-    stale = [t for t in g.initializer if t.name not in used]  # the Conv weights now held transposed
+    stale = [t for t in g.initializer if t.name not in used]
     for t in stale:
         g.initializer.remove(t)
     produced = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
     for vi in [v for v in g.value_info if v.name not in produced]:
         g.value_info.remove(vi)
-    return len(replacement)
 
 
 # The rewrite must compute what the Conv did: the same products summed in another order. Measured ~1e-6 of the
@@ -293,13 +299,62 @@ def integer_ops(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _quantize_module(bundle: Path, module: str, scratch: Path, rc: Int8Recipe, frugal: bool,
+                     report: dict[str, Any]) -> None:
+    """One module's int8 file by the recipe, renamed into place when complete; its figures go into `report`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = bundle / BASE.file(module)
+    dst = bundle / INT8.file(module)
+    partial = scratch / dst.name
+    external = src.with_suffix(".weights").exists()  # the 1.1B encoder's weights beside it
+    t0 = time.monotonic()
+    fp32 = src
+    if rc.pointwise_to_matmul and module == "encoder":
+        fp32, report["encoder"] = _matmul_encoder(src, scratch / "matmul", external)
+    # onnxruntime's quantizer logs a root line per tensor (INFO, and a WARNING for each tensor whose
+    # type shape inference missed: 88 at 1.1B). Count them into one line instead.
+    muted = _Mute()
+    logging.getLogger().addFilter(muted)
+    try:
+        with without_model_copy() if frugal else nullcontext():
+            quantize_dynamic(
+                model_input=str(fp32),
+                model_output=str(partial),
+                op_types_to_quantize=rc.op_types[module],
+                per_channel=rc.per_channel,
+                reduce_range=rc.reduce_range,
+                weight_type=getattr(QuantType, rc.weight_type),
+                use_external_data_format=external,
+            )
+    finally:
+        logging.getLogger().removeFilter(muted)
+    shutil.rmtree(scratch / "matmul", ignore_errors=True)  # the rewritten fp32 copy: 4.2 GB at 1.1B
+    if muted.untyped:
+        log.info("%s: onnxruntime could not infer the type of %d tensors; the ops on them stay fp32",
+                 dst.name, muted.untyped)
+    extra = [p for p in scratch.iterdir() if p.name != dst.name and p.is_file()]
+    if extra:
+        _inline_external_data(partial, extra)
+    if partial.stat().st_size > 2**31 - 1:
+        raise RuntimeError(f"{dst.name} is over protobuf's 2 GB limit; an int8 file with external data "
+                           f"is not supported yet")
+    report["integer_ops"][dst.name] = integer_ops(partial)
+    os.replace(partial, dst)  # atomic: a killed run never leaves a half-written int8 file
+    dt = time.monotonic() - t0
+    fp32_size = fp32_bytes(bundle, module)
+    report["files"][dst.name] = dst.stat().st_size
+    report["timings_s"][dst.name] = round(dt, 2)
+    log.info("%-18s %12s bytes (fp32 %s bytes, %.2fx smaller) in %.1f s; integer ops: %s", dst.name,
+             f"{dst.stat().st_size:,}", f"{fp32_size:,}", fp32_size / dst.stat().st_size, dt,
+             ", ".join(f"{k} {v}" for k, v in report["integer_ops"][dst.name].items()) or "none")
+
+
 def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = True, recipe: str | None = None,
                     reference: Path | None = None) -> dict[str, Any]:
     """int8 of every module by the named recipe (INT8_RECIPES; default DEFAULT_INT8_RECIPE). frugal=False leaves
     onnxruntime's quantizer as shipped (for comparison). With `reference`, the report also goes to
     <reference>/quantize.json for validate."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     from .preflight import before_quantize
 
     name = int8_recipe(recipe)
@@ -315,53 +370,37 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
     tempfile.tempdir = str(scratch)
     try:
         for module in MODULES:
-            src = bundle / f"{module}.onnx"
-            dst = bundle / f"{module}.int8.onnx"
-            partial = scratch / dst.name
-            external = module == "encoder" and (bundle / "encoder.weights").exists()
-            t0 = time.monotonic()
-            fp32 = src
-            if rc.pointwise_to_matmul and module == "encoder":
-                fp32, report["encoder"] = _matmul_encoder(src, scratch / "matmul", external)
-            # onnxruntime's quantizer logs a root line per tensor (INFO, and a WARNING for each tensor whose
-            # type shape inference missed: 88 at 1.1B). Count them into one line instead.
-            muted = _Mute()
-            logging.getLogger().addFilter(muted)
-            try:
-                with without_model_copy() if frugal else nullcontext():
-                    quantize_dynamic(
-                        model_input=str(fp32),
-                        model_output=str(partial),
-                        op_types_to_quantize=rc.op_types[module],
-                        per_channel=rc.per_channel,
-                        reduce_range=rc.reduce_range,
-                        weight_type=getattr(QuantType, rc.weight_type),
-                        use_external_data_format=external,
-                    )
-            finally:
-                logging.getLogger().removeFilter(muted)
-            shutil.rmtree(scratch / "matmul", ignore_errors=True)  # the rewritten fp32 copy: 4.2 GB at 1.1B
-            if muted.untyped:
-                log.info("%s: onnxruntime could not infer the type of %d tensors; the ops on them stay fp32",
-                         dst.name, muted.untyped)
-            extra = [p for p in scratch.iterdir() if p.name != dst.name and p.is_file()]
-            if extra:
-                _inline_external_data(partial, extra)
-            if partial.stat().st_size > 2**31 - 1:
-                raise RuntimeError(f"{dst.name} is over protobuf's 2 GB limit; an int8 file with external data "
-                                   f"is not supported yet")
-            report["integer_ops"][dst.name] = integer_ops(partial)
-            os.replace(partial, dst)  # atomic: a killed run never leaves a half-written int8 file
-            dt = time.monotonic() - t0
-            fp32_size = fp32_bytes(bundle, module)
-            report["files"][dst.name] = dst.stat().st_size
-            report["timings_s"][dst.name] = round(dt, 2)
-            log.info("%-18s %12s bytes (fp32 %s bytes, %.2fx smaller) in %.1f s; integer ops: %s", dst.name,
-                     f"{dst.stat().st_size:,}", f"{fp32_size:,}", fp32_size / dst.stat().st_size, dt,
-                     ", ".join(f"{k} {v}" for k, v in report["integer_ops"][dst.name].items()) or "none")
+            _quantize_module(bundle, module, scratch, rc, frugal, report)
     finally:
         tempfile.tempdir = old_tmp
         shutil.rmtree(scratch, ignore_errors=True)
     if reference is not None:
         Path(reference, REPORT).write_text(json.dumps(report, indent=2))
     return report
+
+
+def make(variant: Variant, bundle: Path, reference: Path, int8_recipe: str | None = None) -> dict[str, Any]:
+    """The variant registry's entry point: the int8 variant by the run's recipe, its report for validate."""
+    assert variant == INT8, variant
+    return quantize_bundle(bundle, recipe=int8_recipe, reference=reference)
+
+
+def recorded(report: dict[str, Any]) -> dict[str, Any]:
+    """What validation.json keeps of quantize.json: the recipe, the rewrite's check, the integer ops."""
+    return {k: report[k] for k in ("recipe", "summary", "encoder", "integer_ops") if k in report}
+
+
+def headline(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The validate step's one figure for int8: the recipe."""
+    return {f"{INT8.name}_recipe": recorded.get("recipe")}
+
+
+def describe(q: dict[str, Any]) -> str:
+    """VALIDATION.md's line on how the int8 files were made."""
+    enc = q.get("encoder", {})
+    ops = q.get("integer_ops", {}).get(INT8.file("encoder"), {})
+    return (f"{INT8.name} recipe `{q['recipe']}`: {q['summary']}" + (
+        f"; {enc['pointwise_convs_as_matmul']} pointwise convolutions rewritten as MatMul, same fp32 output "
+        f"within {enc['rewrite_max_rel_diff']:g} (relative)" if enc else "")
+        + f"; integer ops in the {INT8.name} encoder: "
+        + (", ".join(f"{k} {n}" for k, n in ops.items()) or "none") + ".")

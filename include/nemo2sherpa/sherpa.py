@@ -11,6 +11,7 @@ from .decode import variant_files
 
 
 def recognizer(bundle: Path, variant: str, threads: int = 2, provider: str = "cpu"):
+    """sherpa-onnx's offline NeMo transducer recognizer over one variant of the bundle (greedy search)."""
     import sherpa_onnx
 
     enc, dec, join = variant_files(Path(bundle), variant)

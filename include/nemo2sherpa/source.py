@@ -23,6 +23,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    """A file's sha256, read in 8 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(chunk):
@@ -55,6 +56,7 @@ def classify(source: str) -> tuple[str, str]:
 
 
 def resolve_source(source: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+    """The checkpoint on local disk and its manifest (kind, name, revision, sha256, size, path)."""
     kind, value = classify(source)
     if kind == "registry":
         entry = load_registry()[value]
@@ -146,6 +148,7 @@ def upstream_revision(source: str, revision: str | None = None) -> dict[str, Any
 
 
 def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+    """Download a Hub repo's .nemo at a revision (resumable, sha256 checked against the Hub's LFS metadata)."""
     from huggingface_hub import hf_hub_download
 
     info = hub_info(repo_id, revision)

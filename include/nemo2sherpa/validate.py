@@ -32,20 +32,17 @@ import numpy as np
 
 from .decode import GreedyDecoder, Sessions, ids_to_text, read_tokens, variant_files
 from .errors import GateFailed
+from .gates import DRIFT, GATES, SHERPA_WER, limits
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
-from .pipeline import GATE_DEFAULTS
-from .quantize import REPORT as QUANTIZE_REPORT
 from .source import sha256_file
-from .variants import variant_paths
+from .variants import BASE, VARIANTS, base_first, variant_paths
 
 log = logging.getLogger("nemo2sherpa.validate")
 
-FP32_TOL = 1e-4
-REDUCED_TOL = None  # int8 moves logits by ~1e-2, fp16 by ~1e-3: reported, gated by WER drift instead
-INT8_WER_MAX = GATE_DEFAULTS["int8_wer_max"]
-FP16_WER_MAX = GATE_DEFAULTS["fp16_wer_max"]
-SHERPA_WER_MAX = GATE_DEFAULTS["sherpa_wer_max"]
+# The variant registry's parity limits: fp32 <= 1e-4 vs PyTorch; int8 moves logits by ~1e-2, fp16 by ~1e-3, so
+# theirs are reported and they are gated by WER drift instead.
+FP32_TOL = BASE.parity_tol
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> float:
@@ -60,10 +57,13 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
 
 
 class Report:
+    """The gates of one validation, in order, each logged as it is decided."""
+
     def __init__(self) -> None:
         self.gates: list[dict[str, Any]] = []
 
     def gate(self, name: str, ok: bool, value: Any = None, threshold: Any = None, detail: str = "") -> bool:
+        """Record (and log) one gate; returns whether it passed."""
         self.gates.append({"gate": name, "passed": bool(ok), "value": value, "threshold": threshold, "detail": detail})
         (log.info if ok else log.error)("%-34s %-4s value=%s threshold=%s %s", name, "PASS" if ok else "FAIL",
                                          value, threshold, detail)
@@ -71,6 +71,7 @@ class Report:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
+        """The gates that failed."""
         return [g for g in self.gates if not g["passed"]]
 
 
@@ -111,7 +112,7 @@ def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> G
     # Decoder and joiner output widths, measured by running them (the graph's dims may be symbolic).
     D = enc.get_outputs()[0].shape[1]
     D = D if isinstance(D, int) else spec.enc_hidden
-    greedy = GreedyDecoder(sessions, spec.vocab_size, list(spec.durations))
+    greedy = GreedyDecoder.for_spec(sessions, spec)
     try:
         H = int(greedy.predict(spec.blank_id, greedy.zero_state(spec.pred_rnn_layers, spec.pred_hidden))[0].shape[1])
     except Exception as e:  # noqa: BLE001 - a wrong state size fails inside onnxruntime
@@ -125,12 +126,12 @@ def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> G
         return None
     want_v = spec.joiner_output_dim
     ok &= r.gate(f"{variant}: joiner output dim", out.shape[-1] == want_v, value=int(out.shape[-1]), threshold=want_v,
-                 detail=f"vocab {spec.vocab_size} + blank + {len(spec.durations)} durations" if spec.is_tdt
-                 else f"vocab {spec.vocab_size} + blank (RNNT)")
+                 detail=spec.family.joiner_detail(spec.vocab_size, spec.durations))
     return greedy if ok else None
 
 
 def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
+    """tokens.txt gates: one line per id, <blk> last with the blank id."""
     lines = (bundle / "tokens.txt").read_text(encoding="utf-8").splitlines()
     ok = r.gate("tokens.txt count == vocab+1", len(lines) == spec.vocab_size + 1, value=len(lines),
                 threshold=spec.vocab_size + 1)
@@ -201,6 +202,7 @@ def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[
 
 def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray],
                     clips: list[dict[str, Any]], pieces: list[str]) -> dict[str, Any]:
+    """The greedy decoder over the ONNX sessions on NeMo's features of every clip, against NeMo's token ids."""
     exact, total_tokens, agree = 0, 0, 0
     per_clip = []
     for i, c in enumerate(clips):
@@ -219,6 +221,7 @@ def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarr
 
 
 def check_metadata(bundle: Path, variant: str, spec: ModelSpec, source: dict[str, Any], r: Report) -> bool:
+    """Metadata gates on the variant's encoder: the keys sherpa-onnx needs, each equal to the spec's value."""
     enc = variant_files(bundle, variant)[0]
     meta = read_metadata(enc)
     want = expected_metadata(spec, source)
@@ -242,85 +245,109 @@ def _thr(x: float | None) -> str:
 
 def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode: str = "full",
                     source: dict[str, Any] | None = None, report_path: Path | None = None,
-                    int8_wer_max: float | None = INT8_WER_MAX, fp16_wer_max: float | None = FP16_WER_MAX,
-                    sherpa_wer_max: float | None = SHERPA_WER_MAX) -> dict[str, Any]:
+                    **given_limits: float | None) -> dict[str, Any]:
     """mode: "pre" (after export: structure + parity) or "full" (after metadata: + metadata + sherpa-onnx).
 
-    With `report_path`, writes validation.json there and VALIDATION.md beside it, passed or not.
+    `given_limits`: the run's gate limits by param name (gates.GATES: int8_wer_max, ...; the others at their
+    defaults). With `report_path`, writes validation.json there and VALIDATION.md beside it, passed or not.
     """
-    from .sherpa import decode_in_subprocess
-
     bundle, reference_dir = Path(bundle), Path(reference_dir)
-    drift_max = {"int8": int8_wer_max, "fp16": fp16_wer_max}  # each reduced variant's WER limit vs fp32
+    lim = limits(given_limits)
     exp = json.loads((reference_dir / "export.json").read_text())
     spec = ModelSpec.from_dict(exp["spec"])
     ref = dict(np.load(reference_dir / "reference.npz"))
     clips = exp["clips"]
     source = source or {}
     r = Report()
+    result = _result_head(exp, mode, lim, clips, source, reference_dir, variants)
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
+    check_tokens(bundle, spec, r)
+    pieces = read_tokens(bundle)
+    for v in base_first(variants):
+        result["variants"][v] = vr = {}
+        dec = check_structure(bundle, v, spec, r)
+        if dec is None:
+            continue
+        vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, spec, ref, r, VARIANTS[v].parity_tol)
+        vr["decoding"] = decoding_parity(dec, spec, ref, clips, pieces)
+        _decoding_gates(v, vr["decoding"], result["variants"].get(BASE.name, {}).get("decoding"), lim, r)
+        if mode == "full":
+            vr["sherpa"] = _sherpa_gates(bundle, v, spec, source, clips, lim[SHERPA_WER.param], r)
+    if digests is not None:
+        result["files"] = digests.result()
+    hashing.shutdown()
+    return _finish(result, r, report_path)
+
+
+def _result_head(exp: dict[str, Any], mode: str, lim: dict[str, float | None], clips: list[dict[str, Any]],
+                 source: dict[str, Any], reference_dir: Path, variants: list[str]) -> dict[str, Any]:
+    """validation.json before the gates: the model, the thresholds, the clips, the source, how variants were made."""
     result: dict[str, Any] = {
         "mode": mode, "model": {k: exp["spec"][k] for k in ("model_class", "feat_dim", "vocab_size", "durations",
                                                            "pred_rnn_layers", "pred_hidden", "encoder_layers",
                                                            "enc_hidden")},
-        "thresholds": {"fp32_max_abs_diff": FP32_TOL, "fp32_token_match": 1.0,
-                       **{f"{v}_wer_vs_fp32": x for v, x in drift_max.items()}, "sherpa_wer_vs_nemo": sherpa_wer_max},
+        "thresholds": {f"{BASE.name}_max_abs_diff": BASE.parity_tol, f"{BASE.name}_token_match": 1.0,
+                       **{g.key: lim[g.param] for g in GATES}},
         "clips": [{"clip": c["name"], "reference": c.get("text", ""), "nemo": c["nemo_text"]} for c in clips],
         "variants": {},
     }
     if source:
         result["source"] = {k: source.get(k) for k in ("kind", "name", "repo_id", "revision", "sha256") if k in source}
-    made = reference_dir / QUANTIZE_REPORT
-    if "int8" in variants and made.exists():  # how quantize made the int8 files: recipe, rewrite check, integer ops
-        q = json.loads(made.read_text())
-        result["int8"] = {k: q[k] for k in ("recipe", "summary", "encoder", "integer_ops") if k in q}
-    hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
-    digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
-    check_tokens(bundle, spec, r)
-    pieces = read_tokens(bundle)
-    for v in sorted(variants, key=lambda x: x != "fp32"):  # fp32 first: the others are measured against it
-        vr: dict[str, Any] = {}
-        result["variants"][v] = vr
-        dec = check_structure(bundle, v, spec, r)
-        if dec is None:
-            continue
-        vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, spec, ref, r,
-                                                                   FP32_TOL if v == "fp32" else REDUCED_TOL)
-        vr["decoding"] = d = decoding_parity(dec, spec, ref, clips, pieces)
-        if v == "fp32":
-            r.gate("fp32: greedy tokens == NeMo", d["exact_clips"] == d["clips"], value=d["token_match_rate"],
-                   threshold=1.0, detail=f"{d['exact_clips']}/{d['clips']} clips exact")
-        else:
-            fp32 = result["variants"].get("fp32", {}).get("decoding")
-            log.info("%s: token match vs NeMo %.4f (%d/%d clips exact)", v, d["token_match_rate"], d["exact_clips"],
-                     d["clips"])
-            if fp32 is None:
-                r.gate(f"{v}: WER vs fp32", False, detail="fp32 was not validated in this run: validate fp32 too")
-            else:
-                d["wer_vs_fp32"] = word_error_rate([c["text"] for c in fp32["per_clip"]], [c["text"] for c in d["per_clip"]])
-                limit = drift_max[v]
-                r.gate(f"{v}: WER vs fp32 (drift)", limit is None or d["wer_vs_fp32"] <= limit,
-                       value=d["wer_vs_fp32"], threshold=limit,
-                       detail=f"token match vs NeMo {d['token_match_rate']}, {d['exact_clips']}/{d['clips']} clips exact")
-        if mode == "full":
-            # sherpa-onnx runs even when a metadata gate failed: the child process survives its exit, and
-            # what it makes of a bad bundle (an exit, or garbage text) is worth showing in the report.
-            check_metadata(bundle, v, spec, source, r)
-            sh = decode_in_subprocess(bundle, v, [Path(c["path"]) for c in clips])
-            texts = sh.get("texts", [])
-            decoded = sh["ok"] and len(texts) == len(clips)
-            r.gate(f"{v}: sherpa-onnx loads and decodes every clip", decoded,
-                   value=f"{len(texts)}/{len(clips)} clips" if sh["ok"] else f"exit {sh.get('exit_code')}",
-                   threshold=f"{len(clips)}/{len(clips)}", detail=sh.get("error", ""))
-            if decoded:
-                sh["wer_vs_nemo"] = word_error_rate([c["nemo_text"] for c in clips], texts)
-                sh["wer_vs_reference"] = word_error_rate([c.get("text", "") for c in clips], texts)
-                r.gate(f"{v}: sherpa-onnx WER vs NeMo", sherpa_wer_max is None or sh["wer_vs_nemo"] <= sherpa_wer_max,
-                       value=sh["wer_vs_nemo"], threshold=sherpa_wer_max,
-                       detail=f"WER vs reference texts {sh['wer_vs_reference']} (fbank front end differs from NeMo's)")
-            vr["sherpa"] = sh
-    if digests is not None:
-        result["files"] = digests.result()
-    hashing.shutdown()
+    for name in variants:  # how each made variant was made (int8: recipe, rewrite check, integer ops), if it says
+        maker = VARIANTS[name].maker() if VARIANTS[name].module else None
+        made = reference_dir / getattr(maker, "REPORT", "-")
+        if maker is not None and hasattr(maker, "REPORT") and made.exists():
+            result[name] = maker.recorded(json.loads(made.read_text()))
+    return result
+
+
+def _decoding_gates(v: str, d: dict[str, Any], base: dict[str, Any] | None, lim: dict[str, float | None],
+                    r: Report) -> None:
+    """fp32: NeMo's tokens exactly. A made variant: its WER against fp32's text, within its drift limit."""
+    if v == BASE.name:
+        r.gate(f"{v}: greedy tokens == NeMo", d["exact_clips"] == d["clips"], value=d["token_match_rate"],
+               threshold=1.0, detail=f"{d['exact_clips']}/{d['clips']} clips exact")
+        return
+    log.info("%s: token match vs NeMo %.4f (%d/%d clips exact)", v, d["token_match_rate"], d["exact_clips"], d["clips"])
+    if base is None:
+        r.gate(f"{v}: WER vs {BASE.name}", False,
+               detail=f"{BASE.name} was not validated in this run: validate {BASE.name} too")
+        return
+    d[f"wer_vs_{BASE.name}"] = word_error_rate([c["text"] for c in base["per_clip"]],
+                                               [c["text"] for c in d["per_clip"]])
+    limit = lim[DRIFT[v].param]
+    r.gate(f"{v}: WER vs {BASE.name} (drift)", limit is None or d[f"wer_vs_{BASE.name}"] <= limit,
+           value=d[f"wer_vs_{BASE.name}"], threshold=limit,
+           detail=f"token match vs NeMo {d['token_match_rate']}, {d['exact_clips']}/{d['clips']} clips exact")
+
+
+def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: dict[str, Any], clips: list[dict[str, Any]],
+                  limit: float | None, r: Report) -> dict[str, Any]:
+    """Metadata gates, then sherpa-onnx decoding every clip in a child process, its WER vs NeMo within `limit`.
+
+    sherpa-onnx runs even when a metadata gate failed: the child process survives its exit, and what it makes of
+    a bad bundle (an exit, or garbage text) is worth showing in the report."""
+    from .sherpa import decode_in_subprocess
+
+    check_metadata(bundle, v, spec, source, r)
+    sh = decode_in_subprocess(bundle, v, [Path(c["path"]) for c in clips])
+    texts = sh.get("texts", [])
+    decoded = sh["ok"] and len(texts) == len(clips)
+    r.gate(f"{v}: sherpa-onnx loads and decodes every clip", decoded,
+           value=f"{len(texts)}/{len(clips)} clips" if sh["ok"] else f"exit {sh.get('exit_code')}",
+           threshold=f"{len(clips)}/{len(clips)}", detail=sh.get("error", ""))
+    if decoded:
+        sh["wer_vs_nemo"] = word_error_rate([c["nemo_text"] for c in clips], texts)
+        sh["wer_vs_reference"] = word_error_rate([c.get("text", "") for c in clips], texts)
+        r.gate(f"{v}: sherpa-onnx WER vs NeMo", limit is None or sh["wer_vs_nemo"] <= limit,
+               value=sh["wer_vs_nemo"], threshold=limit,
+               detail=f"WER vs reference texts {sh['wer_vs_reference']} (fbank front end differs from NeMo's)")
+    return sh
+
+
+def _finish(result: dict[str, Any], r: Report, report_path: Path | None) -> dict[str, Any]:
+    """Verdict, reports written and logged; GateFailed naming every failed gate."""
     result["gates"] = r.gates
     result["passed"] = not r.failed
     md = render_markdown(result)
@@ -329,11 +356,28 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         Path(report_path).with_name("VALIDATION.md").write_text(md)
     for line in md.splitlines():
         log.info("%s", line)
-    log.info("validation (%s): %d gates, %d failed", mode, len(r.gates), len(r.failed))
+    log.info("validation (%s): %d gates, %d failed", result["mode"], len(r.gates), len(r.failed))
     if r.failed:
         raise GateFailed("; ".join(f"{g['gate']}: {g['value']} (want {g['threshold']}) {g['detail']}".strip()
                                    for g in r.failed))
     return result
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The validate step's small manifest (XCom, the publish summary): verdict and headline figures per variant."""
+    per = result["variants"]
+    out = {"passed": result["passed"], "gates": len(result["gates"]), "mode": result["mode"],
+           "thresholds": result["thresholds"],
+           "max_abs_diff": {v: x.get("max_abs_diff") for v, x in per.items()},
+           "encoder_rel_err": {v: x.get("encoder_rel_err") for v, x in per.items()}}
+    for v in VARIANTS.values():  # how a made variant was made, in one figure (int8: int8_recipe)
+        if v.module and hasattr(v.maker(), "headline"):
+            out.update(v.maker().headline(result.get(v.name, {})))
+    out["token_match"] = {v: x.get("decoding", {}).get("token_match_rate") for v, x in per.items()}
+    out[f"wer_vs_{BASE.name}"] = {v: x["decoding"][f"wer_vs_{BASE.name}"] for v, x in per.items()
+                                  if f"wer_vs_{BASE.name}" in x.get("decoding", {})}
+    out["sherpa_wer_vs_nemo"] = {v: x["sherpa"].get("wer_vs_nemo") for v, x in per.items() if "sherpa" in x}
+    return out
 
 
 def file_digests(bundle: Path, variants: list[str]) -> list[dict[str, Any]]:
@@ -353,7 +397,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                f"prediction net {m['pred_rnn_layers']} x {m['pred_hidden']}.")
     out += ["", f"{len(result['gates'])} gates, {len(failed)} failed.", "",
             "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
-            "| WER vs fp32 | sherpa WER vs NeMo | sherpa WER vs reference |",
+            f"| WER vs {BASE.name} | sherpa WER vs NeMo | sherpa WER vs reference |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for v, x in result["variants"].items():
         diff = x.get("max_abs_diff", {})
@@ -361,21 +405,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         sh = x.get("sherpa", {})
         cells = [v, diff.get("encoder"), x.get("encoder_rel_err"), diff.get("decoder"), diff.get("joiner"),
                  d.get("token_match_rate"),
-                 f"{d['exact_clips']}/{d['clips']}" if d else None, d.get("wer_vs_fp32"), sh.get("wer_vs_nemo"),
+                 f"{d['exact_clips']}/{d['clips']}" if d else None, d.get(f"wer_vs_{BASE.name}"), sh.get("wer_vs_nemo"),
                  sh.get("wer_vs_reference")]
         out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
-    q = result.get("int8")
-    if q:
-        enc = q.get("encoder", {})
-        out += ["", f"int8 recipe `{q['recipe']}`: {q['summary']}" + (
-            f"; {enc['pointwise_convs_as_matmul']} pointwise convolutions rewritten as MatMul, same fp32 output "
-            f"within {enc['rewrite_max_rel_diff']:g} (relative)" if enc else "") + "; integer ops in the int8 encoder: "
-            + (", ".join(f"{k} {n}" for k, n in q.get("integer_ops", {}).get("encoder.int8.onnx", {}).items()) or "none")
-            + "."]
+    for v in VARIANTS.values():  # how a made variant was made, in the words of the module that made it
+        if v.name in result and v.module and hasattr(v.maker(), "describe"):
+            out += ["", v.maker().describe(result[v.name])]
     out += ["", "Encoder relative error: ||ONNX - PyTorch|| / ||PyTorch|| of the encoder output on the evaluation "
                 "clips' features."]
-    out += ["", f"Thresholds: fp32 max abs diff <= {t['fp32_max_abs_diff']:g}; fp32 tokens identical to NeMo; int8 "
-                f"WER vs fp32 {_thr(t['int8_wer_vs_fp32'])}; fp16 WER vs fp32 {_thr(t.get('fp16_wer_vs_fp32'))}; sherpa-onnx WER vs NeMo {_thr(t['sherpa_wer_vs_nemo'])}.",
+    out += ["", f"Thresholds: {BASE.name} max abs diff <= {t[f'{BASE.name}_max_abs_diff']:g}; {BASE.name} tokens "
+                f"identical to NeMo; " + "; ".join(f"{g.label} {_thr(t.get(g.key))}" for g in GATES) + ".",
             "", "| gate | result | value | threshold |", "|---|---|---|---|"]
     for g in result["gates"]:
         out.append(f"| {g['gate']} | {'pass' if g['passed'] else '**FAIL**'} | {g['value']} | "

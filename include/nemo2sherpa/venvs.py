@@ -21,10 +21,12 @@ REQ_DIR = HERE / "requirements"
 
 
 def default_cache() -> Path:
+    """Where stage venvs are cached (NEMO2SHERPA_VENV_CACHE)."""
     return Path(os.environ.get("NEMO2SHERPA_VENV_CACHE", HERE.parents[1] / ".cache" / "venvs"))
 
 
 def requirements(name: str) -> list[str]:
+    """The pinned requirements of a stage venv (requirements/<name>.txt), sorted."""
     path = REQ_DIR / f"{name}.txt"
     if not path.exists():
         raise FileNotFoundError(f"no requirements file {path}")

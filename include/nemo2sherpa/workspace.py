@@ -24,6 +24,7 @@ STATE = ".n2s-sync.json"  # per mirror: name -> [size, mtime_ns, etag] as of the
 
 
 def is_remote(workspace: str) -> bool:
+    """Whether the workspace is an object-store prefix (s3://...)."""
     return workspace.startswith("s3://")
 
 
@@ -37,6 +38,7 @@ def split(url: str) -> tuple[str, str]:
 
 
 def default_cache() -> Path:
+    """Where a worker mirrors an object-store workspace (NEMO2SHERPA_WORKSPACE_CACHE)."""
     return Path(os.environ.get("NEMO2SHERPA_WORKSPACE_CACHE", Path.home() / ".cache" / "nemo2sherpa-workspace"))
 
 

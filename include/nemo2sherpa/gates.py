@@ -1,0 +1,67 @@
+"""The validation limits a run may set, declared once: each is a DAG param, a `convert`/`validate` flag,
+a keyword of validate and a threshold in validation.json. None means "report only".
+
+One WER-drift limit per variant made from fp32 (from the variant registry), and sherpa-onnx's WER vs NeMo.
+Pure Python: the Airflow side imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputError
+from .variants import BASE, MADE, Variant
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A validation limit a run may set."""
+
+    param: str  # DAG param and validate keyword; the flag is --param-with-dashes
+    default: float | None
+    title: str  # the form's field title
+    description: str  # the form's and --help's text (each adds how to turn the gate off)
+    key: str  # its threshold's key in validation.json
+    label: str  # how VALIDATION.md names it
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: --int8-wer-max for int8_wer_max."""
+        return "--" + self.param.replace("_", "-")
+
+
+def drift_gate(v: Variant) -> Gate:
+    """A made variant's limit on how far its greedy transcripts may drift from fp32's."""
+    return Gate(f"{v.name}_wer_max", v.drift_max, f"{v.name} WER drift limit",
+                f"Fail validation if the {v.name} bundle's greedy transcripts differ from the {BASE.name} bundle's by "
+                f"more than this word error rate (0.05 = 5%) on the evaluation clips.",
+                f"{v.name}_wer_vs_{BASE.name}", f"{v.name} WER vs {BASE.name}")
+
+
+SHERPA_WER = Gate("sherpa_wer_max", 0.35, "sherpa-onnx WER limit",
+                  "Fail validation if sherpa-onnx's end-to-end transcripts differ from NeMo's by more than this WER. "
+                  "Loose on purpose: sherpa-onnx computes its own fbank features, so small differences are expected.",
+                  "sherpa_wer_vs_nemo", "sherpa-onnx WER vs NeMo")
+DRIFT: dict[str, Gate] = {v.name: drift_gate(v) for v in MADE}
+GATES: tuple[Gate, ...] = (*DRIFT.values(), SHERPA_WER)
+GATE_DEFAULTS: dict[str, float | None] = {g.param: g.default for g in GATES}
+
+
+def threshold(value: Any, name: str) -> float | None:
+    """A gate threshold from a param or flag: a number >= 0, or none/null for report-only."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "off", "")):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = -1.0
+    if not x >= 0:
+        raise InputError(f"{name}={value!r} is not a threshold: give a number >= 0 (a WER, 0.05 = 5%) or none")
+    return x
+
+
+def limits(given: dict[str, Any] | None = None) -> dict[str, float | None]:
+    """Every gate's limit: the given ones checked, the others at their defaults (InputError on a bad one)."""
+    given = given or {}
+    return {g.param: threshold(given.get(g.param, g.default), g.param) for g in GATES}
