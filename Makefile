@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: bench-full-size bench-int8 bench-publish venv demo test system-deps convert up up-celery down fixtures clean
+.PHONY: bench-full-size bench-int8 bench-publish venv demo test system-deps convert hotwords-check up up-celery down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ test: venv system-deps
 convert: venv
 	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
 	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)")
+
+## make hotwords-check BUNDLE=<bundle dir> NEMO=<its .nemo> PHRASES=<hotwords file>: how sherpa-onnx will split
+## each phrase (bpe.vocab) against the checkpoint's tokenizer; differences flagged (STRICT=1: exit 3 on any).
+hotwords-check: venv
+	@if [ -z "$(BUNDLE)" ] || [ -z "$(NEMO)" ] || [ -z "$(PHRASES)" ]; then echo "usage: make hotwords-check BUNDLE=<dir> NEMO=<.nemo> PHRASES=<file>" >&2; exit 2; fi
+	$$($(PY) -m nemo2sherpa venv onnx)/bin/python -m nemo2sherpa hotwords-check --bundle "$(BUNDLE)" --nemo "$(NEMO)" "$(PHRASES)" $(if $(STRICT),--strict) >/dev/null
 
 ## make up / make down: Airflow (UI on 127.0.0.1:8080) + S3 server on loopback.
 up: venv

@@ -31,7 +31,8 @@ PUBLISH_TASK = "publish"
 # Bundle files the report may show or hand out: small text and the plot, never the models themselves.
 SERVED = {"manifest.json": "application/json", "VALIDATION.md": "text/markdown; charset=utf-8",
           "validation.json": "application/json", "benchmark.json": "application/json",
-          "benchmark.png": "image/png", "tokens.txt": "text/plain; charset=utf-8"}
+          "benchmark.png": "image/png", "tokens.txt": "text/plain; charset=utf-8",
+          "bpe.vocab": "text/plain; charset=utf-8"}
 
 
 def report_path(dag_id: str, run_id: str) -> str:

@@ -7,6 +7,7 @@ Runs in the ONNX stage venv (it needs onnx and numpy):  python tests/break_bundl
   joiner-drop             drop the joiner's last output (one duration logit fewer)
   noise FILE STD          add seeded Gaussian noise to the largest weight matrix of FILE (encoder.onnx, ...)
   shuffle-tokens          rotate the pieces of tokens.txt (ids unchanged, text wrong: another tokenizer's file)
+  swap-bpe-vocab          swap two pieces of bpe.vocab (hotwords would be split into the wrong ids)
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def main(bundle: Path, action: str, *args: str) -> None:
         pieces = pieces[7:] + pieces[:7]
         body = [f"{p} {i}" for i, p in enumerate(pieces)] + [lines[-1]]
         (bundle / "tokens.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
+    elif action == "swap-bpe-vocab":
+        lines = (bundle / "bpe.vocab").read_text(encoding="utf-8").splitlines()
+        a, b = lines[5].split("\t"), lines[9].split("\t")
+        lines[5], lines[9] = f"{b[0]}\t{a[1]}", f"{a[0]}\t{b[1]}"
+        (bundle / "bpe.vocab").write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:
         raise SystemExit(f"unknown action {action!r}\n{__doc__}")
 

@@ -36,7 +36,7 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
         c.download_file("e2e-bucket", k, str(dl / k.rsplit("/", 1)[1]))
     names = verify_download(dl)
     assert {"encoder.onnx", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx", "decoder.int8.onnx",
-            "joiner.int8.onnx", "tokens.txt", "benchmark.json", "benchmark.png", "validation.json",
+            "joiner.int8.onnx", "tokens.txt", "bpe.vocab", "benchmark.json", "benchmark.png", "validation.json",
             "VALIDATION.md"} <= set(names)
     val = json.loads((dl / "validation.json").read_text())
     assert val["passed"] and val["variants"]["fp32"]["decoding"]["token_match_rate"] == 1.0

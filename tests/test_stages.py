@@ -19,7 +19,8 @@ from nemo2sherpa.variants import VARIANT_FILES
 
 def test_export_writes_the_split_bundle(exported):
     b = exported / "bundle"
-    assert sorted(p.name for p in b.iterdir()) == ["decoder.onnx", "encoder.onnx", "joiner.onnx", "tokens.txt"]
+    assert sorted(p.name for p in b.iterdir()) == ["bpe.vocab", "decoder.onnx", "encoder.onnx", "joiner.onnx",
+                                                  "tokens.txt"]
     lines = (b / "tokens.txt").read_text().splitlines()
     assert len(lines) == 65 and lines[-1] == "<blk> 64"
     exp = json.loads((exported / "reference" / "export.json").read_text())
@@ -106,9 +107,22 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
         assert gate in names
     md = (tmp_path / "VALIDATION.md").read_text()
     assert md.startswith("# Validation: PASSED (full)") and "| fp32 |" in md and v["clips"][0]["reference"] in md
-    # The files it passed, by digest (publish uploads exactly these): both variants' files and tokens.txt.
+    # Hotwords: bpe.vocab checked against tokens.txt; sherpa-onnx's beam search healthy, and a list of words
+    # nobody said (through bpe.vocab) loads and changes no clip of this model.
+    state = {g["gate"]: g for g in v["gates"]}
+    assert state["bpe.vocab pieces == tokens.txt"]["passed"]
+    for x, name in ((fp32, "fp32"), (int8, "int8")):
+        beam = x["sherpa_beam"]
+        assert state[f"{name}: sherpa-onnx beam search: no clip empty or collapsed"]["passed"]
+        assert beam["collapsed"] == [] and beam["texts"] == x["sherpa"]["texts"] and beam["wer_vs_greedy"] == 0.0
+        assert state[f"{name}: sherpa-onnx decodes with hotwords (bpe.vocab)"]["passed"]
+        assert len(beam["decoy_hotwords"]["phrases"]) == 5 and beam["decoy_hotwords"]["changed"] == []
+        assert not set(" ".join(beam["decoy_hotwords"]["phrases"]).split()) & set(" ".join(beam["texts"]).split())
+    assert "Beam search (sherpa-onnx `modified_beam_search`" in md and "| fp32 sherpa beam |" in md
+    # The files it passed, by digest (publish uploads exactly these): both variants' files, tokens.txt, bpe.vocab.
     b = full_bundle / "bundle"
-    assert {f["name"] for f in v["files"]} == {"tokens.txt", *VARIANT_FILES["fp32"], *VARIANT_FILES["int8"]}
+    assert {f["name"] for f in v["files"]} == {"tokens.txt", "bpe.vocab", *VARIANT_FILES["fp32"],
+                                               *VARIANT_FILES["int8"]}
     for f in v["files"]:
         assert f["size"] == (b / f["name"]).stat().st_size
         assert f["sha256"] == hashlib.sha256((b / f["name"]).read_bytes()).hexdigest() and f["sha256"] in md
@@ -143,6 +157,8 @@ BREAKAGES = {
                ["fp32: encoder max abs diff"]),
     "joiner_dim": (["joiner-drop"], ["fp32: joiner output dim"], ["fp32: decoder state dims"]),
     "int8": (["joiner-bias", "20", "joiner.int8.onnx"], ["int8: WER vs fp32 (drift)"], ["fp32: greedy tokens == NeMo"]),
+    "bpe_vocab": (["swap-bpe-vocab"], ["bpe.vocab pieces == tokens.txt"], ["fp32: greedy tokens == NeMo",
+                                                                           "tokens.txt <blk> last"]),
 }
 
 
@@ -234,7 +250,7 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["validation"]["passed"] and r["validation"]["token_match"]["fp32"] == 1.0
-    assert {"encoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt",
+    assert {"encoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "bpe.vocab",
             "validation.json", "benchmark.json"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / ".bundle.work").exists()
     bench = json.loads((out / "benchmark.json").read_text())
@@ -305,7 +321,8 @@ def test_a_killed_export_retried_converges_to_identical_files(exported, tmp_path
     assert (b / "encoder.onnx").exists()  # killed with ONNX already written: export was under way
     run_cli("nemo", *args)  # the retry
     assert _digests(b) == _digests(exported / "bundle")
-    assert sorted(p.name for p in b.iterdir()) == ["decoder.onnx", "encoder.onnx", "joiner.onnx", "tokens.txt"]
+    assert sorted(p.name for p in b.iterdir()) == ["bpe.vocab", "decoder.onnx", "encoder.onnx", "joiner.onnx",
+                                                  "tokens.txt"]
 
 
 def test_a_killed_quantize_retried_converges_to_identical_files(exported, tmp_path):

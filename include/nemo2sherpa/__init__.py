@@ -6,4 +6,4 @@ The stage library. No module here imports Airflow; each stage is a plain functio
 
 __version__ = "0.1.0"
 # Part of every published bundle's key: a converter fix re-publishes.
-PIPELINE_VERSION = "p2"  # p2: int8 by the matmul-qint8 recipe
+PIPELINE_VERSION = "p3"  # p2: int8 by the matmul-qint8 recipe; p3: bundles carry bpe.vocab (hotwords)

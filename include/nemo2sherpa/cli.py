@@ -136,7 +136,24 @@ def _venv(a):
 
 def _sherpa_decode(a):
     from .sherpa import decode_files
-    return decode_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads)
+    return decode_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads, a.method,
+                        Path(a.hotwords) if a.hotwords else None, a.hotwords_score)
+
+
+def _hotwords_check(a):
+    import tempfile
+
+    from .errors import GateFailed
+    from .hotwords import check_phrases, read_phrases, table, tokenizer_model
+    with tempfile.TemporaryDirectory() as d:
+        rows = check_phrases(Path(a.bundle), read_phrases(Path(a.phrases)),
+                             tokenizer_model(Path(a.nemo), Path(d) / "tokenizer.model"))
+    print(table(rows), file=sys.stderr)
+    differ = [r["phrase"] for r in rows if not r["same"] or r["unknown"]]
+    if a.strict and differ:
+        raise GateFailed(f"{len(differ)} phrases would be boosted along another split than the model emits: "
+                         f"{', '.join(differ)}; respell them as the model writes them, or leave them out")
+    return rows
 
 
 def _bench_sherpa(a):
@@ -181,8 +198,17 @@ COMMANDS: dict[str, Command] = {
         positional=[("step", {"choices": list(STEP)})]),
     "venv": Command("create (if needed) and print a stage venv", [], _venv, positional=[("name", {})], plain=True),
     "sherpa-decode": Command("sherpa-onnx on wav files (a child process of validate)", [
-        BUNDLE, ("--variant", {"default": BASE.name}), ("--threads", {"type": int, "default": 2})], _sherpa_decode,
+        BUNDLE, ("--variant", {"default": BASE.name}), ("--threads", {"type": int, "default": 2}),
+        ("--method", {"default": "greedy_search", "choices": ["greedy_search", "modified_beam_search"]}),
+        ("--hotwords", {"help": "a hotwords file (one phrase per line, optional ' :score'): modified beam search "
+                                "biased through the bundle's bpe.vocab"}),
+        ("--hotwords-score", {"type": float, "default": 1.5})], _sherpa_decode,
         positional=[("wavs", {"nargs": "+"})]),
+    "hotwords-check": Command("a hotwords file against the bundle: each phrase split as sherpa-onnx splits it "
+                              "(bpe.vocab) and as the checkpoint's tokenizer does; differences flagged", [
+        BUNDLE, ("--nemo", {"required": True, "help": "the checkpoint the bundle was made from (its tokenizer)"}),
+        ("--strict", {"action": "store_true", "help": "exit 3 when a phrase is flagged"})], _hotwords_check,
+        positional=[("phrases", {"help": "hotwords file: one phrase per line, optional ' :score'"})]),
     "bench-sherpa": Command("sherpa-onnx CPU latency (a child process of benchmark)", [
         BUNDLE, ("--variant", {"required": True}), ("--lengths", {"required": True}), *RUNS], _bench_sherpa),
     "bench-gpu": Command("onnxruntime CUDA latency (in the onnx-gpu venv, from benchmark)", [

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .variants import VARIANT_FILES
+from .variants import TOKENS, VARIANT_FILES
 
 
 def read_tokens(bundle: Path) -> list[str]:
     """tokens.txt as a list indexed by id (the last entry is <blk>)."""
-    lines = (Path(bundle) / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    lines = (Path(bundle) / TOKENS).read_text(encoding="utf-8").splitlines()
     return [line.rsplit(" ", 1)[0] for line in lines]
 
 

@@ -21,7 +21,7 @@ from . import __version__, preflight
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
-from .variants import BASE
+from .variants import BASE, BPE_VOCAB, TOKENS
 
 log = logging.getLogger("nemo2sherpa.export")
 
@@ -62,6 +62,23 @@ def write_tokens(model, spec: ModelSpec, path: Path) -> int:
     lines.append(f"<blk> {spec.vocab_size}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)
+
+
+def write_bpe_vocab(model, spec: ModelSpec, path: Path) -> bool:
+    """bpe.vocab for sherpa-onnx's hotwords: `piece<TAB>score` per SentencePiece id, in id order, the pieces those
+    of tokens.txt (no <blk>: sherpa-onnx takes blank from tokens.txt). False, and no file, for a tokenizer that is
+    not SentencePiece (its model cannot take bpe hotwords)."""
+    sp = getattr(getattr(model, "tokenizer", None), "tokenizer", None)
+    if not (hasattr(sp, "id_to_piece") and hasattr(sp, "get_score")):
+        log.warning("the tokenizer is %s, not SentencePiece: no %s (sherpa-onnx's bpe hotwords need one)",
+                    type(getattr(model, "tokenizer", None)).__name__, path.name)
+        return False
+    if sp.get_piece_size() != spec.vocab_size:
+        raise InputError(f"the SentencePiece model has {sp.get_piece_size()} pieces but the config says vocab_size="
+                         f"{spec.vocab_size}: the checkpoint's tokenizer does not belong to its model")
+    lines = [f"{sp.id_to_piece(i)}\t{sp.get_score(i):.9g}" for i in range(spec.vocab_size)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return True
 
 
 def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -164,14 +181,18 @@ def _export_encoder(model, bundle: Path) -> list[str]:
 
 
 def _export_files(model, spec: ModelSpec, bundle_dir: Path) -> tuple[list[str], int]:
-    """encoder.onnx (+ encoder.weights), decoder.onnx, joiner.onnx by each module's own export, and tokens.txt."""
+    """encoder.onnx (+ encoder.weights), decoder.onnx, joiner.onnx by each module's own export, tokens.txt and
+    bpe.vocab."""
     t0 = time.monotonic()
     files = _export_encoder(model, bundle_dir)
     log.info("encoder.onnx exported in %.1f s", time.monotonic() - t0)
     model.decoder.export(str(bundle_dir / "decoder.onnx"))
     model.joint.export(str(bundle_dir / "joiner.onnx"))
-    files += ["decoder.onnx", "joiner.onnx", "tokens.txt"]
-    return files, write_tokens(model, spec, bundle_dir / "tokens.txt")
+    files += ["decoder.onnx", "joiner.onnx", TOKENS]
+    n_tokens = write_tokens(model, spec, bundle_dir / TOKENS)
+    if write_bpe_vocab(model, spec, bundle_dir / BPE_VOCAB):
+        files.append(BPE_VOCAB)
+    return files, n_tokens
 
 
 def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) -> dict[str, Any]:

@@ -121,9 +121,9 @@ def _benchmark(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
 STEPS: tuple[Step, ...] = (
     Step("source", "download", _source, "resolve the checkpoint (registry name, Hub repo at a revision, local "
          ".nemo) and download it, sha256 checked", "download/<name>.nemo"),
-    Step("export", "nemo", _export, "NeMo restore; encoder, decoder and joiner exported one by one; tokens.txt; "
-         "PyTorch reference tensors and NeMo's transcripts of the evaluation clips", "bundle/ (fp32), reference/",
-         needs_source=True),
+    Step("export", "nemo", _export, "NeMo restore; encoder, decoder and joiner exported one by one; tokens.txt, "
+         "bpe.vocab; PyTorch reference tensors and NeMo's transcripts of the evaluation clips",
+         "bundle/ (fp32), reference/", needs_source=True),
     Step("validate_export", "onnx", _validate_export, "structure, numeric parity and greedy decoding parity of the "
          "fp32 bundle against PyTorch", "nothing (a verdict)", verdict=True),
     Step("quantize", "onnx", make_variants, "the variants made from fp32 (" + ", ".join(v.name for v in MADE)

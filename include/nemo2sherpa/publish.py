@@ -27,15 +27,15 @@ from . import PIPELINE_VERSION, __version__
 from .errors import PermanentError, TransientError
 from .progress import Progress
 from .source import sha256_file
-from .variants import VARIANT_FILES, VARIANTS
+from .variants import SHARED, VARIANT_FILES, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.publish")
 
 # This run's reports: rewritten when a variant is added to a published bundle.
 REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "VALIDATION.md")
-# Upload order: every variant's files (variants.VARIANTS), tokens.txt, then the reports; a file not in the bundle
+# Upload order: every variant's files (variants.VARIANTS), tokens.txt and bpe.vocab, then the reports; a file not in the bundle
 # is left out.
-PUBLISHED = (*(n for v in VARIANTS.values() for n in v.published), "tokens.txt", *REPORTS)
+PUBLISHED = (*(n for v in VARIANTS.values() for n in v.published), *SHARED, *REPORTS)
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 

@@ -36,7 +36,7 @@ from .gates import DRIFT, GATES, SHERPA_WER, limits
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
 from .source import sha256_file
-from .variants import BASE, VARIANTS, base_first, variant_paths
+from .variants import BASE, BPE_VOCAB, SHARED, TOKENS, VARIANTS, base_first, variant_paths
 
 log = logging.getLogger("nemo2sherpa.validate")
 
@@ -132,7 +132,7 @@ def check_structure(bundle: Path, variant: str, spec: ModelSpec, r: Report) -> G
 
 def check_tokens(bundle: Path, spec: ModelSpec, r: Report) -> bool:
     """tokens.txt gates: one line per id, <blk> last with the blank id."""
-    lines = (bundle / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    lines = (bundle / TOKENS).read_text(encoding="utf-8").splitlines()
     ok = r.gate("tokens.txt count == vocab+1", len(lines) == spec.vocab_size + 1, value=len(lines),
                 threshold=spec.vocab_size + 1)
     last = lines[-1].split() if lines else []
@@ -220,6 +220,21 @@ def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarr
             "wer_vs_reference": word_error_rate([c.get("text", "") for c in clips], texts), "per_clip": per_clip}
 
 
+def check_bpe_vocab(bundle: Path, tokens: list[str], exported: bool, r: Report) -> bool:
+    """bpe.vocab (what sherpa-onnx's hotwords read) against tokens.txt: the same pieces in the same order, no <blk>.
+    A checkpoint whose tokenizer is not SentencePiece has none (export said so): recorded, nothing to gate."""
+    from .hotwords import vocab_problems
+
+    if not exported:
+        log.info("no %s: the checkpoint's tokenizer is not SentencePiece (hotwords with modeling_unit bpe are not "
+                 "available for it)", BPE_VOCAB)
+        return False
+    problems = vocab_problems(bundle, tokens)
+    return r.gate(f"{BPE_VOCAB} pieces == tokens.txt", not problems, value="; ".join(problems) or f"{len(tokens)} "
+                  "pieces in id order", threshold="tokens.txt's pieces, <blk> excepted",
+                  detail="sherpa-onnx's hotwords split phrases with these pieces")
+
+
 def check_metadata(bundle: Path, variant: str, spec: ModelSpec, source: dict[str, Any], r: Report) -> bool:
     """Metadata gates on the variant's encoder: the keys sherpa-onnx needs, each equal to the spec's value."""
     enc = variant_files(bundle, variant)[0]
@@ -264,6 +279,7 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
     check_tokens(bundle, spec, r)
     pieces = read_tokens(bundle)
+    hotwords = check_bpe_vocab(bundle, pieces[:-1], BPE_VOCAB in exp.get("files", {}), r)
     for v in base_first(variants):
         result["variants"][v] = vr = {}
         dec = check_structure(bundle, v, spec, r)
@@ -274,6 +290,8 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         _decoding_gates(v, vr["decoding"], result["variants"].get(BASE.name, {}).get("decoding"), lim, r)
         if mode == "full":
             vr["sherpa"] = _sherpa_gates(bundle, v, spec, source, clips, lim[SHERPA_WER.param], r)
+            if vr["sherpa"].get("texts"):
+                vr["sherpa_beam"] = _beam_gates(bundle, v, clips, vr["sherpa"]["texts"], hotwords, r)
     if digests is not None:
         result["files"] = digests.result()
     hashing.shutdown()
@@ -346,6 +364,45 @@ def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: dict[str, Any],
     return sh
 
 
+def _beam_gates(bundle: Path, v: str, clips: list[dict[str, Any]], greedy: list[str], hotwords: bool,
+                r: Report) -> dict[str, Any]:
+    """sherpa-onnx's modified beam search (what hotwords need) on every clip: none empty or collapsed, its WER vs
+    greedy reported; then with a list of words nobody said (through bpe.vocab): it loads, and what it changes is
+    reported."""
+    from .hotwords import collapsed, decoy_phrases
+    from .sherpa import BEAM, decode_in_subprocess
+
+    wavs = [Path(c["path"]) for c in clips]
+    beam = decode_in_subprocess(bundle, v, wavs, method=BEAM)
+    texts = beam.get("texts", [])
+    bad = [c["name"] for c, g, b in zip(clips, greedy, texts) if collapsed(g, b)]
+    ok = beam["ok"] and len(texts) == len(clips)
+    beam["collapsed"] = bad
+    beam["wer_vs_greedy"] = word_error_rate(greedy, texts) if ok else None
+    r.gate(f"{v}: sherpa-onnx beam search: no clip empty or collapsed", ok and not bad,
+           value=f"{len(bad)} of {len(texts)} clips" + (f": {', '.join(bad)}" if bad else "") if beam["ok"]
+           else f"exit {beam.get('exit_code')}", threshold="0", detail=f"sherpa-onnx {beam.get('runtime', '?')}; WER "
+           f"beam vs greedy {beam['wer_vs_greedy']}" if ok else beam.get("error", ""))
+    if not hotwords:
+        return beam
+    phrases = decoy_phrases(bundle, [c["nemo_text"] for c in clips] + [c.get("text", "") for c in clips])
+    decoy = Path(bundle).parent / f".decoy-hotwords-{v}.txt"
+    decoy.write_text("\n".join(phrases) + "\n", encoding="utf-8")
+    try:
+        hot = decode_in_subprocess(bundle, v, wavs, method=BEAM, hotwords=decoy)
+    finally:
+        decoy.unlink(missing_ok=True)
+    loaded = hot["ok"] and len(hot.get("texts", [])) == len(clips)
+    hot.update(phrases=phrases, changed=[c["name"] for c, a, b in zip(clips, texts, hot.get("texts", [])) if a != b])
+    r.gate(f"{v}: sherpa-onnx decodes with hotwords ({BPE_VOCAB})", loaded,
+           value=f"{len(hot.get('texts', []))}/{len(clips)} clips" if hot["ok"] else f"exit {hot.get('exit_code')}",
+           threshold=f"{len(clips)}/{len(clips)}", detail=(f"a list of {len(phrases)} words nobody said changed "
+                                                           f"{len(hot['changed'])} clips" if loaded
+                                                           else hot.get("error", "")))
+    beam["decoy_hotwords"] = {k: hot.get(k) for k in ("phrases", "changed", "texts", "ok")}
+    return beam
+
+
 def _finish(result: dict[str, Any], r: Report, report_path: Path | None) -> dict[str, Any]:
     """Verdict, reports written and logged; GateFailed naming every failed gate."""
     result["gates"] = r.gates
@@ -381,9 +438,27 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def file_digests(bundle: Path, variants: list[str]) -> list[dict[str, Any]]:
-    """Name, size and sha256 of tokens.txt and every file of the given variants that exists."""
-    paths = [Path(bundle) / "tokens.txt"] + [p for v in variants for p in variant_paths(bundle, v)]
+    """Name, size and sha256 of the shared files (tokens.txt, bpe.vocab) and every file of the given variants that
+    exists."""
+    paths = [Path(bundle) / n for n in SHARED] + [p for v in variants for p in variant_paths(bundle, v)]
     return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths if p.exists()]
+
+
+def _beam_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's beam-search health and hotwords section (nothing for a run without sherpa-onnx)."""
+    rows = [(v, x["sherpa_beam"]) for v, x in result["variants"].items() if "sherpa_beam" in x]
+    if not rows:
+        return []
+    out = ["", "Beam search (sherpa-onnx `modified_beam_search`, the decoding hotwords need) against sherpa-onnx's "
+               f"greedy transcripts, and with a hotwords list of words nobody said (through `{BPE_VOCAB}`):", "",
+           "| variant | runtime | WER beam vs greedy | empty or collapsed clips | hotwords (not spoken) | clips they "
+           "changed |", "|---|---|---|---|---|---|"]
+    for v, b in rows:
+        d = b.get("decoy_hotwords") or {}
+        out.append(f"| {v} | sherpa-onnx {b.get('runtime', '?')} | {b.get('wer_vs_greedy')} | "
+                   f"{', '.join(b.get('collapsed', [])) or 'none'} | {', '.join(d.get('phrases') or []) or '-'} | "
+                   f"{', '.join(d.get('changed') or []) or ('none' if d else '-')} |")
+    return out
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -426,11 +501,14 @@ def render_markdown(result: dict[str, Any]) -> str:
             columns.append((f"{v} onnx", [c["text"] for c in x["decoding"]["per_clip"]]))
         if x.get("sherpa", {}).get("texts"):
             columns.append((f"{v} sherpa", x["sherpa"]["texts"]))
+        if x.get("sherpa_beam", {}).get("texts"):
+            columns.append((f"{v} sherpa beam", x["sherpa_beam"]["texts"]))
     out += ["", "| clip | reference | NeMo | " + " | ".join(name for name, _ in columns) + " |",
             "|" + "---|" * (3 + len(columns))]
     for i, c in enumerate(result["clips"]):
         row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
         out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
+    out += _beam_markdown(result)
     if result.get("files"):
         out += ["", "Validated files (publish uploads exactly these bytes):", "", "| file | bytes | sha256 |",
                 "|---|---|---|"]

@@ -15,6 +15,9 @@ from pathlib import Path
 from types import ModuleType
 
 MODULES = ("encoder", "decoder", "joiner")  # the three graphs of a sherpa-onnx NeMo transducer bundle
+TOKENS = "tokens.txt"  # every variant's: `piece id` per line, <blk> last
+BPE_VOCAB = "bpe.vocab"  # every variant's: `piece<TAB>score` per SentencePiece id, for sherpa-onnx's hotwords
+SHARED = (TOKENS, BPE_VOCAB)  # the files all variants of a bundle share, in upload order
 
 
 @dataclass(frozen=True)
