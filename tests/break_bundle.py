@@ -8,10 +8,13 @@ Runs in the ONNX stage venv (it needs onnx and numpy):  python tests/break_bundl
   noise FILE STD          add seeded Gaussian noise to the largest weight matrix of FILE (encoder.onnx, ...)
   shuffle-tokens          rotate the pieces of tokens.txt (ids unchanged, text wrong: another tokenizer's file)
   swap-bpe-vocab          swap two pieces of bpe.vocab (hotwords would be split into the wrong ids)
+  path-choice MARGIN      (on a reference folder) make NeMo's last decision on clip 0 another token, ahead of
+                          the ONNX graphs' choice there by MARGIN in NeMo's logits: a tie when tiny, else a mismatch
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,6 +77,16 @@ def main(bundle: Path, action: str, *args: str) -> None:
         pieces = pieces[7:] + pieces[:7]
         body = [f"{p} {i}" for i, p in enumerate(pieces)] + [lines[-1]]
         (bundle / "tokens.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
+    elif action == "path-choice":
+        spec = json.loads((bundle / "export.json").read_text())["spec"]
+        ref = dict(np.load(bundle / "reference.npz"))
+        path, logits = ref["clip0_path"], ref["clip0_path_logits"]
+        t, k, d = path[-1]
+        tokens = logits[-1][: spec["vocab_size"] + 1]  # vocab + blank; the durations follow
+        k2 = int(next(i for i in np.argsort(tokens)[::-1] if i != k))  # the runner-up
+        logits[-1][k2] = logits[-1][k] + float(args[0])
+        path[-1] = (t, k2, d)
+        np.savez(bundle / "reference.npz", **ref)
     elif action == "swap-bpe-vocab":
         lines = (bundle / "bpe.vocab").read_text(encoding="utf-8").splitlines()
         a, b = lines[5].split("\t"), lines[9].split("\t")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli, stage_python
 from nemo2sherpa.child import run_module
 
 # family -> what the converter must derive from that checkpoint's config
@@ -88,3 +90,54 @@ def test_export_refuses_a_model_that_is_not_a_transducer(target, tmp_path):
     assert lines[-1].startswith("nemo2sherpa: error:") and target.rsplit(".", 1)[-1] in lines[-1]
     assert "not a transducer" in lines[-1]
     assert not (tmp_path / "b").exists()
+
+
+# Valid checkpoints the fixtures do not cover: other seeds, other widths, plain RNNT with random weights (which
+# emits near-equal logits on every frame). Each must convert: where ONNX and NeMo part at a float tie, the tie is
+# recorded, not refused.
+UNSEEN = [
+    {"name": "tdt-0.6b-seed7-w48", "family": "tdt-0.6b", "seed": 7,
+     "arch": {"d_model": 48, "pred_hidden": 32, "joint_hidden": 48}},
+    {"name": "tdt-ctc-seed11-w96", "family": "tdt-ctc", "seed": 11,
+     "arch": {"d_model": 96, "pred_hidden": 96, "joint_hidden": 80}},
+    {"name": "rnnt-seed5-w40", "vocab": 128, "mels": 80, "durations": [], "seed": 5,
+     "arch": {"d_model": 40, "pred_hidden": 40, "joint_hidden": 40}},
+    {"name": "tdt-1.1b-seed3-w56", "family": "tdt-1.1b", "seed": 3,
+     "arch": {"d_model": 56, "pred_hidden": 48, "joint_hidden": 56}},
+]
+
+
+@pytest.fixture(scope="module")
+def unseen_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("unseen")
+    items = [{**{k: v for k, v in u.items() if k != "name"}, "out": str(d / f"{u['name']}.nemo")} for u in UNSEEN]
+    proc = subprocess.run([str(stage_python("nemo")), str(ROOT / "tests" / "fixtures" / "build_tiny_model.py"),
+                           "--out", str(d), "--many", json.dumps(items)], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {u["name"]: d / f"{u['name']}.nemo" for u in UNSEEN}
+
+
+@pytest.mark.parametrize("name", [u["name"] for u in UNSEEN])
+def test_valid_checkpoints_of_unseen_shapes_convert_with_their_ties_recorded(name, unseen_checkpoints, tmp_path):
+    out = tmp_path / "bundle"
+    proc = run_module(["convert", str(unseen_checkpoints[name]), str(out), "--variants", "fp32", "--lengths", "1",
+                       "--sherpa-wer-max", "none"], capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    v = json.loads((out / "validation.json").read_text())
+    sw = v["variants"]["fp32"]["stepwise"]
+    gate = next(g for g in v["gates"] if g["gate"] == "fp32: greedy decoding == NeMo step by step")
+    assert v["passed"] and gate["passed"] and sw["mismatches"] == [] and sw["steps"] > 0
+    for tie in sw["ties"]:  # each recorded tie is one the measured difference explains
+        assert tie["margin"] <= min(2 * tie["logit_diff"], sw["tie_max"]) and tie["nemo"] != tie["onnx"]
+    assert f"{len(sw['ties'])} ties in {sw['steps']} steps" in gate["value"]
+    # NeMo's transcribe() may itself part from its modules at a near-tie (random weights: near-equal logits);
+    # recorded with the margin, and within the near-tie bound.
+    nemo_gate = next(g for g in v["gates"] if g["gate"] == "fp32: NeMo transcribe() == its modules step by step")
+    assert nemo_gate["passed"]
+    for d in sw["transcribe_divergence"]:
+        assert d["margin"] is None or d["margin"] <= 0.01 * d["scale"]
+    md = (out / "VALIDATION.md").read_text()
+    assert "Decoding parity step by step" in md
+    print(f"{name}: {sw['steps']} steps, {len(sw['ties'])} ties, max logit difference {sw['max_logit_diff']}, "
+          f"free-running exact clips {v['variants']['fp32']['decoding']['exact_clips']}/4, transcribe() parted "
+          f"{[(d['clip'], d['margin'], d['scale']) for d in sw['transcribe_divergence']]}")

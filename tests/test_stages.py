@@ -102,7 +102,7 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
         assert x["sherpa"]["wer_vs_nemo"] <= v["thresholds"]["sherpa_wer_vs_nemo"]
     names = {g["gate"] for g in v["gates"]}
     for gate in ("fp32: joiner output dim", "fp32: decoder output dim", "fp32: encoder lengths (clips)",
-                 "fp32: greedy tokens == NeMo", "int8: WER vs fp32 (drift)", "fp32: sherpa-onnx WER vs NeMo",
+                 "fp32: greedy decoding == NeMo step by step", "int8: WER vs fp32 (drift)", "fp32: sherpa-onnx WER vs NeMo",
                  "int8: metadata url switches TDT"):
         assert gate in names
     md = (tmp_path / "VALIDATION.md").read_text()
@@ -141,23 +141,24 @@ def break_bundle(bundle, *args: str) -> None:
 
 # breakage -> (how, gates that must fail, gates that must still pass). Each gate of validate is shown
 # firing on a bundle broken in the way that gate exists to catch.
+STEPWISE = "fp32: greedy decoding == NeMo step by step"
 BREAKAGES = {
     "url": (["meta", "url", "https://huggingface.co/nvidia/parakeet"],  # no "tdt": sherpa-onnx exits
             ["fp32: metadata url switches TDT", "fp32: sherpa-onnx loads and decodes every clip"],
-            ["fp32: greedy tokens == NeMo"]),
+            ["fp32: greedy decoding == NeMo step by step"]),
     "feat_dim": (["meta", "feat_dim", "128"], ["fp32: metadata feat_dim"], []),
     "normalize": (["meta", "normalize_type", ""],  # sherpa-onnx decodes, silently badly
                   ["fp32: metadata normalize per_feature", "fp32: sherpa-onnx WER vs NeMo"], []),
     "blk": ("drop-blk", ["tokens.txt <blk> last"], []),
     "tokens": (["shuffle-tokens"], ["fp32: sherpa-onnx WER vs NeMo", "int8: sherpa-onnx WER vs NeMo"],
-               ["fp32: greedy tokens == NeMo", "fp32: sherpa-onnx loads and decodes every clip"]),
+               ["fp32: greedy decoding == NeMo step by step", "fp32: sherpa-onnx loads and decodes every clip"]),
     "encoder": (["noise", "encoder.onnx", "0.01"], ["fp32: encoder max abs diff"], ["fp32: decoder max abs diff"]),
     "decoder": (["noise", "decoder.onnx", "0.01"], ["fp32: decoder max abs diff"], ["fp32: encoder max abs diff"]),
-    "joiner": (["joiner-bias", "20", "joiner.onnx"], ["fp32: joiner max abs diff", "fp32: greedy tokens == NeMo"],
+    "joiner": (["joiner-bias", "20", "joiner.onnx"], ["fp32: joiner max abs diff", STEPWISE],
                ["fp32: encoder max abs diff"]),
     "joiner_dim": (["joiner-drop"], ["fp32: joiner output dim"], ["fp32: decoder state dims"]),
-    "int8": (["joiner-bias", "20", "joiner.int8.onnx"], ["int8: WER vs fp32 (drift)"], ["fp32: greedy tokens == NeMo"]),
-    "bpe_vocab": (["swap-bpe-vocab"], ["bpe.vocab pieces == tokens.txt"], ["fp32: greedy tokens == NeMo",
+    "int8": (["joiner-bias", "20", "joiner.int8.onnx"], ["int8: WER vs fp32 (drift)"], [STEPWISE]),
+    "bpe_vocab": (["swap-bpe-vocab"], ["bpe.vocab pieces == tokens.txt"], ["fp32: greedy decoding == NeMo step by step",
                                                                            "tokens.txt <blk> last"]),
 }
 
@@ -187,6 +188,30 @@ def test_validate_catches_a_broken_bundle(full_bundle, source_manifest, tmp_path
         assert state.get(g) is True, (g, state.get(g))
     md = (tmp_path / "VALIDATION.md").read_text()
     assert md.startswith("# Validation: FAILED") and f"| {must_fail[0]} | **FAIL** |" in md
+
+
+@pytest.mark.parametrize("margin", [1e-7, 0.5])
+def test_a_choice_that_differs_from_nemo_passes_only_as_a_tie(exported, tmp_path, margin):
+    """NeMo's last decision on clip 0 made another token, ahead of the one the ONNX graphs choose by `margin` in
+    NeMo's logits: a float-sized margin is a tie (recorded with clip and step), a real one fails naming both."""
+    d = tmp_path / "x"
+    shutil.copytree(exported, d)
+    break_bundle(d / "reference", "path-choice", str(margin))
+    report = tmp_path / "validation.json"
+    proc = run_cli("onnx", "validate", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"),
+                   "--variants", "fp32", "--mode", "pre", "--report", str(report), check=False)
+    v = json.loads(report.read_text())
+    sw = v["variants"]["fp32"]["stepwise"]
+    gate = next(g for g in v["gates"] if g["gate"] == "fp32: greedy decoding == NeMo step by step")
+    first = json.loads((d / "reference" / "export.json").read_text())["clips"][0]
+    where = {"clip": first["name"], "step": first["path_steps"] - 1}
+    if margin < 1e-3:
+        assert proc.returncode == 0 and gate["passed"] and sw["mismatches"] == [], proc.stderr[-2000:]
+        assert [{k: t[k] for k in where} for t in sw["ties"]] == [where] and sw["ties"][0]["margin"] <= 1e-6
+    else:
+        assert proc.returncode == 3 and not gate["passed"] and sw["ties"] == []
+        assert [{k: m[k] for k in where} for m in sw["mismatches"]] == [where]
+        assert f"clip {where['clip']} step {where['step']}" in gate["detail"] and where["clip"] in proc.stderr
 
 
 def test_benchmark_records_latency_and_gpu_skip_reason(full_bundle, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -103,32 +104,99 @@ class GreedyDecoder:
 
     def decode_encoded(self, enc: np.ndarray, length: int, layers: int, hidden: int) -> list[int]:
         """enc: [1, D, T'] for one utterance."""
-        hyp: list[int] = []
-        state = self.zero_state(layers, hidden)
-        dec_out, new_state = self.predict(self.blank, state)
-        V1 = self.blank + 1
-        t = 0
-        while t < length:
-            frame = enc[:, :, t : t + 1]
-            symbols = 0
-            skip = 1
-            need_loop = True
-            while need_loop and symbols < self.max_symbols:
-                logits = self.joint(frame, dec_out).reshape(-1)
-                k = int(np.argmax(logits[:V1]))
-                skip = self.durations[int(np.argmax(logits[V1:]))] if self.durations else (0 if k != self.blank else 1)
-                if k != self.blank:
-                    hyp.append(k)
-                    state = new_state
-                    dec_out, new_state = self.predict(k, state)
-                symbols += 1
-                t += skip
-                need_loop = skip == 0
-            if symbols == self.max_symbols and (self.durations or need_loop):
-                t += 1  # NeMo's TDT rule advances after max_symbols whatever the last skip was
-        return hyp
+        return self.path(enc, length, layers, hidden)[0]
+
+    def path(self, enc: np.ndarray, length: int, layers: int, hidden: int,
+             keep_logits: bool = False) -> tuple[list[int], list[tuple[int, int, int]], list[np.ndarray]]:
+        """The greedy decode of one utterance step by step (greedy_path)."""
+        return greedy_path(lambda t, g: self.joint(enc[:, :, t : t + 1], g).reshape(-1), self.predict,
+                           self.zero_state(layers, hidden), length, self.blank, self.durations, self.max_symbols,
+                           keep_logits)
+
+    def follow(self, enc: np.ndarray, layers: int, hidden: int, steps: np.ndarray) -> list[np.ndarray]:
+        """The joiner's logits along another decoder's path (teacher forcing, follow_path)."""
+        return follow_path(lambda t, g: self.joint(enc[:, :, t : t + 1], g).reshape(-1), self.predict,
+                           self.zero_state(layers, hidden), steps, self.blank)
 
     def decode_features(self, features: np.ndarray, layers: int, hidden: int) -> list[int]:
         """features: [1, C, T] (NeMo-normalized)."""
         enc, enc_len = self.encode(features, np.array([features.shape[2]], dtype=np.int64))
         return self.decode_encoded(enc, int(enc_len[0]), layers, hidden)
+
+
+Step = tuple[int, int, int]  # (frame, token, duration index; -1 for RNNT): one decision of the greedy rule
+
+
+def greedy_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]], state: Any,
+                length: int, blank: int, durations: list[int], max_symbols: int = 10,
+                keep_logits: bool = False) -> tuple[list[int], list[Step], list[np.ndarray]]:
+    """NeMo's greedy TDT / RNNT rule over any implementation of the joint and the prediction net (ONNX sessions
+    here, NeMo's PyTorch modules at export): the tokens, every decision on the way, and (keep_logits) the joint's
+    logits at each decision. joint(t, dec_out) -> logits over vocab + blank (+ durations); predict(token, state)
+    -> (dec_out, state)."""
+    hyp: list[int] = []
+    steps: list[Step] = []
+    logits_kept: list[np.ndarray] = []
+    dec_out, new_state = predict(blank, state)
+    v1 = blank + 1
+    t = 0
+    while t < length:
+        symbols, need_loop = 0, True
+        while need_loop and symbols < max_symbols:
+            logits = np.asarray(joint(t, dec_out)).reshape(-1)
+            k = int(np.argmax(logits[:v1]))
+            d = int(np.argmax(logits[v1:])) if durations else -1
+            skip = durations[d] if durations else (0 if k != blank else 1)
+            steps.append((t, k, d))
+            if keep_logits:
+                logits_kept.append(logits.astype(np.float32))
+            if k != blank:
+                hyp.append(k)
+                state = new_state
+                dec_out, new_state = predict(k, state)
+            symbols += 1
+            t += skip
+            need_loop = skip == 0
+        if symbols == max_symbols and (durations or need_loop):
+            t += 1  # NeMo's TDT rule advances after max_symbols whatever the last skip was
+    return hyp, steps, logits_kept
+
+
+def follow_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]], state: Any,
+                steps: np.ndarray, blank: int) -> list[np.ndarray]:
+    """The joint's logits at each decision of a recorded path (greedy_path's steps), the prediction net fed the
+    path's own tokens: both decoders see the same frame and the same history at every step."""
+    out = []
+    dec_out, new_state = predict(blank, state)
+    for t, k, _ in np.asarray(steps).tolist():
+        out.append(np.asarray(joint(int(t), dec_out)).reshape(-1))
+        if k != blank:
+            state = new_state
+            dec_out, new_state = predict(int(k), state)
+    return out
+
+
+def first_divergence(steps: list[Step], logits: list[np.ndarray], tokens: list[int], frames: list[int],
+                     blank: int) -> dict[str, Any] | None:
+    """Where a recorded greedy path (greedy_path with keep_logits) first parts from another decoder's output, given
+    as tokens and the frame of each: None if they agree. At that decision the path's own logits say how close the
+    other choice was (`margin`: the path's choice minus the other's logit; a float tie when tiny); None where the
+    other decoder's choice there cannot be told (it skipped frames the path visited)."""
+    emitted = [(n, t, k) for n, (t, k, _) in enumerate(steps) if k != blank]
+    j = next((j for j, ((_, t, k), (k2, t2)) in enumerate(zip(emitted, zip(tokens, frames))) if (k, t) != (k2, t2)),
+             None)
+    if j is None:
+        if len(emitted) == len(tokens):
+            return None
+        j = min(len(emitted), len(tokens))
+    before = emitted[j - 1][0] if j else -1  # the path's decisions after token j-1 until it emitted token j
+    theirs = (tokens[j], frames[j]) if j < len(tokens) else (blank, None)
+    for n in range(before + 1, len(steps)):
+        t, k, _ = steps[n]
+        other = theirs[0] if theirs[1] == t else blank  # at frame t the other emitted its token j, or nothing
+        if other != k:
+            return {"token_index": j, "step": n, "frame": int(t), "path": int(k), "other": int(other),
+                    "margin": float(f"{float(logits[n][k] - logits[n][other]):.3g}"),
+                    "scale": float(f"{float(np.abs(logits[n]).max()):.3g}")}
+    return {"token_index": j, "step": None, "frame": theirs[1], "path": None, "other": theirs[0], "margin": None,
+            "scale": None}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, preflight
+from .decode import first_divergence
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
@@ -130,7 +131,9 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
         model.change_decoding_strategy(decoder_type="rnnt")
     info: dict[str, Any] = {"clips": []}
     clips = load_clips(clips_dir)
-    hyps = model.transcribe([str(c.path) for c in clips], batch_size=len(clips), return_hypotheses=True, verbose=False)
+    # One clip at a time, as the exported graphs and sherpa-onnx decode: in a padded batch NeMo's own output can
+    # part from its modules run on that clip alone at near-equal logits.
+    hyps = model.transcribe([str(c.path) for c in clips], batch_size=1, return_hypotheses=True, verbose=False)
     if isinstance(hyps, tuple):  # older NeMo returned (best, all)
         hyps = hyps[0]
     model.eval()  # transcribe() leaves modules in training mode
@@ -142,9 +145,16 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
         feats_c, flen = model.preprocessor(input_signal=x, length=torch.tensor([x.shape[1]]))
         ref[f"clip{i}_features"] = feats_c.numpy()
         ref[f"clip{i}_tokens"] = np.asarray(hyp.y_sequence, dtype=np.int64).reshape(-1)
+        tokens, steps, logits = torch_path(model, spec, feats_c)
+        frames = [int(f) for f in hyp.timestamp] if _has_frames(hyp) else None
+        ref[f"clip{i}_path"] = np.asarray(steps, dtype=np.int32).reshape(-1, 3)
+        ref[f"clip{i}_path_logits"] = np.stack(logits) if logits else np.zeros((0, spec.joiner_output_dim), np.float32)
         info["clips"].append(
             {"name": clip.name, "path": str(clip.path), "text": clip.text, "nemo_text": hyp.text,
-             "nemo_tokens": [int(t) for t in ref[f"clip{i}_tokens"]], "frames": int(flen[0])}
+             "nemo_tokens": [int(t) for t in ref[f"clip{i}_tokens"]], "frames": int(flen[0]),
+             "path_steps": len(steps), "path_equals_transcribe": tokens == [int(t) for t in ref[f"clip{i}_tokens"]],
+             "transcribe_divergence": (first_divergence(steps, logits, ref[f"clip{i}_tokens"].tolist(), frames,
+                                                        spec.blank_id) if frames is not None else None)}
         )
     # The encoder on the real clips' features as one zero-padded batch (numeric parity on real input).
     lens = [ref[f"clip{i}_features"].shape[2] for i in range(len(clips))]
@@ -155,6 +165,35 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
     ref["clips_enc_in"], ref["clips_enc_in_lengths"] = batch, np.asarray(lens, np.int64)
     ref["clips_enc_out"], ref["clips_enc_out_lengths"] = enc_c.numpy(), enc_c_len.numpy()
     return info
+
+
+def _has_frames(hyp) -> bool:
+    """Whether NeMo's hypothesis gives the frame of every token (NeMo's greedy decoders fill `timestamp`)."""
+    ts = getattr(hyp, "timestamp", None)
+    try:
+        return ts is not None and len(ts) == len(hyp.y_sequence)
+    except TypeError:  # a dict of timestamps in some NeMo versions
+        return False
+
+
+def torch_path(model, spec: ModelSpec, features) -> tuple[list[int], list[tuple[int, int, int]], list[np.ndarray]]:
+    """NeMo's own modules (PyTorch) decoding one clip's features by the greedy rule, every decision and the joint's
+    raw logits there recorded: the path validate follows with the ONNX graphs (decode.greedy_path)."""
+    import torch
+
+    from .decode import greedy_path
+
+    model.joint.log_softmax = False  # raw logits, as the exported joiner gives them
+    enc, enc_len = model.encoder(audio_signal=features, length=torch.tensor([features.shape[2]]))
+
+    def joint(t: int, g) -> np.ndarray:
+        return model.joint.joint(enc[:, :, t : t + 1].transpose(1, 2), g).reshape(-1).numpy()
+
+    def predict(token: int, state):
+        return model.decoder.predict(torch.tensor([[token]]), state=state, add_sos=False, batch_size=1)
+
+    durations = list(spec.durations) if spec.family.tdt else []
+    return greedy_path(joint, predict, None, int(enc_len[0]), spec.blank_id, durations, keep_logits=True)
 
 
 def _export_encoder(model, bundle: Path) -> list[str]:
