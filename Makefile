@@ -51,9 +51,10 @@ test: venv system-deps
 	$(PY) -m pytest -ra tests
 
 ## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8] [INT8_RECIPE=sherpa-onnx]
+##              [EVAL=<manifest.jsonl | folder of audio>]
 convert: venv
 	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
-	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)")
+	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)") $(if $(EVAL),--eval-set "$(EVAL)")
 
 ## make hotwords-check BUNDLE=<bundle dir> NEMO=<its .nemo> PHRASES=<hotwords file>: how sherpa-onnx will split
 ## each phrase (bpe.vocab) against the checkpoint's tokenizer; differences flagged (STRICT=1: exit 3 on any).

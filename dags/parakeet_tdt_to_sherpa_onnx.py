@@ -64,6 +64,13 @@ PARAMS = {
     "int8_recipe": Param(DEFAULT_INT8_RECIPE, type="string", enum=list(INT8_RECIPES), title="int8 recipe",
                          description="How the int8 variant is made. " + " ".join(
                              f"{k}: {r.summary}." for k, r in INT8_RECIPES.items())),
+    "eval_set": Param(None, type=["null", "string"], title="Evaluation set",
+                      description="The audio every gate is measured on: a NeMo JSON-lines manifest (audio_filepath, "
+                                  "optional text; relative paths from its folder) or a folder of audio files with an "
+                                  "optional texts.tsv, readable by the workers. Any rate and channel count (resampled). "
+                                  "Empty: the registry entry's set, else the built-in English clips."),
+    "eval_max_clips": Param(32, type="integer", minimum=1, title="Evaluation clips at most",
+                            description="A larger set is sampled to this many clips (fixed seed)."),
     "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
                          description="Airflow connection (type aws) to the S3-compatible store; put a custom "
                                      "endpoint in its extra as endpoint_url."),
@@ -228,9 +235,9 @@ def parakeet_tdt_to_sherpa_onnx():
         except InputError as e:
             raise AirflowFailException(str(e)) from None
         run_key = f"{DAG_ID}/{_safe(ctx['run_id'])}"
-        root = workspace.default_cache() if REMOTE else Path(WORKSPACE)
-        layout = make_plan(root / run_key, p["source"], p["revision"], p["variants"], p["gpu_benchmark"],
-                           p["benchmark_lengths"], {k: p[k] for k in GATE_DEFAULTS}, p["int8_recipe"])
+        layout = make_plan((workspace.default_cache() if REMOTE else Path(WORKSPACE)) / run_key, p["source"],
+                           p["revision"], p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
+                           {k: p[k] for k in GATE_DEFAULTS}, p["int8_recipe"], p["eval_set"], p["eval_max_clips"])
         if REMOTE:
             layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
         Path(layout["ws"]).mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,11 @@ GATE_FLAGS: list[Flag] = [(g.flag, {"dest": g.param, "help": f"{g.description} D
 VARIANTS_FLAG: Flag = ("--variants", {"default": ",".join(DEFAULT_VARIANTS),
                                       "help": "comma-separated; " + "; ".join(f"{n}: {v.summary}"
                                                                               for n, v in VARIANTS.items())})
+EVAL_FLAGS: list[Flag] = [
+    ("--eval-set", {"help": "the evaluation set: a JSON-lines manifest (audio_filepath, optional text) or a folder "
+                            "of audio files with an optional texts.tsv; default: the built-in clips"}),
+    ("--eval-max-clips", {"type": int, "default": None, "help": "a larger set is sampled to this many (seed 0); "
+                                                                 "default 32"})]
 BUNDLE: Flag = ("--bundle", {"required": True})
 REFERENCE: Flag = ("--reference", {"required": True})
 
@@ -71,8 +76,10 @@ class Command:
 
 
 def _source(a):
+    from .evalset import with_eval_set
     from .source import resolve_source
-    return resolve_source(a.source, a.revision, Path(a.download_dir))
+    found = resolve_source(a.source, a.revision, Path(a.download_dir))
+    return with_eval_set(found, a.eval_set, Path(a.eval_dir or Path(a.download_dir) / "eval"), a.eval_max_clips)
 
 
 def _upstream(a):
@@ -126,7 +133,8 @@ def _step(a):
 
 def _convert(a):
     return convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
-                   {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe)
+                   {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe,
+                   a.eval_set, a.eval_max_clips)
 
 
 def _venv(a):
@@ -169,7 +177,8 @@ def _bench_gpu(a):
 RUNS: list[Flag] = [("--runs", {"type": int, "default": 5}), ("--threads", {"type": int, "default": 2})]
 COMMANDS: dict[str, Command] = {
     "source": Command(STEP["source"].what, [("--source", {"required": True}), ("--revision", {}),
-                                            ("--download-dir", {"required": True})], _source),
+                                            ("--download-dir", {"required": True}), *EVAL_FLAGS,
+                                            ("--eval-dir", {"help": "where the prepared set goes"})], _source),
     "upstream": Command("the commit a Hub model's revision points at now (no download)",
                         [("--source", {"required": True}), ("--revision", {})], _upstream),
     "export": Command(STEP["export"].what, [("--nemo", {"required": True}), BUNDLE, REFERENCE, (
@@ -192,7 +201,7 @@ COMMANDS: dict[str, Command] = {
                                                   ("--gpu", {"action": "store_true"}), ("--out", {})], _benchmark),
     "convert": Command("every step in its venv, no publish", [
         VARIANTS_FLAG, ("--revision", {}), ("--lengths", {"default": "2,5"}), ("--gpu", {"action": "store_true"}),
-        *GATE_FLAGS, INT8_RECIPE_FLAG], _convert, positional=[("src", {}), ("out", {"type": Path})]),
+        *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS], _convert, positional=[("src", {}), ("out", {"type": Path})]),
     "step": Command("one pipeline step over a plan (what a DAG task runs)", [
         ("--plan", {"type": Path, "required": True}), ("--source-json", {"type": Path})], _step,
         positional=[("step", {"choices": list(STEP)})]),
@@ -217,14 +226,18 @@ COMMANDS: dict[str, Command] = {
 
 
 def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
-            gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None) -> dict[str, Any]:
+            gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None,
+            eval_set: str | None = None, eval_max_clips: int | None = None) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
     out = Path(out).resolve()
     work = out.parent / f".{out.name}.work"
-    plan = make_plan(work, src, revision, variants, gpu, _floats(lengths), gates, int8_recipe)  # checks the choices
+    if eval_set and not eval_set.startswith("s3://"):
+        eval_set = str(Path(eval_set).expanduser().resolve())  # the steps run elsewhere
+    plan = make_plan(work, src, revision, variants, gpu, _floats(lengths), gates, int8_recipe, eval_set,
+                     eval_max_clips)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     shutil.rmtree(work, ignore_errors=True)

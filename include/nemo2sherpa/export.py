@@ -276,22 +276,24 @@ def checked_spec(nemo_path: Path, out_dir: Path, expect: dict[str, Any] | None =
     if expect:
         spec.check_expected(expect, f"{expect.get('repo_id', nemo_path.name)}")
     preflight.before_export(nemo_path, out_dir)
-    return spec
-
-
-def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
-                expect: dict[str, Any] | None = None, baseline_lengths: list[float] | None = None) -> dict[str, Any]:
-    """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
-
-    `expect`: a registry entry whose figures the checkpoint's config must match (checked before NeMo loads).
-    `baseline_lengths`: also time NeMo's own transcribe() at these clip lengths (the benchmark's baseline).
-    """
-    nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
-    spec = checked_spec(nemo_path, bundle_dir.parent, expect)
     log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
              spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,
              spec.enc_hidden, spec.pred_rnn_layers, spec.pred_hidden)
     log.info("family: %s", spec.family.label)
+    return spec
+
+
+def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
+                expect: dict[str, Any] | None = None, baseline_lengths: list[float] | None = None,
+                eval_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
+
+    `expect`: a registry entry whose figures the checkpoint's config must match (checked before NeMo loads).
+    `baseline_lengths`: also time NeMo's own transcribe() at these clip lengths (the benchmark's baseline).
+    `clips_dir` / `eval_record`: the evaluation set (evalset.prepare's folder and record; default the built-in clips).
+    """
+    nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
+    spec = checked_spec(nemo_path, bundle_dir.parent, expect)
     for d in (bundle_dir, reference_dir):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -329,6 +331,7 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
         "params": params,
         "tokens": n_tokens,
         "files": sizes,
+        **({"eval_set": {k: v for k, v in eval_record.items() if k != "dir"}} if eval_record else {}),
         "timings_s": {"restore": round(t_load, 2), "reference": round(t_ref, 2), "nemo_baseline": round(t_base, 2),
                       "export": round(t_export, 2)},
         **info,

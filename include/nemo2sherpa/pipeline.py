@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .child import INCLUDE, run_module_measured
+from .evalset import MAX_CLIPS
 from .errors import error_for_exit
 from .gates import limits
 from .variants import MADE, with_base
@@ -39,7 +40,8 @@ class Step:
 
 def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], gpu: bool,
               lengths: list[float], gates: dict[str, Any] | None = None,
-              int8_recipe: str | None = None) -> dict[str, Any]:
+              int8_recipe: str | None = None, eval_set: str | None = None,
+              eval_max_clips: int | None = None) -> dict[str, Any]:
     """The run's layout and choices; bad thresholds or an unknown int8 recipe raise InputError here, before any work."""
     from .quantize import int8_recipe as recipe_name
 
@@ -47,13 +49,18 @@ def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], 
     return {"include_dir": str(INCLUDE), "ws": str(ws), "download": str(ws / "download"),
             "bundle": str(ws / "bundle"), "reference": str(ws / "reference"),
             "variants": with_base(variants), "source": source, "revision": revision, "gpu": bool(gpu),
-            "lengths": [float(x) for x in lengths], "gates": limits(gates), "int8_recipe": recipe_name(int8_recipe)}
+            "lengths": [float(x) for x in lengths], "gates": limits(gates), "int8_recipe": recipe_name(int8_recipe),
+            "eval_set": (eval_set or "").strip() or None, "eval": str(ws / "eval"),
+            "eval_max_clips": int(eval_max_clips or MAX_CLIPS)}
 
 
 def _source(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .evalset import with_eval_set
     from .source import resolve_source
 
-    return resolve_source(plan["source"], plan["revision"], Path(plan["download"]))
+    found = resolve_source(plan["source"], plan["revision"], Path(plan["download"]))
+    return with_eval_set(found, plan.get("eval_set"), Path(plan.get("eval") or Path(plan["ws"]) / "eval"),
+                         plan.get("eval_max_clips"))
 
 
 def _export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
@@ -61,8 +68,10 @@ def _export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
     from .registry import load_registry
 
     expect = load_registry().get(src["registry"]) if src.get("registry") else None
-    return summary(export_nemo(Path(src["path"]), Path(plan["bundle"]), Path(plan["reference"]), expect=expect,
-                               baseline_lengths=plan["lengths"]))
+    evalset = src.get("eval_set")
+    return summary(export_nemo(Path(src["path"]), Path(plan["bundle"]), Path(plan["reference"]),
+                               clips_dir=Path(evalset["dir"]) if evalset else None, expect=expect,
+                               baseline_lengths=plan["lengths"], eval_record=evalset))
 
 
 def _validate_export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
@@ -120,7 +129,8 @@ def _benchmark(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
 
 STEPS: tuple[Step, ...] = (
     Step("source", "download", _source, "resolve the checkpoint (registry name, Hub repo at a revision, local "
-         ".nemo) and download it, sha256 checked", "download/<name>.nemo"),
+         ".nemo) and download it, sha256 checked; the evaluation set read, checked and resampled to the model's "
+         "rate", "download/<name>.nemo, eval/"),
     Step("export", "nemo", _export, "NeMo restore; encoder, decoder and joiner exported one by one; tokens.txt, "
          "bpe.vocab; PyTorch reference tensors and NeMo's transcripts of the evaluation clips",
          "bundle/ (fp32), reference/", needs_source=True),

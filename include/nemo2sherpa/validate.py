@@ -358,6 +358,8 @@ def _result_head(exp: dict[str, Any], mode: str, lim: dict[str, float | None], c
     }
     if source:
         result["source"] = {k: source.get(k) for k in ("kind", "name", "repo_id", "revision", "sha256") if k in source}
+    if exp.get("eval_set"):
+        result["eval_set"] = exp["eval_set"]
     for name in variants:  # how each made variant was made (int8: recipe, rewrite check, integer ops), if it says
         maker = VARIANTS[name].maker() if VARIANTS[name].module else None
         made = reference_dir / getattr(maker, "REPORT", "-")
@@ -578,6 +580,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     out.append(f"{m['model_class']}: {m['feat_dim']} mels, vocab {m['vocab_size']} + blank, durations "
                f"{m['durations'] or 'none (RNNT)'}, encoder {m['encoder_layers']} x {m['enc_hidden']}, "
                f"prediction net {m['pred_rnn_layers']} x {m['pred_hidden']}.")
+    e = result.get("eval_set")
+    if e:
+        out += ["", f"Evaluation set: {e['source']} (sha256 {e['sha256'][:16]}...), {len(e['clips'])} clips, "
+                    f"{e['duration_s']:g} s" + (f", sampled from {e['total_clips']} with seed {e['seed']}"
+                                                if e.get("sampled") else "") + "."]
     out += ["", f"{len(result['gates'])} gates, {len(failed)} failed.", "",
             "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
             f"| WER vs {BASE.name} | sherpa WER vs NeMo | sherpa WER vs reference |",
