@@ -14,7 +14,6 @@ Runs in the ONNX stage venv (it needs onnx and numpy):  python tests/break_bundl
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -78,14 +77,11 @@ def main(bundle: Path, action: str, *args: str) -> None:
         body = [f"{p} {i}" for i, p in enumerate(pieces)] + [lines[-1]]
         (bundle / "tokens.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
     elif action == "path-choice":
-        spec = json.loads((bundle / "export.json").read_text())["spec"]
         ref = dict(np.load(bundle / "reference.npz"))
-        path, logits = ref["clip0_path"], ref["clip0_path_logits"]
-        t, k, d = path[-1]
-        tokens = logits[-1][: spec["vocab_size"] + 1]  # vocab + blank; the durations follow
-        k2 = int(next(i for i in np.argsort(tokens)[::-1] if i != k))  # the runner-up
-        logits[-1][k2] = logits[-1][k] + float(args[0])
-        path[-1] = (t, k2, d)
+        path, top, topv = ref["clip0_path"], ref["clip0_path_top"], ref["clip0_path_topv"]
+        t, k, d = path[-1]  # NeMo's last decision; its runner-up token now ahead of k by MARGIN
+        top[-1, :2], topv[-1, :2] = (top[-1, 1], k), (topv[-1, 0] + float(args[0]), topv[-1, 0])
+        path[-1] = (t, top[-1, 0], d)
         np.savez(bundle / "reference.npz", **ref)
     elif action == "swap-bpe-vocab":
         lines = (bundle / "bpe.vocab").read_text(encoding="utf-8").splitlines()

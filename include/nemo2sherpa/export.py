@@ -147,8 +147,7 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
         ref[f"clip{i}_tokens"] = np.asarray(hyp.y_sequence, dtype=np.int64).reshape(-1)
         tokens, steps, logits = torch_path(model, spec, feats_c)
         frames = [int(f) for f in hyp.timestamp] if _has_frames(hyp) else None
-        ref[f"clip{i}_path"] = np.asarray(steps, dtype=np.int32).reshape(-1, 3)
-        ref[f"clip{i}_path_logits"] = np.stack(logits) if logits else np.zeros((0, spec.joiner_output_dim), np.float32)
+        ref.update(path_arrays(f"clip{i}_path", steps, logits, spec.blank_id + 1, spec.joiner_output_dim))
         info["clips"].append(
             {"name": clip.name, "path": str(clip.path), "text": clip.text, "nemo_text": hyp.text,
              "nemo_tokens": [int(t) for t in ref[f"clip{i}_tokens"]], "frames": int(flen[0]),
@@ -165,6 +164,19 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
     ref["clips_enc_in"], ref["clips_enc_in_lengths"] = batch, np.asarray(lens, np.int64)
     ref["clips_enc_out"], ref["clips_enc_out_lengths"] = enc_c.numpy(), enc_c_len.numpy()
     return info
+
+
+PATH_TOP = 16  # token logits kept per decision: a flip to a token outside NeMo's 16 best is no tie
+
+
+def path_arrays(key: str, steps: list, logits: list[np.ndarray], v1: int, width: int) -> dict[str, np.ndarray]:
+    """A recorded path as reference arrays: the decisions (frame, token, duration index), and per decision NeMo's
+    PATH_TOP best token logits (ids and values, best first) and every duration logit. Bounded: a 60 s clip of an
+    8192-token model keeps ~2 MB, not the 50 MB of whole logit rows."""
+    full = np.stack(logits) if logits else np.zeros((0, width), np.float32)
+    top = np.argsort(-full[:, :v1], axis=1, kind="stable")[:, :PATH_TOP].astype(np.int32)
+    return {key: np.asarray(steps, dtype=np.int32).reshape(-1, 3), f"{key}_top": top,
+            f"{key}_topv": np.take_along_axis(full[:, :v1], top, axis=1), f"{key}_dur": full[:, v1:]}
 
 
 def _has_frames(hyp) -> bool:
