@@ -119,6 +119,11 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
         assert len(beam["decoy_hotwords"]["phrases"]) == 5 and beam["decoy_hotwords"]["changed"] == []
         assert not set(" ".join(beam["decoy_hotwords"]["phrases"]).split()) & set(" ".join(beam["texts"]).split())
     assert "Beam search (sherpa-onnx `modified_beam_search`" in md and "| fp32 sherpa beam |" in md
+    # sherpa-onnx on its own features: the reference decoder gives its tokens at its timestamps, clip for clip.
+    for x, name in ((fp32, "fp32"), (int8, "int8")):
+        assert state[f"{name}: sherpa-onnx == reference decoder on its own features"]["passed"]
+        assert x["sherpa_frontend"]["exact"] == 4 and all(c["tokens"] > 0 for c in x["sherpa_frontend"]["clips"])
+    assert "sherpa-onnx on its own front end" in md
     # The files it passed, by digest (publish uploads exactly these): both variants' files, tokens.txt, bpe.vocab.
     b = full_bundle / "bundle"
     assert {f["name"] for f in v["files"]} == {"tokens.txt", "bpe.vocab", *VARIANT_FILES["fp32"],
@@ -148,7 +153,8 @@ BREAKAGES = {
             ["fp32: greedy decoding == NeMo step by step"]),
     "feat_dim": (["meta", "feat_dim", "128"], ["fp32: metadata feat_dim"], []),
     "normalize": (["meta", "normalize_type", ""],  # sherpa-onnx decodes, silently badly
-                  ["fp32: metadata normalize per_feature", "fp32: sherpa-onnx WER vs NeMo"], []),
+                  ["fp32: metadata normalize per_feature", "fp32: sherpa-onnx WER vs NeMo",
+                   "fp32: sherpa-onnx == reference decoder on its own features"], []),
     "blk": ("drop-blk", ["tokens.txt <blk> last"], []),
     "tokens": (["shuffle-tokens"], ["fp32: sherpa-onnx WER vs NeMo", "int8: sherpa-onnx WER vs NeMo"],
                ["fp32: greedy decoding == NeMo step by step", "fp32: sherpa-onnx loads and decodes every clip"]),

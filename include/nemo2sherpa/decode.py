@@ -106,12 +106,12 @@ class GreedyDecoder:
         """enc: [1, D, T'] for one utterance."""
         return self.path(enc, length, layers, hidden)[0]
 
-    def path(self, enc: np.ndarray, length: int, layers: int, hidden: int,
-             keep_logits: bool = False) -> tuple[list[int], list[tuple[int, int, int]], list[np.ndarray]]:
-        """The greedy decode of one utterance step by step (greedy_path)."""
+    def path(self, enc: np.ndarray, length: int, layers: int, hidden: int, keep_logits: bool = False,
+             rule: str = "nemo") -> tuple[list[int], list[tuple[int, int, int]], list[np.ndarray]]:
+        """The greedy decode of one utterance step by step (greedy_path), by NeMo's rule or sherpa-onnx's."""
         return greedy_path(lambda t, g: self.joint(enc[:, :, t : t + 1], g).reshape(-1), self.predict,
                            self.zero_state(layers, hidden), length, self.blank, self.durations, self.max_symbols,
-                           keep_logits)
+                           keep_logits, rule)
 
     def follow(self, enc: np.ndarray, layers: int, hidden: int, steps: np.ndarray) -> list[np.ndarray]:
         """The joiner's logits along another decoder's path (teacher forcing, follow_path)."""
@@ -129,11 +129,14 @@ Step = tuple[int, int, int]  # (frame, token, duration index; -1 for RNNT): one 
 
 def greedy_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]], state: Any,
                 length: int, blank: int, durations: list[int], max_symbols: int = 10,
-                keep_logits: bool = False) -> tuple[list[int], list[Step], list[np.ndarray]]:
-    """NeMo's greedy TDT / RNNT rule over any implementation of the joint and the prediction net (ONNX sessions
-    here, NeMo's PyTorch modules at export): the tokens, every decision on the way, and (keep_logits) the joint's
-    logits at each decision. joint(t, dec_out) -> logits over vocab + blank (+ durations); predict(token, state)
-    -> (dec_out, state)."""
+                keep_logits: bool = False, rule: str = "nemo") -> tuple[list[int], list[Step], list[np.ndarray]]:
+    """NeMo's greedy TDT / RNNT rule (rule "nemo"), or sherpa-onnx's ("sherpa-onnx": see _sherpa_tdt_path; for
+    RNNT the two are the same), over any implementation of the joint and the prediction net (ONNX sessions here,
+    NeMo's PyTorch modules at export): the tokens, every decision on the way, and (keep_logits) the joint's logits
+    at each decision. joint(t, dec_out) -> logits over vocab + blank (+ durations); predict(token, state) ->
+    (dec_out, state)."""
+    if rule == "sherpa-onnx" and durations:
+        return _sherpa_tdt_path(joint, predict, state, length, blank, keep_logits)
     hyp: list[int] = []
     steps: list[Step] = []
     logits_kept: list[np.ndarray] = []
@@ -162,6 +165,39 @@ def greedy_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int,
     return hyp, steps, logits_kept
 
 
+SHERPA_TDT_MAX_TOKENS = 5  # sherpa-onnx's TDT greedy: tokens per frame before it forces a skip of 1
+
+
+def _sherpa_tdt_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]],
+                     state: Any, length: int, blank: int,
+                     keep_logits: bool) -> tuple[list[int], list[Step], list[np.ndarray]]:
+    """sherpa-onnx's greedy TDT rule (offline-transducer-greedy-search-nemo-decoder.cc, DecodeOneTDT): skip = the
+    best duration's index; at most 5 tokens on a frame, then a skip of 1; blank with skip 0 skips 1. NeMo's rule
+    allows 10 symbols a frame: the two part only on a model that emits more than 5 tokens on one frame."""
+    hyp: list[int] = []
+    steps: list[Step] = []
+    kept: list[np.ndarray] = []
+    dec_out, new_state = predict(blank, state)
+    v1, t, on_frame = blank + 1, 0, 0
+    while t < length:
+        logits = np.asarray(joint(t, dec_out)).reshape(-1)
+        k, skip = int(np.argmax(logits[:v1])), int(np.argmax(logits[v1:]))
+        steps.append((t, k, skip))
+        if keep_logits:
+            kept.append(logits.astype(np.float32))
+        if k != blank:
+            hyp.append(k)
+            state = new_state
+            dec_out, new_state = predict(k, state)
+            on_frame += 1
+        if skip > 0:
+            on_frame = 0
+        if on_frame >= SHERPA_TDT_MAX_TOKENS or (k == blank and skip == 0):
+            on_frame, skip = 0, 1
+        t += skip
+    return hyp, steps, kept
+
+
 def follow_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]], state: Any,
                 steps: np.ndarray, blank: int) -> list[np.ndarray]:
     """The joint's logits at each decision of a recorded path (greedy_path's steps), the prediction net fed the
@@ -179,9 +215,10 @@ def follow_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int,
 def first_divergence(steps: list[Step], logits: list[np.ndarray], tokens: list[int], frames: list[int],
                      blank: int) -> dict[str, Any] | None:
     """Where a recorded greedy path (greedy_path with keep_logits) first parts from another decoder's output, given
-    as tokens and the frame of each: None if they agree. At that decision the path's own logits say how close the
-    other choice was (`margin`: the path's choice minus the other's logit; a float tie when tiny); None where the
-    other decoder's choice there cannot be told (it skipped frames the path visited)."""
+    as tokens and the frame of each: None if they agree. The other decoder's choices between two emissions are not
+    seen, so every choice that explains the parting is weighed in the path's own logits and the closest is named
+    (`margin`: the path's choice minus the other's logit there; a float tie when tiny): the token (or blank) at the
+    frame where they part, or a duration since the last token they agree on that would have landed elsewhere."""
     emitted = [(n, t, k) for n, (t, k, _) in enumerate(steps) if k != blank]
     j = next((j for j, ((_, t, k), (k2, t2)) in enumerate(zip(emitted, zip(tokens, frames))) if (k, t) != (k2, t2)),
              None)
@@ -189,14 +226,36 @@ def first_divergence(steps: list[Step], logits: list[np.ndarray], tokens: list[i
         if len(emitted) == len(tokens):
             return None
         j = min(len(emitted), len(tokens))
-    before = emitted[j - 1][0] if j else -1  # the path's decisions after token j-1 until it emitted token j
+    start = emitted[j - 1][0] if j else 0  # the last emission both made (its duration may be where they part)
     theirs = (tokens[j], frames[j]) if j < len(tokens) else (blank, None)
-    for n in range(before + 1, len(steps)):
+    for n in range(start if j else 0, len(steps)):
         t, k, _ = steps[n]
         other = theirs[0] if theirs[1] == t else blank  # at frame t the other emitted its token j, or nothing
-        if other != k:
-            return {"token_index": j, "step": n, "frame": int(t), "path": int(k), "other": int(other),
-                    "margin": float(f"{float(logits[n][k] - logits[n][other]):.3g}"),
-                    "scale": float(f"{float(np.abs(logits[n]).max()):.3g}")}
-    return {"token_index": j, "step": None, "frame": theirs[1], "path": None, "other": theirs[0], "margin": None,
-            "scale": None}
+        if other != k and n >= (start + 1 if j else 0):
+            best = {"token_index": j, "step": n, "frame": int(t), "choice": "token", "path": int(k),
+                    "other": int(other), "margin": float(logits[n][k] - logits[n][other])}
+            for alt in _duration_choices(steps, logits, start if j else 0, n, blank, theirs[1]):
+                if alt["margin"] < best["margin"]:
+                    best = {"token_index": j, **alt}
+            return {**best, "margin": float(f"{best['margin']:.3g}"),
+                    "scale": float(f"{float(np.abs(logits[best['step']]).max()):.3g}")}
+    return {"token_index": j, "step": None, "frame": theirs[1], "choice": None, "path": None, "other": theirs[0],
+            "margin": None, "scale": None}
+
+
+def _duration_choices(steps: list[Step], logits: list[np.ndarray], first: int, last: int, blank: int,
+                      target: int | None) -> list[dict[str, Any]]:
+    """TDT duration choices at steps first..last-1 that land on another frame than the path's, no later than the
+    other decoder's next emission (`target`): each with its margin in the path's logits."""
+    out = []
+    v1 = blank + 1
+    for m in range(first, last):
+        t, _, d = steps[m]
+        durs = logits[m][v1:]
+        if d < 0 or not len(durs):
+            continue
+        for alt in range(len(durs)):
+            if alt != d and (target is None or t + alt <= target):
+                out.append({"step": m, "frame": int(t), "choice": "duration", "path": int(d), "other": alt,
+                            "margin": float(durs[d] - durs[alt])})
+    return out

@@ -50,14 +50,16 @@ def decode_files(bundle: Path, variant: str, wavs: list[Path], threads: int = 2,
     t0 = time.monotonic()
     rec = recognizer(bundle, variant, threads, method=method, hotwords=hotwords, hotwords_score=hotwords_score)
     load_s = time.monotonic() - t0
-    texts = []
+    texts, tokens, stamps = [], [], []
     for w in wavs:
         samples, rate = read_wav(Path(w))
         st = rec.create_stream()
         st.accept_waveform(rate, samples)
         rec.decode_stream(st)
         texts.append(st.result.text.strip())
-    out = {"variant": variant, "load_s": round(load_s, 3), "texts": texts}
+        tokens.append(list(st.result.tokens))
+        stamps.append([round(float(t), 4) for t in st.result.timestamps])
+    out = {"variant": variant, "load_s": round(load_s, 3), "texts": texts, "tokens": tokens, "timestamps": stamps}
     if method != GREEDY or hotwords:  # the greedy record stays as it was
         out.update(method=method, hotwords=str(hotwords) if hotwords else None, runtime=sherpa_onnx.__version__)
     return out

@@ -350,6 +350,8 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
                         lim, r)
         if mode == "full":
             vr["sherpa"] = _sherpa_gates(bundle, v, spec, source, clips, lim[SHERPA_WER.param], r)
+            if vr["sherpa"].get("tokens"):
+                vr["sherpa_frontend"] = frontend_parity(dec, spec, clips, vr["sherpa"], pieces, v, r)
             if vr["sherpa"].get("texts"):
                 vr["sherpa_beam"] = _beam_gates(bundle, v, clips, vr["sherpa"]["texts"], hotwords, r)
     if digests is not None:
@@ -414,6 +416,43 @@ def _decoding_gates(v: str, d: dict[str, Any], sw: dict[str, Any] | None, base: 
     r.gate(f"{v}: WER vs {BASE.name} (drift)", limit is None or d[f"wer_vs_{BASE.name}"] <= limit,
            value=d[f"wer_vs_{BASE.name}"], threshold=limit,
            detail=f"token match vs NeMo {d['token_match_rate']}, {d['exact_clips']}/{d['clips']} clips exact")
+
+
+def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[dict[str, Any]], sh: dict[str, Any],
+                    pieces: list[str], v: str, r: Report) -> dict[str, Any]:
+    """sherpa-onnx proven on its own front end: the library's greedy decoder over the same graphs, fed the features
+    sherpa-onnx computes (frontend.sherpa_features) and following sherpa-onnx's own greedy rule, must give
+    sherpa-onnx's tokens at sherpa-onnx's frames (its timestamps) on every clip, whatever the audio, or part from
+    them only at a near-tie (neither side's logits being observable in the runtime: the margin there in the
+    decoder's logits <= 1% of their scale, as for NeMo's transcribe()), recorded."""
+    from .audio import read_wav
+    from .decode import first_divergence
+    from .frontend import sherpa_features
+
+    index = {p: i for i, p in enumerate(pieces)}
+    seconds_per_frame = 0.01 * spec.subsampling_factor
+    rows = []
+    for c, toks, stamps in zip(clips, sh["tokens"], sh["timestamps"]):
+        ids = [index.get("\u2581" + t[1:] if t.startswith(" ") else t, -1) for t in toks]
+        frames = [int(round(x / seconds_per_frame)) for x in stamps]
+        samples, rate = read_wav(Path(c["path"]))
+        feats = sherpa_features(samples, rate, spec.feat_dim)
+        enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
+        _, steps, logits = dec.path(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, keep_logits=True,
+                                    rule="sherpa-onnx")
+        div = first_divergence(steps, logits, ids, frames, spec.blank_id)
+        tie = div is not None and div["margin"] is not None and div["margin"] <= NEMO_TIE_REL * max(div["scale"],
+                                                                                                  1e-12)
+        rows.append({"clip": c["name"], "exact": div is None, "tie": tie, "divergence": div, "tokens": len(ids)})
+    exact, ties = sum(x["exact"] for x in rows), sum(x["tie"] for x in rows)
+    bad = [x for x in rows if not x["exact"] and not x["tie"]]
+    r.gate(f"{v}: sherpa-onnx == reference decoder on its own features", not bad,
+           value=f"{exact}/{len(rows)} clips exact (tokens and timestamps), {ties} ties",
+           threshold=f"every clip exact, or parted at a near-tie (margin <= {NEMO_TIE_REL:g} x the logits' scale)",
+           detail=(f"first: clip {bad[0]['clip']} token {bad[0]['divergence']['token_index']} (frame "
+                   f"{bad[0]['divergence']['frame']}), margin {bad[0]['divergence']['margin']}" if bad
+                   else "sherpa-onnx's kaldi-native-fbank front end reproduced (frontend.py)"))
+    return {"clips": rows, "exact": exact, "ties": ties, "failed": len(bad)}
 
 
 def _transcribe_gate(v: str, sw: dict[str, Any], r: Report) -> None:
@@ -568,6 +607,17 @@ def _stepwise_markdown(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def _frontend_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's line per variant on sherpa-onnx against the reference decoder on sherpa-onnx's features."""
+    rows = [(v, x["sherpa_frontend"]) for v, x in result["variants"].items() if x.get("sherpa_frontend")]
+    if not rows:
+        return []
+    return ["", "sherpa-onnx on its own front end (its kaldi-native-fbank features, reproduced): the library's "
+                "greedy decoder over the same graphs gives sherpa-onnx's tokens at sherpa-onnx's timestamps on "
+                + "; ".join(f"{v} {f['exact']}/{len(f['clips'])} clips exact, {f['ties']} ties" for v, f in rows)
+                + ". This holds on any audio, whatever the model knows."]
+
+
 def _beam_markdown(result: dict[str, Any]) -> list[str]:
     """VALIDATION.md's beam-search health and hotwords section (nothing for a run without sherpa-onnx)."""
     rows = [(v, x["sherpa_beam"]) for v, x in result["variants"].items() if "sherpa_beam" in x]
@@ -638,6 +688,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
         out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
     out += _stepwise_markdown(result)
+    out += _frontend_markdown(result)
     out += _beam_markdown(result)
     if result.get("files"):
         out += ["", "Validated files (publish uploads exactly these bytes):", "", "| file | bytes | sha256 |",
