@@ -210,8 +210,19 @@ def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[
     return diffs, float(f"{rel_err:.3g}")
 
 
+def encode_clips(dec: GreedyDecoder, ref: dict[str, np.ndarray], n: int) -> list[tuple[np.ndarray, int]]:
+    """The variant's encoder on NeMo's features of each clip, one at a time: (output [1, D, T'], its length), run
+    once for both decoding-parity checks."""
+    out = []
+    for i in range(n):
+        feats = ref[f"clip{i}_features"]
+        enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
+        out.append((enc, int(enc_len[0])))
+    return out
+
+
 def stepwise_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray],
-                    clips: list[dict[str, Any]]) -> dict[str, Any] | None:
+                    clips: list[dict[str, Any]], encoded: list[tuple[np.ndarray, int]]) -> dict[str, Any] | None:
     """ONNX along NeMo's own greedy path (teacher forcing: at every step both see the same encoder frame and the
     same token history; recorded at export by export.torch_path): each token and duration choice compared. A
     differing choice is a tie when NeMo's margin between its two best there is within twice the logit difference
@@ -223,8 +234,7 @@ def stepwise_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarr
     ties: list[dict[str, Any]] = []
     mismatches: list[dict[str, Any]] = []
     for i, c in enumerate(clips):
-        feats = ref[f"clip{i}_features"]
-        enc, _ = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
+        enc = encoded[i][0]
         key = f"clip{i}_path"
         path, top, topv, dur = ref[key], ref[f"{key}_top"], ref[f"{key}_topv"], ref[f"{key}_dur"]
         got_all = dec.follow(enc, spec.pred_rnn_layers, spec.pred_hidden, path)
@@ -258,13 +268,14 @@ def _differing(tok: np.ndarray, durs: np.ndarray, k: int, d: int, top: np.ndarra
     return out
 
 
-def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray],
-                    clips: list[dict[str, Any]], pieces: list[str]) -> dict[str, Any]:
-    """The greedy decoder over the ONNX sessions on NeMo's features of every clip, against NeMo's token ids."""
+def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray], clips: list[dict[str, Any]],
+                    pieces: list[str], encoded: list[tuple[np.ndarray, int]]) -> dict[str, Any]:
+    """The greedy decoder over the ONNX sessions on NeMo's features of every clip (encode_clips), free-running,
+    against NeMo's token ids."""
     exact, total_tokens, agree = 0, 0, 0
     per_clip = []
     for i, c in enumerate(clips):
-        hyp = dec.decode_features(ref[f"clip{i}_features"], spec.pred_rnn_layers, spec.pred_hidden)
+        hyp = dec.decode_encoded(*encoded[i], spec.pred_rnn_layers, spec.pred_hidden)
         want = ref[f"clip{i}_tokens"].tolist()
         same = hyp == want
         exact += same
@@ -344,8 +355,9 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         if dec is None:
             continue
         vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, spec, ref, r, VARIANTS[v].parity_tol)
-        vr["decoding"] = decoding_parity(dec, spec, ref, clips, pieces)
-        vr["stepwise"] = stepwise_parity(dec, spec, ref, clips)
+        encoded = encode_clips(dec, ref, len(clips))
+        vr["decoding"] = decoding_parity(dec, spec, ref, clips, pieces, encoded)
+        vr["stepwise"] = stepwise_parity(dec, spec, ref, clips, encoded)
         _decoding_gates(v, vr["decoding"], vr["stepwise"], result["variants"].get(BASE.name, {}).get("decoding"),
                         lim, r)
         if mode == "full":
