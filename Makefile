@@ -71,12 +71,15 @@ down: venv
 up-celery: venv system-deps
 	NEMO2SHERPA_EXECUTOR=celery $(PY) scripts/stack.py up
 
-## make fixtures: retrain the committed tiny TDT and RNNT models on the clips (CPU, ~15-30 min each;
+## make fixtures: retrain the committed tiny TDT and RNNT models on the clips, and a TDT model on other
+## sentences with its own evaluation set (CPU, ~7-30 min each;
 ## needs espeak-ng and sox). CI never runs this: it uses the committed checkpoints.
 fixtures: venv
 	tests/fixtures/make_clips.sh
 	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-tdt.nemo
 	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-rnnt.nemo --durations ""
+	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-tdt-other.nemo \
+	  --sentences tests/fixtures/other_sentences.txt --eval-out tests/fixtures/other-eval --seed 4321
 
 ## make bench-full-size: parakeet-tdt-1.1b's architecture (random weights) through every step, by hand;
 ## writes benchmarks/results/full-size-1.1b.{json,md} (~11 min, ~15 GB disk, ~10.5 GB RAM).

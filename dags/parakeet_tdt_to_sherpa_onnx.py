@@ -50,8 +50,9 @@ VENV = dict(venv_cache_path=VENV_CACHE, system_site_packages=False, expect_airfl
 PARAMS = {
     "source": Param(
         "parakeet-tdt-1.1b", type="string", minLength=1, title="Source",
-        description=f"A registry model ({', '.join(REGISTRY)}), a Hugging Face repo id (owner/name) "
-                    "or the path of a .nemo file readable by the workers.",
+        description=f"A registry model ({', '.join(REGISTRY)}), a Hugging Face repo id (owner/name), "
+                    "the path of a .nemo file readable by the workers, or the s3:// URL of a .nemo in your bucket "
+                    "(read through the S3 connection below; its sha256 is the revision).",
         examples=REGISTRY,
     ),
     "revision": Param(None, type=["null", "string"], title="Revision",
@@ -67,13 +68,16 @@ PARAMS = {
     "eval_set": Param(None, type=["null", "string"], title="Evaluation set",
                       description="The audio every gate is measured on: a NeMo JSON-lines manifest (audio_filepath, "
                                   "optional text; relative paths from its folder) or a folder of audio files with an "
-                                  "optional texts.tsv, readable by the workers. Any rate and channel count (resampled). "
+                                  "optional texts.tsv, readable by the workers, or either as s3:// (a manifest object "
+                                  "or a prefix, read through the S3 connection below). Any rate and channel count "
+                                  "(resampled). "
                                   "Empty: the registry entry's set, else the built-in English clips."),
     "eval_max_clips": Param(32, type="integer", minimum=1, title="Evaluation clips at most",
                             description="A larger set is sampled to this many clips (fixed seed)."),
     "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
-                         description="Airflow connection (type aws) to the S3-compatible store; put a custom "
-                                     "endpoint in its extra as endpoint_url."),
+                         description="Airflow connection (type aws) to the S3-compatible store: bundles are "
+                                     "published there, and s3:// sources and evaluation sets are read through it. "
+                                     "Put a custom endpoint in its extra as endpoint_url."),
     "bucket": Param("nemo2sherpa", type="string", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="Bucket",
                     description="S3 bucket (created if missing, unless Create bucket is off)."),
     "create_bucket": Param(True, type="boolean", title="Create bucket",
@@ -98,11 +102,18 @@ PARAMS = {
 }
 
 
+# The run's S3 connection as JSON, rendered for the source task only when the source or the evaluation set is an
+# s3:// URL (a run without one needs no connection to exist). Airflow masks the connection's secret wherever it
+# would be shown (rendered fields, logs); it is never in XCom.
+S3_INPUTS = ("{% if params.source.strip().startswith('s3://') or (params.eval_set or '').strip().startswith('s3://') %}"
+             "{% set c = conn.get(params.aws_conn_id) %}{{ c.as_json() if c else '' }}{% endif %}")
+
+
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
 
 
-def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = ""):
+def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = "", s3_conn: str = ""):
     """Runs inside the step's virtualenv: imports nemo2sherpa from the project, not a copy. Permanent failures
     and failed gates come back as a failed outcome (see _finish); transient ones are raised, and retried."""
     import logging
@@ -115,8 +126,10 @@ def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = ""):
     from nemo2sherpa.cli import setup_logging
     from nemo2sherpa.errors import TRANSIENT, failed_outcome, failure_kind
     from nemo2sherpa.pipeline import run_step
+    from nemo2sherpa.s3input import use_connection
     from nemo2sherpa.workspace import on_this_worker
 
+    use_connection(s3_conn)  # the run's S3 connection, for s3:// sources and evaluation sets (source step only)
     setup_logging()
     try:
         with on_this_worker(plan, src) as (local_plan, local_src, back):
@@ -270,7 +283,7 @@ def parakeet_tdt_to_sherpa_onnx():
     # after the other; the source manifest goes to the steps that read it. A Hub token for private or gated repos:
     # the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN), handed to `source` only.
     first, *rest = STEPS
-    src = step_task(first)(pl, first.name, hf_token="{{ var.value.get('hf_token', '') }}")
+    src = step_task(first)(pl, first.name, hf_token="{{ var.value.get('hf_token', '') }}", s3_conn=S3_INPUTS)
     done = {first.name: src}
     for prev, step in zip(STEPS, rest):
         done[step.name] = step_task(step)(pl, step.name, src if step.needs_source else None)

@@ -15,8 +15,18 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)  # the source task must get the store from the run's connection
+    # The checkpoint and the evaluation set come from the user's bucket, through the run's S3 connection.
+    s3.ensure_bucket("e2e-inputs")
+    c = s3.client()
+    c.upload_file(str(FIXTURE), "e2e-inputs", "models/tiny-tdt.nemo")
+    for clip in load_clips():
+        c.upload_file(str(clip.path), "e2e-inputs", f"eval/{clip.name}.wav")
+    c.put_object(Bucket="e2e-inputs", Key="eval/texts.tsv", Body="".join(f"{x.name}\t{x.text}\n" for x in load_clips()))
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
-    dr = dag.test(run_conf={"source": str(FIXTURE), "bucket": "e2e-bucket", "prefix": "ci", "benchmark_lengths": [1, 2],
+    dr = dag.test(run_conf={"source": "s3://e2e-inputs/models/tiny-tdt.nemo", "eval_set": "s3://e2e-inputs/eval",
+                            "bucket": "e2e-bucket", "prefix": "ci", "benchmark_lengths": [1, 2],
                             "int8_recipe": "sherpa-onnx",  # not the default: the param must reach quantize
                             "int8_wer_max": 0.07})  # nor this
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
@@ -40,6 +50,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
             "VALIDATION.md"} <= set(names)
     val = json.loads((dl / "validation.json").read_text())
     assert val["passed"] and val["variants"]["fp32"]["decoding"]["token_match_rate"] == 1.0
+    assert val["source"]["url"] == "s3://e2e-inputs/models/tiny-tdt.nemo" and val["source"]["kind"] == "s3"
+    assert val["eval_set"]["source"] == "s3://e2e-inputs/eval" and len(val["eval_set"]["clips"]) == 4
     published = {f["name"]: f["sha256"] for f in json.loads((dl / "manifest.json").read_text())["files"]}
     assert {f["name"]: f["sha256"] for f in val["files"]}.items() <= published.items()  # what validate passed
     line = next(x for x in logs.splitlines() if "validated bytes: " in x)  # the summary says so
@@ -79,16 +91,23 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     assert out["texts"][0] == val["variants"]["int8"]["sherpa"]["texts"][0] and out["texts"][0]
 
 
-def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, family_checkpoints, monkeypatch):
+def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, family_checkpoints, monkeypatch,
+                                                           tmp_path):
     """A random-weight checkpoint (the 1.1b family's shape) converts exactly, but its transcripts are noise
-    that sherpa-onnx's own front end changes (WER vs NeMo ~0.25 here). With the form's sherpa limit at 0 any
-    difference fails: the validate task fails at once (no retry for a verdict), and nothing reaches the bucket."""
+    that sherpa-onnx's own front end changes. Given audio without reference texts, nothing tells known audio from
+    unknown, so the sherpa-onnx gate holds every clip; with the form's limit at 0 any difference fails: the validate
+    task fails at once (no retry for a verdict), and nothing reaches the bucket."""
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    untexted = tmp_path / "untexted"
+    untexted.mkdir()
+    for clip in load_clips():
+        (untexted / clip.path.name).write_bytes(clip.path.read_bytes())
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
     dr = dag.test(run_conf={"source": str(family_checkpoints["tdt-1.1b"]), "bucket": "fail-bucket", "prefix": "ci",
-                            "variants": ["fp32"], "benchmark_lengths": [1], "sherpa_wer_max": 0.0})
+                            "variants": ["fp32"], "benchmark_lengths": [1], "sherpa_wer_max": 0.0,
+                            "eval_set": str(untexted)})
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert dr.state == "failed", states
     assert states["validate_export"] == "success" and states["validate"] == "failed", states
@@ -99,8 +118,8 @@ def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, famil
     failed = [g["gate"] for g in report["gates"] if not g["passed"]]
     assert failed == ["fp32: sherpa-onnx WER vs NeMo"], failed
     assert report["thresholds"]["sherpa_wer_vs_nemo"] == 0.0  # the run's param reached the gate
-    gate = next(g for g in report["gates"] if g["gate"] == "fp32: sherpa-onnx WER vs NeMo")
-    assert gate["value"] > 0  # what failed it: a measured difference, whatever its size
+    sherpa = report["variants"]["fp32"]["sherpa"]
+    assert len(sherpa["gated_clips"]) == 4 and sherpa["wer_vs_nemo_gated"] > 0  # every clip held: no texts
     validate = next(ti for ti in dr.get_task_instances() if ti.task_id == "validate")
     assert validate.try_number == 1  # a verdict: failed at once, never retried
     assert report["variants"]["fp32"]["decoding"]["exact_clips"] == 4  # the conversion itself is exact

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, last_json, run_cli
+from conftest import FIXTURE, ROOT, last_json, run_cli
 from nemo2sherpa.audio import load_clips
 from nemo2sherpa.child import run_module
 
@@ -103,3 +103,40 @@ def test_convert_takes_the_users_evaluation_set(folder_set, tmp_path):
     assert [c["reference"] for c in v["clips"]] == [c.text for c in load_clips()]
     assert v["variants"]["fp32"]["decoding"]["wer_vs_reference"] == 0.0  # the trained fixture, on its own audio
     assert f"Evaluation set: {folder_set}" in (out / "VALIDATION.md").read_text()
+
+
+OTHER = ROOT / "tests" / "fixtures" / "tiny-tdt-other.nemo"  # trained on other sentences (make fixtures)
+OTHER_EVAL = ROOT / "tests" / "fixtures" / "other-eval" / "manifest.jsonl"  # its own evaluation set
+
+
+def test_a_model_trained_on_other_sentences_converts_with_its_own_evaluation_set(tmp_path):
+    """A user's fine-tune: a model that knows none of the built-in clips. With its own evaluation set it converts,
+    NeMo, the ONNX graphs and sherpa-onnx all transcribe it right, and sherpa-onnx is token-exact on its own
+    features; with the built-in clips, which it cannot transcribe, it converts too: the runtime gates hold only
+    the clips a model knows, the step-by-step and own-features gates hold every clip."""
+    out = tmp_path / "own"
+    proc = run_module(["convert", str(OTHER), str(out), "--variants", "fp32,int8", "--lengths", "1", "--eval-set",
+                       str(OTHER_EVAL)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    v = json.loads((out / "validation.json").read_text())
+    assert v["passed"] and v["eval_set"]["source"] == str(OTHER_EVAL) and len(v["clips"]) == 4
+    for name in ("fp32", "int8"):
+        x = v["variants"][name]
+        assert x["decoding"]["wer_vs_reference"] == 0.0 and x["sherpa"]["wer_vs_reference"] == 0.0
+        assert x["sherpa_frontend"]["exact"] == 4 and x["sherpa_frontend"]["ties"] == 0  # token-exact, every clip
+        t = x["timestamps"]  # sherpa-onnx's token times against NeMo's own, on the same tokens
+        assert len(t["clips_compared"]) == 4 and t["tokens"] > 0 and abs(t["mean_offset_s"]) <= 0.08
+    md = (out / "VALIDATION.md").read_text()
+    assert "4/4 clips exact, 0 near-ties" in md and "mean offset (s)" in md and "| < 30 s | 4 |" in md
+
+    other = tmp_path / "builtin"
+    proc = run_module(["convert", str(OTHER), str(other), "--variants", "fp32", "--lengths", "1"], capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    v = json.loads((other / "validation.json").read_text())
+    gates = {g["gate"]: g for g in v["gates"]}
+    assert v["passed"] and v["by_length"]["< 30 s"]["NeMo WER vs reference"] > 0.5  # it does not know this audio
+    assert gates["fp32: sherpa-onnx WER vs NeMo"]["value"].startswith("not applicable")
+    assert v["variants"]["fp32"]["sherpa"]["wer_vs_nemo"] > 0  # reported: noise that another front end changes
+    assert gates["fp32: greedy decoding == NeMo step by step"]["passed"]
+    fr = v["variants"]["fp32"]["sherpa_frontend"]
+    assert fr["failed"] == 0 and fr["exact"] + fr["ties"] == 6

@@ -294,7 +294,18 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     assert val["int8"]["encoder"]["pointwise_convs_as_matmul"] == 4 and val["int8"]["encoder"]["rewrite_max_rel_diff"] <= 1e-5
     assert "ConvInteger" not in val["int8"]["integer_ops"]["encoder.int8.onnx"]
     assert 0 < val["variants"]["int8"]["encoder_rel_err"] < 0.05 and val["variants"]["fp32"]["encoder_rel_err"] < 1e-5
-    assert "int8 recipe `matmul-qint8`" in (out / "VALIDATION.md").read_text()
+    md = (out / "VALIDATION.md").read_text()
+    assert "int8 recipe `matmul-qint8`" in md
+    # The built-in set: four clips and two long ones; drift gated per length bucket on the clips the model knows
+    # (the tiny model cannot transcribe a minute of speech: there drift is reported), timestamps against NeMo.
+    e = val["eval_set"]
+    assert e["source"] == "built-in" and [c["name"] for c in e["clips"]][-2:] == ["long30s", "long60s"]
+    assert 30 <= e["clips"][4]["duration_s"] < 60 <= e["clips"][5]["duration_s"]
+    drift = val["variants"]["int8"]["decoding"]["wer_by_length"]
+    assert list(drift) == ["< 30 s", "30-60 s", ">= 60 s"] and drift["< 30 s"]["gated_clips"] == 4
+    assert "int8 WER vs fp32" in val["by_length"][">= 60 s"] and "By clip length" in md
+    t = val["variants"]["fp32"]["timestamps"]
+    assert t["tokens"] > 0 and t["mean_abs_offset_s"] <= 0.08 and "Timestamps" in md
     # A second run into the same (now non-empty) folder is refused before any work.
     again = run_module(["convert", str(FIXTURE), str(out)], capture_output=True)
     assert again.returncode == 2 and "not empty" in again.stderr.strip().splitlines()[-1]

@@ -6,4 +6,5 @@ The stage library. No module here imports Airflow; each stage is a plain functio
 
 __version__ = "0.1.0"
 # Part of every published bundle's key: a converter fix re-publishes.
-PIPELINE_VERSION = "p3"  # p2: int8 by the matmul-qint8 recipe; p3: bundles carry bpe.vocab (hotwords)
+PIPELINE_VERSION = "p4"  # p2: int8 by the matmul-qint8 recipe; p3: bundles carry bpe.vocab (hotwords);
+# p4: validated on the built-in set with long clips, drift per length bucket, sherpa-onnx on its own features

@@ -57,7 +57,8 @@ VARIANTS_FLAG: Flag = ("--variants", {"default": ",".join(DEFAULT_VARIANTS),
                                                                               for n, v in VARIANTS.items())})
 EVAL_FLAGS: list[Flag] = [
     ("--eval-set", {"help": "the evaluation set: a JSON-lines manifest (audio_filepath, optional text) or a folder "
-                            "of audio files with an optional texts.tsv; default: the built-in clips"}),
+                            "of audio files with an optional texts.tsv, local or s3:// (credentials from the AWS_* "
+                            "environment: AWS_ENDPOINT_URL for a store that is not AWS); default: the built-in clips"}),
     ("--eval-max-clips", {"type": int, "default": None, "help": "a larger set is sampled to this many (seed 0); "
                                                                  "default 32"})]
 BUNDLE: Flag = ("--bundle", {"required": True})
@@ -90,6 +91,7 @@ def _upstream(a):
 def _export(a):
     from .export import export_nemo, summary
     return summary(export_nemo(Path(a.nemo), Path(a.bundle), Path(a.reference),
+                               clips_dir=Path(a.clips_dir) if a.clips_dir else None,
                                baseline_lengths=_floats(a.baseline_lengths) if a.baseline_lengths else None))
 
 
@@ -182,7 +184,9 @@ COMMANDS: dict[str, Command] = {
     "upstream": Command("the commit a Hub model's revision points at now (no download)",
                         [("--source", {"required": True}), ("--revision", {})], _upstream),
     "export": Command(STEP["export"].what, [("--nemo", {"required": True}), BUNDLE, REFERENCE, (
-        "--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"})], _export),
+        "--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"}), (
+        "--clips-dir", {"help": "a prepared evaluation set (wav files + texts.tsv, as `source` leaves it); default: "
+                                "the four built-in clips"})], _export),
     "validate": Command("validation gates over a bundle; validation.json + VALIDATION.md with --report", [
         BUNDLE, REFERENCE, VARIANTS_FLAG, ("--mode", {"default": "full", "choices": ["pre", "full"]}),
         ("--source-json", {}), ("--report", {}), *GATE_FLAGS], _validate),

@@ -2,7 +2,10 @@
 
 Given as a NeMo-style JSON-lines manifest (`audio_filepath`, optional `text`, optional `duration`; relative
 paths resolved against the manifest's folder) or a folder of audio files with an optional `texts.tsv`
-(`name<TAB>text`, name = the file's stem); default: the built-in clips. Every clip is read with soundfile
+(`name<TAB>text`, name = the file's stem), on local disk or in the user's bucket (an s3:// manifest object or
+prefix; manifest entries may be s3:// URLs too; read with the run's S3 credentials, see s3input); default: the
+built-in set: the four built-in clips and two long ones made from them (LONG_CLIPS: >= 30 s and >= 60 s of
+the same speech with pauses, for drift by length). Every clip is read with soundfile
 (wav, flac, ogg, mp3), mixed to mono and resampled to the model's rate with soxr, then written as 16-bit PCM
 wav into the run's workspace with a `texts.tsv`, the layout `audio.load_clips` reads. A set larger than
 `max_clips` is sampled with a fixed seed. Anything wrong (a missing file, an empty manifest, a file that is
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import random
 import re
 import shutil
@@ -26,14 +30,20 @@ from .errors import InputError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 MAX_CLIPS = 32  # default cap: more clips mean a slower validate (NeMo, ONNX and sherpa-onnx decode each)
 SEED = 0  # the sample of a set over the cap is the same on every run
+BUILTIN = "built-in"
+# The built-in set's long clips: (name, at least this many seconds, first built-in clip): the built-in clips in turn
+# from that one, each followed by a pause of PAUSES_S in turn, until the clip is that long.
+LONG_CLIPS = (("long30s", 30.0, 0), ("long60s", 60.0, 2))
+PAUSES_S = (0.6, 1.1, 0.4, 1.6)
 
 
 @dataclass(frozen=True)
 class Item:
     """One clip of a set as given: its audio file and reference text ('' when none)."""
 
-    path: Path
+    path: Path  # where its audio lies (for a remote clip: where it is downloaded to)
     text: str
+    remote: str = ""  # s3:// URL of a clip in a bucket, fetched once the set is sampled
 
 
 def read_manifest(path: Path) -> list[Item]:
@@ -48,40 +58,86 @@ def read_manifest(path: Path) -> list[Item]:
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path} line {n} is not a manifest entry (a JSON object with audio_filepath): "
                              f"{line[:120]!r}; fix or remove that line") from None
+        text = str(row.get("text") or "").strip()
+        if str(audio).startswith("s3://"):
+            items.append(Item(Path(posixpath.basename(audio)), text, remote=audio))
+            continue
         p = Path(audio).expanduser()
-        items.append(Item(p if p.is_absolute() else path.parent / p, str(row.get("text") or "").strip()))
+        items.append(Item(p if p.is_absolute() else path.parent / p, text))
     return items
+
+
+def _read_texts(table: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for n, line in enumerate(table.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            name, tab, text = line.partition("\t")
+            if not tab:
+                raise InputError(f"{table} line {n} is not 'name<TAB>text': {line[:120]!r}")
+            texts[name.strip()] = text.strip()
+    return texts
 
 
 def read_folder(folder: Path) -> list[Item]:
     """A folder's audio files (sorted by name) with the texts of its optional texts.tsv."""
-    texts: dict[str, str] = {}
-    table = folder / "texts.tsv"
-    if table.exists():
-        for n, line in enumerate(table.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                name, tab, text = line.partition("\t")
-                if not tab:
-                    raise InputError(f"{table} line {n} is not 'name<TAB>text': {line[:120]!r}")
-                texts[name.strip()] = text.strip()
+    texts = _read_texts(folder / "texts.tsv") if (folder / "texts.tsv").exists() else {}
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     return [Item(p, texts.get(p.stem, "")) for p in files]
 
 
-def items_of(spec: str) -> list[Item]:
-    """The clips an eval_set value names (a manifest file or a folder); InputError when it names none."""
+def read_s3(url: str, raw: Path) -> list[Item]:
+    """The clips of an s3:// manifest object (*.jsonl, *.json; relative entries are keys beside it) or prefix (its
+    audio objects, not those of sub-prefixes, and its texts.tsv). Only the manifest and texts.tsv are read now;
+    the audio is fetched once the set is sampled. InputError naming the keys that are missing."""
+    from .s3input import client, fetch, list_keys, split_url
+
+    s3, (bucket, key) = client(), split_url(url)
+    if key.endswith((".jsonl", ".json")):
+        listed = read_manifest(fetch(s3, url, raw / "manifest.jsonl"))
+        folder = posixpath.dirname(key)
+        items = [it if it.remote or raw not in it.path.parents else
+                 Item(Path(it.path.name), it.text, f"s3://{bucket}/" + posixpath.normpath(
+                     posixpath.join(folder, it.path.relative_to(raw).as_posix()))) for it in listed]
+        present = {f"s3://{bucket}/{k}" for d in {posixpath.dirname(split_url(it.remote)[1]) for it in items
+                                                  if it.remote.startswith(f"s3://{bucket}/")}
+                   for k in list_keys(s3, f"s3://{bucket}/{d}")}
+        missing = [it for it in items if it.remote.startswith(f"s3://{bucket}/") and it.remote not in present]
+        if missing:
+            raise InputError(f"eval_set {url}: {len(missing)} audio object(s) missing, first {missing[0].remote}; fix "
+                             f"the manifest (relative paths are keys beside it)")
+        return items
+    prefix = key.rstrip("/") + "/" if key else ""
+    here = [k for k in list_keys(s3, url) if "/" not in k[len(prefix):]]
+    texts = _read_texts(fetch(s3, f"s3://{bucket}/{prefix}texts.tsv", raw / "texts.tsv")) \
+        if f"{prefix}texts.tsv" in here else {}
+    audio = [k for k in here if Path(k).suffix.lower() in AUDIO_SUFFIXES]
+    return [Item(Path(posixpath.basename(k)), texts.get(Path(k).stem, ""), f"s3://{bucket}/{k}") for k in audio]
+
+
+def _fetched(items: list[Item], raw: Path) -> list[Item]:
+    """The remote clips downloaded (each into a folder of its own: names may repeat across prefixes)."""
+    from .s3input import client, fetch
+
+    s3 = client() if any(it.remote for it in items) else None
+    return [Item(fetch(s3, it.remote, raw / "audio" / str(i) / it.path.name), it.text, it.remote) if it.remote
+            else it for i, it in enumerate(items)]
+
+
+def items_of(spec: str, raw: Path | None = None) -> list[Item]:
+    """The clips an eval_set value names (a manifest file or a folder, local or s3://; remote ones are read into
+    `raw`); InputError when it names none."""
     p = Path(spec).expanduser()
     if spec.startswith("s3://"):
-        raise InputError(f"eval_set {spec}: s3:// evaluation sets are not supported yet; copy the set where the "
-                         f"workers can read it and give that path")
-    if not p.exists():
+        items = read_s3(spec, Path(raw or "."))
+    elif not p.exists():
         raise InputError(f"eval_set {spec}: no such manifest or folder; give a JSON-lines manifest or a folder of "
-                         f"audio files readable by the workers")
-    items = read_folder(p) if p.is_dir() else read_manifest(p)
+                         f"audio files readable by the workers (or an s3:// manifest or prefix)")
+    else:
+        items = read_folder(p) if p.is_dir() else read_manifest(p)
     if not items:
         raise InputError(f"eval_set {spec} holds no clips (a manifest needs JSON lines with audio_filepath; a folder "
                          f"needs {', '.join(AUDIO_SUFFIXES)} files)")
-    missing = [str(i.path) for i in items if not i.path.is_file()]
+    missing = [str(i.path) for i in items if not i.remote and not i.path.is_file()]
     if missing:
         raise InputError(f"eval_set {spec}: {len(missing)} audio file(s) missing, first {missing[0]}; fix the paths "
                          f"(relative ones are read from the manifest's folder)")
@@ -95,8 +151,35 @@ def _sample(items: list[Item], cap: int) -> list[Item]:
     return [items[i] for i in keep]
 
 
-def _name(i: int, path: Path) -> str:
-    return f"{i:03d}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60]
+def _names(items: list[Item]) -> list[str]:
+    """Each clip's name in the prepared set: its file's stem, made safe; numbered in order where stems repeat."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", it.path.stem)[:60] for it in items]
+    return stems if len(set(stems)) == len(stems) else [f"{i:03d}-{s}" for i, s in enumerate(stems)]
+
+
+def long_clips(folder: Path) -> list[Item]:
+    """The built-in set's long clips (LONG_CLIPS), written into `folder` (16 kHz 16-bit wav): the built-in speech
+    with pauses, the same bytes on every run; their texts the clips' texts joined."""
+    import numpy as np
+    import soundfile
+
+    from .audio import load_clips, read_wav
+
+    short = load_clips(DEFAULT_CLIPS)
+    audio = [read_wav(c.path)[0] for c in short]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, seconds, first in LONG_CLIPS:
+        parts, texts, n, k = [], [], 0, 0
+        while n < seconds * 16000:
+            i = (first + k) % len(short)
+            pause = np.zeros(int(PAUSES_S[k % len(PAUSES_S)] * 16000), np.float32)
+            parts += [audio[i], pause]
+            texts.append(short[i].text)
+            n, k = n + len(audio[i]) + len(pause), k + 1
+        soundfile.write(str(folder / f"{name}.wav"), np.concatenate(parts), 16000, subtype="PCM_16")
+        out.append(Item(folder / f"{name}.wav", " ".join(texts)))
+    return out
 
 
 def _convert(item: Item, dst: Path, rate: int) -> float:
@@ -121,39 +204,42 @@ def _convert(item: Item, dst: Path, rate: int) -> float:
 
 def prepare(spec: str | None, dest: Path, rate: int = 16000, max_clips: int = MAX_CLIPS) -> dict[str, Any]:
     """The evaluation set in `dest` (wav files + texts.tsv) and its record: source, sha256 (of every input file's
-    bytes and text, in order), the clips used with their durations, how many there were. None: the built-in clips,
-    used where they are."""
+    bytes and text, in order), the clips used with their durations, how many there were. None: the built-in set
+    (its four clips and LONG_CLIPS)."""
+    raw = Path(dest).with_name(Path(dest).name + ".raw")  # an s3:// set's downloads, the long clips; then removed
+    try:
+        items = items_of(spec, raw) if spec else [Item(DEFAULT_CLIPS / f"{n}.wav", t) for n, t in _builtin()] + \
+            long_clips(raw)
+        return _record(spec or BUILTIN, items, Path(dest), rate, max_clips, raw)
+    finally:
+        shutil.rmtree(raw, ignore_errors=True)
+
+
+def _record(spec: str, items: list[Item], out: Path, rate: int, max_clips: int, raw: Path) -> dict[str, Any]:
+    """The sampled clips converted into `out` (through out.partial: no half-made set behind a refusal), recorded."""
     from .source import sha256_file
 
-    if not spec:
-        items, out = [Item(DEFAULT_CLIPS / f"{n}.wav", t) for n, t in _builtin()], DEFAULT_CLIPS
-    else:
-        items, out = items_of(spec), Path(dest)
-    used = _sample(items, max(1, int(max_clips)))
+    used = _fetched(_sample(items, max(1, int(max_clips))), raw)
     digest = hashlib.sha256()
     for it in used:
         digest.update(f"{it.path.name}\t{sha256_file(it.path)}\t{it.text}\n".encode())
     clips = []
-    if spec:
-        tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name, it in zip(_names(used), used):
+            clips.append({"name": name, "from": it.remote or (f"{BUILTIN}:{it.path.name}" if spec == BUILTIN
+                                                              else str(it.path)),
+                          "duration_s": round(_convert(it, tmp / f"{name}.wav", rate), 3)})
+        (tmp / "texts.tsv").write_text("".join(f"{c['name']}\t{it.text}\n" for c, it in zip(clips, used)),
+                                       encoding="utf-8")
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            for i, it in enumerate(used):
-                name = _name(i, it.path)
-                clips.append({"name": name, "from": str(it.path), "duration_s": round(_convert(it, tmp / f"{name}.wav",
-                                                                                               rate), 3)})
-            (tmp / "texts.tsv").write_text("".join(f"{c['name']}\t{it.text}\n" for c, it in zip(clips, used)),
-                                           encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # no partial set behind a refusal
-            raise
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    else:
-        clips = [{"name": it.path.stem, "from": str(it.path), "duration_s": round(_duration(it.path), 3)}
-                 for it in used]
-    return {"source": spec or "built-in", "dir": str(out), "sha256": digest.hexdigest(), "clips": clips,
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {"source": spec, "dir": str(out), "sha256": digest.hexdigest(), "clips": clips,
             "total_clips": len(items), "sampled": len(used) < len(items), "seed": SEED,
             "duration_s": round(sum(c["duration_s"] for c in clips), 3)}
 
@@ -161,13 +247,6 @@ def prepare(spec: str | None, dest: Path, rate: int = 16000, max_clips: int = MA
 def _builtin() -> list[tuple[str, str]]:
     rows = (DEFAULT_CLIPS / "texts.tsv").read_text(encoding="utf-8").splitlines()
     return [tuple(r.split("\t", 1)) for r in rows if r.strip()]  # type: ignore[misc]
-
-
-def _duration(path: Path) -> float:
-    import wave
-
-    with wave.open(str(path), "rb") as w:
-        return w.getnframes() / w.getframerate()
 
 
 def with_eval_set(found: dict[str, Any], eval_set: str | None, dest: Path, max_clips: int | None) -> dict[str, Any]:
@@ -178,7 +257,5 @@ def with_eval_set(found: dict[str, Any], eval_set: str | None, dest: Path, max_c
 
     entry = load_registry().get(found.get("registry") or "", {})
     spec = eval_set or (str((registry_path().parent / entry["eval_set"]).resolve()) if entry.get("eval_set") else None)
-    # A set of the user's is resampled to the checkpoint's rate; the built-in clips are 16 kHz as they are (export
-    # refuses them for a model of another rate).
-    rate = ModelSpec.from_config(read_nemo_config(Path(found["path"]))).sample_rate if spec else 16000
+    rate = ModelSpec.from_config(read_nemo_config(Path(found["path"]))).sample_rate  # every set at the model's rate
     return {**found, "eval_set": prepare(spec, dest, rate, max_clips or MAX_CLIPS)}

@@ -27,6 +27,8 @@ def source_url(source: dict[str, Any]) -> str:
     file name and sha256 (never the worker's path: a published model must not carry the build machine's folders)."""
     if source.get("repo_id"):
         return f"https://huggingface.co/{source['repo_id']}"
+    if source.get("url"):  # an object in the user's bucket
+        return f"{source['url']}?sha256={source['sha256']}"
     name = Path(source["path"]).name if source.get("path") else "unknown.nemo"
     return f"nemo:{name}?sha256={source['sha256']}" if source.get("sha256") else f"nemo:{name}"
 

@@ -26,6 +26,7 @@ from typing import Any
 from . import PIPELINE_VERSION, __version__
 from .errors import PermanentError, TransientError
 from .progress import Progress
+from .s3input import classified
 from .source import sha256_file
 from .variants import SHARED, VARIANT_FILES, VARIANTS
 
@@ -64,20 +65,6 @@ def _ensure_bucket(client, bucket: str, create: bool) -> None:
                                  f"and the bucket's policy") from None
         else:
             raise classified(e) from e
-
-
-def classified(e: BaseException) -> BaseException:
-    """An S3 failure as nemo2sherpa.errors sees it: throttling and 5xx answers are transient, the store's other
-    refusals (4xx) permanent; anything else unchanged."""
-    from botocore.exceptions import ClientError
-
-    if not isinstance(e, ClientError):
-        return e
-    err, status = e.response.get("Error", {}), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    code = err.get("Code", "")
-    if status >= 500 or status == 429 or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"):
-        return TransientError(f"the S3 store answered {code or status} ({err.get('Message', '')}); retried")
-    return PermanentError(f"the S3 store refused the request: {code or status} ({err.get('Message', '')})")
 
 
 def transfer_config():
@@ -127,7 +114,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
         "format": "nemo2sherpa-bundle/1",
         "nemo2sherpa": __version__,
         "pipeline_version": PIPELINE_VERSION,
-        "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "revision", "sha256", "size")},
+        "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "url", "revision", "sha256", "size")},
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": entries + carried,
         "summary": summary or {},

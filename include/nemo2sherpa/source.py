@@ -1,7 +1,7 @@
-"""Stage 1, source (download venv): resolve a registry name, Hugging Face repo id or local path.
+"""Stage 1, source (download venv): resolve a registry name, Hugging Face repo id, local path or s3:// URL.
 
-Returns a small manifest: where the .nemo lies, its revision (a Hub commit sha, or for a local
-file `sha256:<first 16 hex>` of its content), size and sha256.
+Returns a small manifest: where the .nemo lies, its revision (a Hub commit sha, or for a local file or an
+object in the user's bucket `sha256-<first 16 hex>` of its content), size and sha256.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from .errors import InputError, TransientError
 from .progress import Progress
 from .registry import load_registry
+from .s3input import client as s3_client, fetch, split_url
 
 log = logging.getLogger("nemo2sherpa.source")
 
@@ -32,7 +33,7 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
 
 
 def classify(source: str) -> tuple[str, str]:
-    """('registry'|'local'|'hub', value). Refuses what is none of them, with the fix."""
+    """('registry'|'local'|'hub'|'s3', value). Refuses what is none of them, with the fix."""
     source = (source or "").strip()
     if not source:
         raise InputError("source is empty: give a registry name (e.g. parakeet-tdt-1.1b), a repo id "
@@ -41,7 +42,10 @@ def classify(source: str) -> tuple[str, str]:
     if source in reg:
         return "registry", source
     if source.startswith("s3://"):
-        raise InputError(f"{source}: s3:// sources are not supported yet; download the .nemo and give its path")
+        bucket, key = split_url(source)
+        if not key.endswith(".nemo"):
+            raise InputError(f"{source}: not a .nemo object; give the s3:// URL of a NeMo checkpoint (*.nemo)")
+        return "s3", source
     p = Path(source).expanduser()
     if source.endswith(".nemo") or source.startswith(("/", ".", "~")):
         if not p.is_file():
@@ -70,7 +74,22 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> dic
                  time.monotonic() - t0)
         return {"kind": "local", "name": p.stem, "path": str(p), "revision": f"sha256-{digest[:16]}",
                 "sha256": digest, "size": p.stat().st_size}
+    if kind == "s3":
+        return download_s3(value, download_dir)
     return download_hub(value, revision, download_dir)
+
+
+def download_s3(url: str, download_dir: Path) -> dict[str, Any]:
+    """A .nemo in the user's bucket, through the S3 credentials of the environment (s3input): downloaded whole,
+    its sha256 is its revision, as for a local file (an object's ETag is not a content hash for multipart
+    uploads)."""
+    path = fetch(s3_client(), url, Path(download_dir) / split_url(url)[1].rsplit("/", 1)[-1])
+    t0 = time.monotonic()
+    digest = sha256_file(path)
+    log.info("checkpoint %s: %s bytes, sha256 %s (%.1f s)", url, f"{path.stat().st_size:,}", digest,
+             time.monotonic() - t0)
+    return {"kind": "s3", "name": path.stem, "url": url, "path": str(path), "revision": f"sha256-{digest[:16]}",
+            "sha256": digest, "size": path.stat().st_size}
 
 
 class _DownloadProgress(Progress):
@@ -136,10 +155,15 @@ def _nemo_file(info, repo_id: str):
 def upstream_revision(source: str, revision: str | None = None) -> dict[str, Any]:
     """What a source resolves to upstream right now, without downloading it: for a registry model or a repo
     id the Hub's commit sha (the scheduled refresh compares it with what is published); for a local file its
-    content hash."""
+    content hash, and for an s3:// object too (read into a temporary folder: an ETag is no content hash)."""
+    import tempfile
+
     kind, value = classify(source)
     if kind == "local":  # resolving a local file reads it, nothing more
         return {"source": source, **resolve_source(source, revision, Path("."))}
+    if kind == "s3":
+        with tempfile.TemporaryDirectory(prefix="nemo2sherpa-s3-") as tmp:
+            return {"source": source, **{k: v for k, v in download_s3(value, Path(tmp)).items() if k != "path"}}
     entry = load_registry()[value] if kind == "registry" else {"repo_id": value}
     info = hub_info(entry["repo_id"], revision or entry.get("revision"))
     _nemo_file(info, entry["repo_id"])

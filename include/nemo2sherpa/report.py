@@ -1,0 +1,182 @@
+"""VALIDATION.md: the validation result (validate.validate_bundle's dict) as the report a person reads.
+
+The verdict, the model, the evaluation set, the figures per variant, every gate, every clip's transcripts, then
+the sections that explain them: decoding step by step, sherpa-onnx on its own front end, timestamps, drift by clip
+length, beam search and hotwords, the validated files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .gates import GATES
+from .variants import BASE, BPE_VOCAB, VARIANTS
+
+
+def _thr(x: float | None) -> str:
+    return "report only" if x is None else f"<= {x:g}"
+
+
+def _stepwise_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's step-by-step decoding parity: per variant, NeMo's path followed, ties and mismatches."""
+    rows = [(v, x["stepwise"]) for v, x in result["variants"].items() if x.get("stepwise")]
+    if not rows:
+        return []
+    out = ["", "Decoding parity step by step: each variant's graphs follow NeMo's own greedy path (same encoder frame, "
+               "same token history at every step) and make each token and duration choice; a differing choice is a "
+               "tie when NeMo's two best logits there are within twice the measured logit difference and within "
+               f"{rows[0][1]['tie_max']:g} (gated for {BASE.name}; the other variants are gated by WER drift).", "",
+           "| variant | steps | same choice | ties | mismatches | max logit difference |", "|---|---|---|---|---|---|"]
+    for v, sw in rows:
+        out.append(f"| {v} | {sw['steps']} | {sw['steps'] - len(sw['ties']) - len(sw['mismatches'])} | "
+                   f"{len(sw['ties'])} | {len(sw['mismatches'])} | {sw['max_logit_diff']} |")
+    parted = rows[0][1].get("transcribe_divergence") or []
+    out += ["", f"NeMo's transcribe() against its own modules decoded step by step (the path above): "
+                f"{len(parted)} of {rows[0][1].get('clips', '?')} clips parted" + "".join(
+                    f"; {d['clip']} at token {d['token_index']} (frame {d['frame']}): {d['path']} vs transcribe()'s "
+                    f"{d['other']}, margin {d['margin']} of logits up to {d['scale']}" for d in parted) + "."]
+    ties = [(v, t) for v, sw in rows for t in sw["ties"]]
+    if ties:
+        out += ["", "| variant | clip | step | frame | choice | NeMo | ONNX | NeMo's margin | logit difference |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {v} | {t['clip']} | {t['step']} | {t['frame']} | {t['choice']} | {t['nemo']} | {t['onnx']} | "
+                f"{t['margin']} | {t['logit_diff']} |" for v, t in ties[:40]]
+        if len(ties) > 40:
+            out.append(f"| ... {len(ties) - 40} more in validation.json | | | | | | | | |")
+    return out
+
+
+def _frontend_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's line per variant on sherpa-onnx against the reference decoder on sherpa-onnx's features."""
+    rows = [(v, x["sherpa_frontend"]) for v, x in result["variants"].items() if x.get("sherpa_frontend")]
+    if not rows:
+        return []
+    return ["", "sherpa-onnx on its own front end (its kaldi-native-fbank features, reproduced): the library's "
+                "greedy decoder over the same graphs, by sherpa-onnx's greedy rule, gives sherpa-onnx's tokens at "
+                "sherpa-onnx's timestamps on " + "; ".join(
+                    f"{v} {f['exact']}/{len(f['clips'])} clips exact, {f['ties']} near-ties" + (
+                        f" (largest margin {f['max_relative_margin']:.2%} of the logits' scale)"
+                        if f.get("max_relative_margin") is not None else "") for v, f in rows)
+            + f". Gated on every clip, whatever the model knows (near-ties up to {rows[0][1].get('tie_rel', 0):.0%} "
+              f"of the logits' scale)."]
+
+
+def _timestamps_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's timestamps: sherpa-onnx's against the reference decoder (gated above) and NeMo's own."""
+    rows = [(v, x["timestamps"], x.get("sherpa_frontend", {})) for v, x in result["variants"].items()
+            if x.get("timestamps")]
+    if not rows:
+        return []
+    out = ["", "Timestamps (where a dictation app puts the cursor): sherpa-onnx's token times equal the reference "
+               "decoder's frames on sherpa-onnx's own features on every clip the gate above calls exact; against "
+               "NeMo's own token frames (transcribe()), on the clips where both emit the same tokens (offset = "
+               "sherpa-onnx - NeMo; one frame is "
+               f"{rows[0][1]['seconds_per_frame']:g} s):", "",
+           "| variant | exact on own features | clips compared with NeMo | tokens | mean offset (s) | mean abs "
+           "offset (s) | max abs offset (s) | same frame |", "|---|---|---|---|---|---|---|---|"]
+    for v, t, f in rows:
+        cells = [v, f"{f.get('exact', '-')}/{len(f.get('clips', []))}", len(t["clips_compared"]), t["tokens"],
+                 t.get("mean_offset_s"), t.get("mean_abs_offset_s"), t.get("max_abs_offset_s"), t.get("same_frame")]
+        out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    return out
+
+
+def _length_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's figures by clip length (validate.by_length): NeMo against the reference texts, each made
+    variant's drift from fp32 (gated per bucket), sherpa-onnx against NeMo."""
+    rows = result.get("by_length") or {}
+    if not rows:
+        return []
+    cols = [k for k in next(iter(rows.values())) if k != "clips"]
+    out = ["", "By clip length (the drift gates apply in every bucket):", "",
+           "| clip length | clips | " + " | ".join(cols) + " |",
+           "|" + "---|" * (2 + len(cols))]
+    for label, row in rows.items():
+        out.append("| " + " | ".join(str(c) for c in [label, row["clips"]] + [row[k] for k in cols]) + " |")
+    return out
+
+
+def _beam_markdown(result: dict[str, Any]) -> list[str]:
+    """VALIDATION.md's beam-search health and hotwords section (nothing for a run without sherpa-onnx)."""
+    rows = [(v, x["sherpa_beam"]) for v, x in result["variants"].items() if "sherpa_beam" in x]
+    if not rows:
+        return []
+    out = ["", "Beam search (sherpa-onnx `modified_beam_search`, the decoding hotwords need) against sherpa-onnx's "
+               f"greedy transcripts, and with a hotwords list of words nobody said (through `{BPE_VOCAB}`):", "",
+           "| variant | runtime | WER beam vs greedy | empty or collapsed clips | hotwords (not spoken) | clips they "
+           "changed |", "|---|---|---|---|---|---|"]
+    for v, b in rows:
+        d = b.get("decoy_hotwords") or {}
+        out.append(f"| {v} | sherpa-onnx {b.get('runtime', '?')} | {b.get('wer_vs_greedy')} | "
+                   f"{', '.join(b.get('collapsed', [])) or 'none'} | {', '.join(d.get('phrases') or []) or '-'} | "
+                   f"{', '.join(d.get('changed') or []) or ('none' if d else '-')} |")
+    return out
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The human-readable report: verdict, per-variant figures, every gate, every clip's text."""
+    m = result["model"]
+    t = result["thresholds"]
+    failed = [g for g in result["gates"] if not g["passed"]]
+    out = [f"# Validation: {'PASSED' if result['passed'] else 'FAILED'} ({result['mode']})", ""]
+    out.append(f"{m['model_class']}: {m['feat_dim']} mels, vocab {m['vocab_size']} + blank, durations "
+               f"{m['durations'] or 'none (RNNT)'}, encoder {m['encoder_layers']} x {m['enc_hidden']}, "
+               f"prediction net {m['pred_rnn_layers']} x {m['pred_hidden']}.")
+    e = result.get("eval_set")
+    if e:
+        out += ["", f"Evaluation set: {e['source']} (sha256 {e['sha256'][:16]}...), {len(e['clips'])} clips, "
+                    f"{e['duration_s']:g} s" + (f", sampled from {e['total_clips']} with seed {e['seed']}"
+                                                if e.get("sampled") else "") + "."]
+    out += ["", f"{len(result['gates'])} gates, {len(failed)} failed.", "",
+            "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
+            f"| WER vs {BASE.name} | sherpa WER vs NeMo | sherpa WER vs reference |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for v, x in result["variants"].items():
+        diff = x.get("max_abs_diff", {})
+        d = x.get("decoding", {})
+        sh = x.get("sherpa", {})
+        cells = [v, diff.get("encoder"), x.get("encoder_rel_err"), diff.get("decoder"), diff.get("joiner"),
+                 d.get("token_match_rate"),
+                 f"{d['exact_clips']}/{d['clips']}" if d else None, d.get(f"wer_vs_{BASE.name}"), sh.get("wer_vs_nemo"),
+                 sh.get("wer_vs_reference")]
+        out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    for v in VARIANTS.values():  # how a made variant was made, in the words of the module that made it
+        if v.name in result and v.module and hasattr(v.maker(), "describe"):
+            out += ["", v.maker().describe(result[v.name])]
+    out += ["", "Encoder relative error: ||ONNX - PyTorch|| / ||PyTorch|| of the encoder output on the evaluation "
+                "clips' features."]
+    out += ["", f"Thresholds: {BASE.name} max abs diff <= {t[f'{BASE.name}_max_abs_diff']:g}; {BASE.name} tokens "
+                f"identical to NeMo; " + "; ".join(f"{g.label} {_thr(t.get(g.key))}" for g in GATES) + ".",
+            "", "| gate | result | value | threshold |", "|---|---|---|---|"]
+    for g in result["gates"]:
+        out.append(f"| {g['gate']} | {'pass' if g['passed'] else '**FAIL**'} | {g['value']} | "
+                   f"{'-' if g['threshold'] is None else g['threshold']} |")
+    out += _transcripts_markdown(result)
+    out += _stepwise_markdown(result)
+    out += _frontend_markdown(result)
+    out += _timestamps_markdown(result)
+    out += _length_markdown(result)
+    out += _beam_markdown(result)
+    if result.get("files"):
+        out += ["", "Validated files (publish uploads exactly these bytes):", "", "| file | bytes | sha256 |",
+                "|---|---|---|"]
+        out += [f"| {f['name']} | {f['size']:,} | `{f['sha256']}` |" for f in result["files"]]
+    return "\n".join(out) + "\n"
+
+
+def _transcripts_markdown(result: dict[str, Any]) -> list[str]:
+    """Every clip's transcripts: the reference, NeMo's, and one column per variant and engine that produced any."""
+    columns = []
+    for v, x in result["variants"].items():
+        if "decoding" in x:
+            columns.append((f"{v} onnx", [c["text"] for c in x["decoding"]["per_clip"]]))
+        if x.get("sherpa", {}).get("texts"):
+            columns.append((f"{v} sherpa", x["sherpa"]["texts"]))
+        if x.get("sherpa_beam", {}).get("texts"):
+            columns.append((f"{v} sherpa beam", x["sherpa_beam"]["texts"]))
+    out = ["", "| clip | reference | NeMo | " + " | ".join(name for name, _ in columns) + " |",
+           "|" + "---|" * (3 + len(columns))]
+    for i, c in enumerate(result["clips"]):
+        row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
+        out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
+    return out
