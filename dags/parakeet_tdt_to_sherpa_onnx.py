@@ -90,6 +90,11 @@ PARAMS = {
                                        "CUDA libraries, a ~2.5 GB venv built on the worker's first GPU run; the "
                                        "worker needs only the NVIDIA driver); recorded as skipped, with "
                                        "onnxruntime's reason, where CUDA cannot load."),
+    "runtime_matrix": Param(True, type="boolean", title="Runtime matrix",
+                            description="Decode every variant with every sherpa-onnx runtime users ship (Python "
+                                        "wheels at the supported range's edges, the CLI, sherpa-onnx-node, the C API "
+                                        "from Rust; installed into the venv cache on first use) and record which "
+                                        "decode it as validated (compatibility.json)."),
     "benchmark_lengths": Param([2, 5, 10, 30], type="array", items={"type": "number", "exclusiveMinimum": 0},
                                minItems=1, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
@@ -107,6 +112,10 @@ PARAMS = {
 # would be shown (rendered fields, logs); it is never in XCom.
 S3_INPUTS = ("{% if params.source.strip().startswith('s3://') or (params.eval_set or '').strip().startswith('s3://') %}"
              "{% set c = conn.get(params.aws_conn_id) %}{{ c.as_json() if c else '' }}{% endif %}")
+
+
+# Params that reach make_plan by name, as they are.
+PLAN_PARAMS = ("int8_recipe", "eval_set", "eval_max_clips", "runtime_matrix")
 
 
 def _safe(s: str) -> str:
@@ -250,7 +259,7 @@ def parakeet_tdt_to_sherpa_onnx():
         run_key = f"{DAG_ID}/{_safe(ctx['run_id'])}"
         layout = make_plan((workspace.default_cache() if REMOTE else Path(WORKSPACE)) / run_key, p["source"],
                            p["revision"], p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
-                           {k: p[k] for k in GATE_DEFAULTS}, p["int8_recipe"], p["eval_set"], p["eval_max_clips"])
+                           {k: p[k] for k in GATE_DEFAULTS}, **{k: p[k] for k in PLAN_PARAMS})
         if REMOTE:
             layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
         Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
@@ -279,9 +288,8 @@ def parakeet_tdt_to_sherpa_onnx():
             raise AirflowFailException(f"{failure_kind(e)} failure, not retried: {e}") from e
 
     pl = plan()
-    # source -> export -> validate_export -> quantize -> metadata -> validate -> benchmark (pipeline.STEPS), one
-    # after the other; the source manifest goes to the steps that read it. A Hub token for private or gated repos:
-    # the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN), handed to `source` only.
+    # pipeline.STEPS one after the other; the source manifest goes to the steps that read it. A Hub token for
+    # private or gated repos: the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN), handed to `source` only.
     first, *rest = STEPS
     src = step_task(first)(pl, first.name, hf_token="{{ var.value.get('hf_token', '') }}", s3_conn=S3_INPUTS)
     done = {first.name: src}

@@ -25,10 +25,12 @@ def dag(airflow_db):
 def test_wiring(dag):
     assert set(dag.task_ids) == {"plan", "publish", *HEAVY}
     assert HEAVY == {"source": "download", "export": "nemo", "validate_export": "onnx", "quantize": "onnx",
-                     "metadata": "onnx", "validate": "onnx", "benchmark": "onnx"}
+                     "metadata": "onnx", "validate": "onnx", "compat": "onnx", "package": "onnx",
+                     "benchmark": "onnx"}
     for s in STEPS:  # each task's docs come from the table
         assert s.what in dag.get_task(s.name).doc_md and s.what in dag.doc_md
-    order = ["plan", "source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark", "publish"]
+    order = ["plan", "source", "export", "validate_export", "quantize", "metadata", "validate", "compat", "package",
+             "benchmark", "publish"]
     for a, b in zip(order, order[1:]):
         assert a in dag.get_task(b).upstream_task_ids, f"{a} -> {b}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from conftest import FIXTURE, ROOT, last_json, run_cli
@@ -90,6 +91,14 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     out = last_json(run_cli("onnx", "sherpa-decode", "--bundle", str(dl), "--variant", "int8", str(clip.path)))
     assert out["texts"][0] == val["variants"]["int8"]["sherpa"]["texts"][0] and out["texts"][0]
 
+    # The release archives went up with the bundle, listed in the manifest; the int8 one's card runs as written.
+    manifest = json.loads((dl / "manifest.json").read_text())
+    archives = {f["name"] for f in manifest["files"] if f["name"].endswith(".tar.bz2")}
+    assert archives == {"sherpa-onnx-nemo-tiny-tdt.tar.bz2", "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2"}
+    compat = json.loads((dl / "compatibility.json").read_text())
+    assert compat["passed"] and "Runtimes (the compat stage)" in (dl / "VALIDATION.md").read_text()
+    run_the_model_card(c, "e2e-bucket", prefix, val, tmp_path / "card")
+
 
 def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, family_checkpoints, monkeypatch,
                                                            tmp_path):
@@ -163,3 +172,36 @@ def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fak
     assert tis["export"].state == "upstream_failed" and tis["publish"].state == "upstream_failed"
     assert "permanent failure, not retried: acme/no-such-repo: no such Hugging Face repo" in logs
     assert any("/api/models/acme/no-such-repo/" in r["path"] for r in fake_hub.requests)
+
+
+def run_the_model_card(client, bucket: str, prefix: str, validated: dict, tmp_path: Path) -> None:
+    """Docs that run: the published int8 archive, downloaded and unpacked; its model card's Python and CLI
+    snippets run as written, from the archive's folder, on its test_wavs/: they print the validated transcripts."""
+    import re
+    import subprocess
+    import tarfile
+
+    from conftest import stage_python
+    from nemo2sherpa.runtimes import Runtime, install
+
+    name = "sherpa-onnx-nemo-tiny-tdt-int8"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    client.download_file(bucket, f"{prefix}/{name}.tar.bz2", str(tmp_path / f"{name}.tar.bz2"))
+    with tarfile.open(tmp_path / f"{name}.tar.bz2") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    d = tmp_path / "unpacked" / name
+    assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "README.md",
+            "test_wavs"} <= {p.name for p in d.iterdir()}
+    card = (d / "README.md").read_text()
+    wavs = sorted(d.glob("test_wavs/*.wav"), key=lambda p: int(p.stem))
+    want = [re.search(rf"^- `{w.name}`: (.*)$", card, re.M).group(1) for w in wavs]
+    assert want and set(want) <= set(validated["variants"]["int8"]["sherpa"]["texts"])  # what validate saw
+    python = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    out = subprocess.run([str(stage_python("onnx")), "-c", python], cwd=d, capture_output=True, text=True)
+    assert out.stdout.splitlines() == want, out.stderr[-2000:]
+    bash = re.search(r"```bash\n(.*?)```", card, re.S).group(1)
+    cli = Path(install(Runtime("cli", "2.0.1"), Path(os.environ["NEMO2SHERPA_VENV_CACHE"]))["cmd"][0]).parent
+    out = subprocess.run(["bash", "-c", bash], cwd=d, capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{cli}:{os.environ['PATH']}"})
+    texts = [json.loads(x)["text"].strip() for x in (out.stdout + out.stderr).splitlines() if x.startswith("{")]
+    assert texts == want[:1], (out.stdout[-1000:], out.stderr[-1000:])

@@ -94,8 +94,8 @@ def test_a_bad_evaluation_set_is_one_clear_error_before_any_work(case, folder_se
 
 def test_convert_takes_the_users_evaluation_set(folder_set, tmp_path):
     out = tmp_path / "bundle"
-    proc = run_module(["convert", str(FIXTURE), str(out), "--variants", "fp32", "--lengths", "1", "--eval-set",
-                       str(folder_set)], capture_output=True)
+    proc = run_module(["convert", str(FIXTURE), str(out), "--variants", "fp32", "--lengths", "1", "--no-runtime-matrix",
+                       "--eval-set", str(folder_set)], capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     v = json.loads((out / "validation.json").read_text())
     e = v["eval_set"]
@@ -115,8 +115,8 @@ def test_a_model_trained_on_other_sentences_converts_with_its_own_evaluation_set
     features; with the built-in clips, which it cannot transcribe, it converts too: the runtime gates hold only
     the clips a model knows, the step-by-step and own-features gates hold every clip."""
     out = tmp_path / "own"
-    proc = run_module(["convert", str(OTHER), str(out), "--variants", "fp32,int8", "--lengths", "1", "--eval-set",
-                       str(OTHER_EVAL)], capture_output=True)
+    proc = run_module(["convert", str(OTHER), str(out), "--variants", "fp32,int8", "--lengths", "1",
+                       "--no-runtime-matrix", "--eval-set", str(OTHER_EVAL)], capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     v = json.loads((out / "validation.json").read_text())
     assert v["passed"] and v["eval_set"]["source"] == str(OTHER_EVAL) and len(v["clips"]) == 4
@@ -130,7 +130,8 @@ def test_a_model_trained_on_other_sentences_converts_with_its_own_evaluation_set
     assert "4/4 clips exact, 0 near-ties" in md and "mean offset (s)" in md and "| < 30 s | 4 |" in md
 
     other = tmp_path / "builtin"
-    proc = run_module(["convert", str(OTHER), str(other), "--variants", "fp32", "--lengths", "1"], capture_output=True)
+    proc = run_module(["convert", str(OTHER), str(other), "--variants", "fp32", "--lengths", "1",
+                       "--no-runtime-matrix"], capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     v = json.loads((other / "validation.json").read_text())
     gates = {g["gate"]: g for g in v["gates"]}

@@ -36,7 +36,7 @@ def test_family_converts_and_passes_every_gate(family, family_checkpoints, tmp_p
     want = EXPECTED[family]
     trained = family == "rnnt"
     out = tmp_path / "bundle"
-    args = ["convert", str(family_checkpoints[family]), str(out), "--lengths", "1"]
+    args = ["convert", str(family_checkpoints[family]), str(out), "--lengths", "1", "--no-runtime-matrix"]
     # Random weights make text meaningless: WER figures are reported, not gated, for those.
     args += ["--variants", "fp32,int8"] if trained else ["--variants", "fp32", "--sherpa-wer-max", "none"]
     proc = run_module(args, capture_output=True)
@@ -56,7 +56,11 @@ def test_family_converts_and_passes_every_gate(family, family_checkpoints, tmp_p
     # The built-in set: the four clips and two long ones made of them (>= 30 s, >= 60 s).
     assert [c["clip"] for c in v["clips"]] == ["clip01", "clip02", "clip03", "clip04", "long30s", "long60s"]
     assert list(v["by_length"]) == ["< 30 s", "30-60 s", ">= 60 s"]
-    assert fp32["decoding"]["exact_clips"] == fp32["decoding"]["clips"] == 6
+    # The ONNX graphs' free-running decode gives NeMo's transcribe() tokens on every clip but where transcribe()
+    # itself parted from NeMo's modules (recorded; on the 61 s clip of the random 0.6b shape, at its last frame).
+    parted = {d["clip"] for d in fp32["stepwise"]["transcribe_divergence"]}
+    assert fp32["decoding"]["clips"] == 6 and all(c["exact"] or c["clip"] in parted
+                                                  for c in fp32["decoding"]["per_clip"])
     assert max(fp32["max_abs_diff"].values()) <= 1e-4
     assert fp32["sherpa"]["ok"] and len(fp32["sherpa"]["texts"]) == 6
     if trained:  # a model that transcribes its clips: NeMo, the ONNX decoder and sherpa-onnx agree with the texts
@@ -124,7 +128,7 @@ def unseen_checkpoints(tmp_path_factory) -> dict[str, Path]:
 def test_valid_checkpoints_of_unseen_shapes_convert_with_their_ties_recorded(name, unseen_checkpoints, tmp_path):
     out = tmp_path / "bundle"
     proc = run_module(["convert", str(unseen_checkpoints[name]), str(out), "--variants", "fp32", "--lengths", "1",
-                       "--sherpa-wer-max", "none"], capture_output=True)
+                       "--no-runtime-matrix", "--sherpa-wer-max", "none"], capture_output=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     v = json.loads((out / "validation.json").read_text())
     sw = v["variants"]["fp32"]["stepwise"]

@@ -287,7 +287,15 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     bench = json.loads((out / "benchmark.json").read_text())
     assert bench["nemo_cpu"]["engine"] == "NeMo transcribe (PyTorch)"  # the baseline, timed where NeMo was loaded
     assert bench["nemo_cpu"]["by_length"]["1"]["p50_s"] > 0 and (out / "benchmark.png").exists()
-    assert set(r["steps"]) == {"source", "export", "validate_export", "quantize", "metadata", "validate", "benchmark"}
+    assert set(r["steps"]) == {"source", "export", "validate_export", "quantize", "metadata", "validate", "compat",
+                               "package", "benchmark"}
+    # One release archive a variant, as sherpa-onnx names its NeMo releases, and the model card beside them.
+    assert {"sherpa-onnx-nemo-tiny-tdt.tar.bz2", "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2", "README.md"} <= {
+        p.name for p in out.iterdir()}
+    card = (out / "README.md").read_text()
+    assert "sherpa-onnx >= 1.12.14" in card and 'model_type="nemo_transducer", feature_dim=80' in card
+    compat = json.loads((out / "compatibility.json").read_text())  # the runtime matrix ran on the bundle
+    assert compat["passed"] and compat["variants"] == ["fp32", "int8"] and len(compat["runtimes"]) >= 5
     assert all(s["wall_s"] > 0 and s["peak_rss_bytes"] > 10e6 for s in r["steps"].values())
     val = json.loads((out / "validation.json").read_text())  # the default int8 recipe made the int8 files
     assert r["validation"]["int8_recipe"] == val["int8"]["recipe"] == "matmul-qint8"

@@ -136,7 +136,17 @@ def _step(a):
 def _convert(a):
     return convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
                    {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe,
-                   a.eval_set, a.eval_max_clips)
+                   a.eval_set, a.eval_max_clips, a.runtime_matrix)
+
+
+def _package(a):
+    from .archive import package
+    return package(Path(a.bundle), Path(a.reference), _csv(a.variants), _source_json(a) or {}, a.license)
+
+
+def _compat(a):
+    from .compat import check_runtimes, summary
+    return summary(check_runtimes(Path(a.bundle), Path(a.reference), _csv(a.variants)))
 
 
 def _venv(a):
@@ -205,7 +215,13 @@ COMMANDS: dict[str, Command] = {
                                                   ("--gpu", {"action": "store_true"}), ("--out", {})], _benchmark),
     "convert": Command("every step in its venv, no publish", [
         VARIANTS_FLAG, ("--revision", {}), ("--lengths", {"default": "2,5"}), ("--gpu", {"action": "store_true"}),
-        *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS], _convert, positional=[("src", {}), ("out", {"type": Path})]),
+        *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS, ("--no-runtime-matrix", {
+            "dest": "runtime_matrix", "action": "store_false", "help": "skip the compat step's runtime matrix"})],
+        _convert, positional=[("src", {}), ("out", {"type": Path})]),
+    "compat": Command(STEP["compat"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG], _compat),
+    "package": Command(STEP["package"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--source-json", {}),
+                                              ("--license", {"help": "the checkpoint's license, for the card"})],
+                       _package),
     "step": Command("one pipeline step over a plan (what a DAG task runs)", [
         ("--plan", {"type": Path, "required": True}), ("--source-json", {"type": Path})], _step,
         positional=[("step", {"choices": list(STEP)})]),
@@ -231,7 +247,8 @@ COMMANDS: dict[str, Command] = {
 
 def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
             gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None,
-            eval_set: str | None = None, eval_max_clips: int | None = None) -> dict[str, Any]:
+            eval_set: str | None = None, eval_max_clips: int | None = None,
+            runtime_matrix: bool = True) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
     from .source import classify
 
@@ -241,7 +258,7 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     if eval_set and not eval_set.startswith("s3://"):
         eval_set = str(Path(eval_set).expanduser().resolve())  # the steps run elsewhere
     plan = make_plan(work, src, revision, variants, gpu, _floats(lengths), gates, int8_recipe, eval_set,
-                     eval_max_clips)  # checks the choices
+                     eval_max_clips, runtime_matrix)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     shutil.rmtree(work, ignore_errors=True)

@@ -257,5 +257,7 @@ def with_eval_set(found: dict[str, Any], eval_set: str | None, dest: Path, max_c
 
     entry = load_registry().get(found.get("registry") or "", {})
     spec = eval_set or (str((registry_path().parent / entry["eval_set"]).resolve()) if entry.get("eval_set") else None)
-    rate = ModelSpec.from_config(read_nemo_config(Path(found["path"]))).sample_rate  # every set at the model's rate
+    # A set of the user's is resampled to the checkpoint's rate; the built-in set is 16 kHz (export refuses it for a
+    # model of another rate, naming the fix: an evaluation set of its own).
+    rate = ModelSpec.from_config(read_nemo_config(Path(found["path"]))).sample_rate if spec else 16000
     return {**found, "eval_set": prepare(spec, dest, rate, max_clips or MAX_CLIPS)}

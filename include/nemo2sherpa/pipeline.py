@@ -41,7 +41,7 @@ class Step:
 def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], gpu: bool,
               lengths: list[float], gates: dict[str, Any] | None = None,
               int8_recipe: str | None = None, eval_set: str | None = None,
-              eval_max_clips: int | None = None) -> dict[str, Any]:
+              eval_max_clips: int | None = None, runtime_matrix: bool = True) -> dict[str, Any]:
     """The run's layout and choices; bad thresholds or an unknown int8 recipe raise InputError here, before any work."""
     from .quantize import int8_recipe as recipe_name
 
@@ -51,7 +51,7 @@ def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], 
             "variants": with_base(variants), "source": source, "revision": revision, "gpu": bool(gpu),
             "lengths": [float(x) for x in lengths], "gates": limits(gates), "int8_recipe": recipe_name(int8_recipe),
             "eval_set": (eval_set or "").strip() or None, "eval": str(ws / "eval"),
-            "eval_max_clips": int(eval_max_clips or MAX_CLIPS)}
+            "eval_max_clips": int(eval_max_clips or MAX_CLIPS), "runtime_matrix": bool(runtime_matrix)}
 
 
 def _source(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
@@ -119,6 +119,24 @@ def _validate(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
                                    report_path=b / "validation.json", **plan.get("gates", {})))
 
 
+def _compat(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .compat import check_runtimes, summary
+
+    if not plan.get("runtime_matrix", True):
+        log.info("runtime matrix off for this run (runtime_matrix): no runtime but the reference was checked")
+        return {"skipped": "runtime_matrix is off"}
+    return summary(check_runtimes(Path(plan["bundle"]), Path(plan["reference"]), plan["variants"]))
+
+
+def _package(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+    from .archive import package
+    from .registry import load_registry
+
+    src = src or {}
+    entry = load_registry().get(src.get("registry") or "", {})
+    return package(Path(plan["bundle"]), Path(plan["reference"]), plan["variants"], src, entry.get("license"))
+
+
 def _benchmark(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
     from .benchmark import p50s, run_benchmark
 
@@ -143,6 +161,13 @@ STEPS: tuple[Step, ...] = (
          "metadata in bundle/encoder*.onnx", needs_source=True),
     Step("validate", "onnx", _validate, "every gate per variant, metadata, sherpa-onnx decoding every clip; the "
          "size and sha256 of every file it passed", "bundle/validation.json, VALIDATION.md", verdict=True,
+         needs_source=True),
+    Step("compat", "onnx", _compat, "every sherpa-onnx runtime users ship (Python wheels at the supported range's "
+         "edges, the CLI, sherpa-onnx-node, the C API from Rust) decodes every variant, compared token for token "
+         "with the reference", "bundle/compatibility.json, VALIDATION.md with the matrix", verdict=True),
+    Step("package", "onnx", _package, "one release archive a variant, named and laid out as sherpa-onnx's own NeMo "
+         "releases, with test_wavs/ and a README.md model card (source, license, figures, runtimes, usage); made "
+         "from exactly the bytes validate passed", "bundle/sherpa-onnx-nemo-<model>[-<variant>].tar.bz2, README.md",
          needs_source=True),
     Step("benchmark", "onnx", _benchmark, "latency per variant and clip length: sherpa-onnx and onnxruntime on "
          "CPU, NeMo's baseline, onnxruntime CUDA when asked", "bundle/benchmark.json, benchmark.png", queue="gpu"),

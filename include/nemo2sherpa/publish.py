@@ -33,7 +33,8 @@ from .variants import SHARED, VARIANT_FILES, VARIANTS
 log = logging.getLogger("nemo2sherpa.publish")
 
 # This run's reports: rewritten when a variant is added to a published bundle.
-REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "VALIDATION.md")
+REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "compatibility.json", "VALIDATION.md", "README.md")
+ARCHIVES = "sherpa-onnx-nemo-*.tar.bz2"  # the package step's release archives (archive.archive_name)
 # Upload order: every variant's files (variants.VARIANTS), tokens.txt and bpe.vocab, then the reports; a file not in the bundle
 # is left out.
 PUBLISHED = (*(n for v in VARIANTS.values() for n in v.published), *SHARED, *REPORTS)
@@ -85,7 +86,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     bundle = Path(bundle)
     _ensure_bucket(client, bucket, create_bucket)
     cfg = transfer_config()
-    files = [bundle / n for n in PUBLISHED if (bundle / n).exists()]
+    files = [bundle / n for n in PUBLISHED if (bundle / n).exists()] + sorted(bundle.glob(ARCHIVES))
     digests = validated_digests(bundle)
     carried = _check_additions(existing, digests, bundle, f"s3://{bucket}/{key}/") if existing else []
     t_all = time.monotonic()

@@ -113,8 +113,9 @@ def _beam_markdown(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_markdown(result: dict[str, Any]) -> str:
-    """The human-readable report: verdict, per-variant figures, every gate, every clip's text."""
+def render_markdown(result: dict[str, Any], compatibility: dict[str, Any] | None = None) -> str:
+    """The human-readable report: verdict, per-variant figures, every gate, every clip's text; with the runtime
+    matrix (compat stage) when given."""
     m = result["model"]
     t = result["thresholds"]
     failed = [g for g in result["gates"] if not g["passed"]]
@@ -151,6 +152,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     for g in result["gates"]:
         out.append(f"| {g['gate']} | {'pass' if g['passed'] else '**FAIL**'} | {g['value']} | "
                    f"{'-' if g['threshold'] is None else g['threshold']} |")
+    out += compat_markdown(compatibility) if compatibility else []
     out += _transcripts_markdown(result)
     out += _stepwise_markdown(result)
     out += _frontend_markdown(result)
@@ -179,4 +181,28 @@ def _transcripts_markdown(result: dict[str, Any]) -> list[str]:
     for i, c in enumerate(result["clips"]):
         row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
         out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
+    return out
+
+
+def compat_markdown(c: dict[str, Any]) -> list[str]:
+    """The runtime matrix: each runtime's version and status per variant against the reference, the range."""
+    out = ["", f"Runtimes (the compat stage): every runtime decodes every variant on the evaluation clips, compared "
+               f"token for token and timestamp for timestamp with {c['reference']}. Supported: "
+               f"**{c['supported_range']}**.", "",
+           "| runtime | in range | " + " | ".join(c["variants"]) + " | note |", "|" + "---|" * (3 + len(c["variants"]))]
+    for r in c["runtimes"]:
+        cells = [r["runtime"], "yes" if r["supported"] else "no"]
+        for v in c["variants"]:
+            x = r["variants"][v]
+            if x["status"] == "fails":
+                cells.append(f"fails: {x.get('error', '')[:80]}")
+            elif x["status"] == "agrees":
+                cells.append("same tokens and times")
+            else:
+                cells.append({"differs": "**", "unknown audio only": "no clip the model knows; "}.get(
+                    x["status"], "same on the clips the model knows; ") +
+                             f"differs on {len(x['differing'])}/{x['clips']} clips" +
+                             ("" if x["status"] != "differs" else "**") + f", e.g. {x['example']['clip']} "
+                             f"\"{x['example']['text'][:50]}\"")
+        out.append("| " + " | ".join(str(x).replace("|", "/") for x in cells + [r["note"]]) + " |")
     return out

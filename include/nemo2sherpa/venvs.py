@@ -50,8 +50,13 @@ def hash_data(reqs: list[str]) -> tuple[str, str]:
 
 def ensure(name: str, cache: Path | None = None) -> Path:
     """Return the venv for a requirements file, creating it (with uv) if needed."""
+    return ensure_requirements(requirements(name), cache)
+
+
+def ensure_requirements(reqs: list[str], cache: Path | None = None) -> Path:
+    """Return the cached venv for a list of pinned requirements (as Airflow would name and build it)."""
     cache = Path(cache or default_cache())
-    reqs = requirements(name)
+    reqs = sorted(reqs)
     digest, text = hash_data(reqs)
     venv = cache / f"venv-{digest}"
     cache.mkdir(parents=True, exist_ok=True)

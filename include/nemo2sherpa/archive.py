@@ -1,0 +1,150 @@
+"""Stage, package (ONNX venv, after compat): the bundle as sherpa-onnx users download models, one archive a variant.
+
+Named and laid out as sherpa-onnx's own NeMo releases (its export-nemo-parakeet-tdt workflows):
+`sherpa-onnx-nemo-<model>[-<variant>].tar.bz2` (no suffix for fp32) holding one folder of that name with the
+variant's graphs (and external weights), `tokens.txt`, `bpe.vocab`, `test_wavs/` (evaluation clips the model
+transcribes, `0.wav`, `1.wav`, ... and their texts in `trans.txt`) and a `README.md` model card: the source and
+revision, the license, the validation figures, the runtime table and copy-paste usage for Python, the CLI, Node,
+the C API and Rust. Every model file goes in as exactly the bytes validate passed (hashed while it is written;
+anything else is refused), streamed: memory stays flat at 1.1B size. The bundle folder also gets the card of
+its base variant as README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import PermanentError
+from .progress import Progress
+from .variants import BASE, BPE_VOCAB, TOKENS, VARIANTS, variant_paths
+
+log = logging.getLogger("nemo2sherpa.archive")
+TEST_WAVS = 4  # clips in test_wavs/: the shortest the model knows
+CARD = "README.md"
+
+
+def archive_name(model: str, variant: str) -> str:
+    """sherpa-onnx's name for a NeMo model's release: sherpa-onnx-nemo-<model>, -<variant> but for fp32."""
+    return f"sherpa-onnx-nemo-{model}" + ("" if variant == BASE.name else f"-{variant}")
+
+
+class _Hashing(io.RawIOBase):
+    """A file read through sha256 (and progress), for tarfile.addfile."""
+
+    def __init__(self, path: Path, progress: Progress) -> None:
+        self.f, self.h, self.progress, self.done = open(path, "rb"), hashlib.sha256(), progress, 0
+
+    def readable(self) -> bool:
+        """A readable stream."""
+        return True
+
+    def readinto(self, b) -> int:
+        """Read into b, hashing what was read."""
+        n = self.f.readinto(b)
+        self.h.update(memoryview(b)[:n])
+        self.done += n
+        self.progress.update(self.done)
+        return n
+
+    def close(self) -> None:
+        """Close the file."""
+        self.f.close()
+        super().close()
+
+
+def _add(tar: tarfile.TarFile, path: Path, arcname: str, want: tuple[int, str] | None) -> None:
+    """One file into the archive, its bytes hashed on the way; PermanentError when they are not what validate
+    passed (the archive is then removed by the caller)."""
+    info = tar.gettarinfo(str(path), arcname)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    src = _Hashing(path, Progress(log, "archiving", path.name, info.size))
+    try:
+        tar.addfile(info, io.BufferedReader(src, 8 << 20))
+    finally:
+        src.close()
+    if want and (info.size, src.h.hexdigest()) != tuple(want):
+        raise PermanentError(f"{path.name} is not the file validate passed (sha256 {src.h.hexdigest()[:16]}, "
+                             f"validated {want[1][:16]}): re-run validate; nothing was packaged")
+
+
+def test_wavs(validated: dict[str, Any], export: dict[str, Any], known: set[str]) -> list[dict[str, str]]:
+    """The archive's test clips: the TEST_WAVS shortest clips the model knows (else the shortest), with the text
+    sherpa-onnx gave on each (what the model card's snippets must print)."""
+    clips = [{"name": c["name"], "path": c["path"], "text": c.get("text", ""), "duration_s": c.get("duration_s", 0)}
+             for c in export["clips"]]
+    index = {c["name"]: i for i, c in enumerate(clips)}
+    pool = [c for c in clips if c["name"] in known] or clips
+    chosen = sorted(pool, key=lambda c: c["duration_s"])[:TEST_WAVS]
+    return [{**c, "index": index[c["name"]]} for c in sorted(chosen, key=lambda c: index[c["name"]])]
+
+
+def package(bundle: Path, reference: Path, variants: list[str], source: dict[str, Any],
+            license_: str | None = None) -> dict[str, Any]:
+    """One release archive a variant, in the bundle folder, and README.md (the model card); their names, sizes and
+    sha256s."""
+    from .card import model_card
+    from .validate import known_clips
+
+    bundle = Path(bundle)
+    validated = json.loads((bundle / "validation.json").read_text())
+    compat_path = bundle / "compatibility.json"
+    compat = json.loads(compat_path.read_text()) if compat_path.exists() else None
+    export = json.loads((Path(reference) / "export.json").read_text())
+    digests = {f["name"]: (f["size"], f["sha256"]) for f in validated.get("files", [])}
+    known = known_clips([{"name": c["clip"], "text": c["reference"], "nemo_text": c["nemo"]}
+                         for c in validated["clips"]])
+    wavs = test_wavs(validated, export, known)
+    model = source.get("registry") or source.get("name") or "model"
+    out = []
+    for v in variants:
+        name = archive_name(model, v)
+        card = model_card(name, v, model, source, validated, compat, wavs, license_)
+        out.append(_write(bundle, name, v, card, wavs, digests))
+    (bundle / CARD).write_text(model_card(archive_name(model, BASE.name), BASE.name, model, source, validated, compat,
+                                          wavs, license_, archives=[a["name"] for a in out]))
+    return {"archives": out, "card": CARD}
+
+
+def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str, str]],
+           digests: dict[str, tuple[int, str]]) -> dict[str, Any]:
+    """One archive, through <name>.tar.bz2.partial renamed when complete (no half-written archive behind a failure)."""
+    dest = bundle / f"{name}.tar.bz2"
+    part = dest.with_name(dest.name + ".partial")
+    t0 = time.monotonic()
+    files = [*variant_paths(bundle, variant), bundle / TOKENS, bundle / BPE_VOCAB]
+    try:
+        with tarfile.open(part, "w:bz2", compresslevel=9) as tar:
+            for p in (f for f in files if f.exists()):
+                _add(tar, p, f"{name}/{p.name}", digests.get(p.name))
+            for i, w in enumerate(wavs):
+                _add(tar, Path(w["path"]), f"{name}/test_wavs/{i}.wav", None)
+            _bytes(tar, f"{name}/test_wavs/trans.txt", "".join(f"{i}.wav {w['text']}\n" for i, w in enumerate(wavs)))
+            _bytes(tar, f"{name}/{CARD}", card)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    part.rename(dest)
+    digest = hashlib.sha256()
+    with open(dest, "rb") as f:
+        while b := f.read(8 << 20):
+            digest.update(b)
+    size = dest.stat().st_size
+    log.info("%s: %s bytes (%s of %s), %.1f s", dest.name, f"{size:,}", VARIANTS[variant].name,
+             ", ".join(p.name for p in files if p.exists()), time.monotonic() - t0)
+    return {"name": dest.name, "variant": variant, "size": size, "sha256": digest.hexdigest(),
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def _bytes(tar: tarfile.TarFile, arcname: str, text: str) -> None:
+    data = text.encode("utf-8")
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))

@@ -1,0 +1,157 @@
+"""The model card (README.md) of a release archive: what a sherpa-onnx user needs before and after downloading.
+
+Source and revision, license, the validation verdict and figures, the runtime table (compat) with the supported
+range, what the test clips should transcribe to, and copy-paste usage for Python, the CLI, Node, the C API and
+Rust, with this variant's file names, `feature_dim` and `model_type`. The Python and CLI snippets are run as
+written by the test suite on the published archive (tests/test_archive.py): they print the texts listed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .variants import BASE, VARIANTS
+
+LICENSE_UNKNOWN = "not recorded: the source checkpoint's own license applies"
+
+
+def _figures(validated: dict[str, Any], variant: str) -> list[str]:
+    x = validated["variants"].get(variant, {})
+    d, sh = x.get("decoding", {}), x.get("sherpa", {})
+    rows = [f"- Validation: **{'PASSED' if validated['passed'] else 'FAILED'}** ({len(validated['gates'])} gates; "
+            f"the full report is `VALIDATION.md` beside the published bundle)."]
+    if variant == BASE.name and x.get("stepwise"):
+        sw = x["stepwise"]
+        rows.append(f"- ONNX against NeMo step by step: {sw['steps']} decisions, {len(sw['mismatches'])} "
+                    f"mismatches, {len(sw['ties'])} float ties; max logit difference {sw['max_logit_diff']}.")
+    if f"wer_vs_{BASE.name}" in d:
+        rows.append(f"- WER against {BASE.name}: {d[f'wer_vs_{BASE.name}']} on all clips; by length: " + ", ".join(
+            f"{k} {b['wer']}" for k, b in d.get("wer_by_length", {}).items()) + ".")
+    if sh.get("texts"):
+        rows.append(f"- sherpa-onnx WER vs NeMo: {sh.get('wer_vs_nemo')} (on the clips the model knows: "
+                    f"{sh.get('wer_vs_nemo_gated')}); vs the reference texts {sh.get('wer_vs_reference')}.")
+    f = x.get("sherpa_frontend")
+    if f:
+        rows.append(f"- sherpa-onnx against the reference decoder on its own features: {f['exact']}/{len(f['clips'])} "
+                    f"clips exact, {f['ties']} near-ties.")
+    e = validated.get("eval_set")
+    if e:
+        rows.append(f"- Evaluation set: {e['source']}, {len(e['clips'])} clips, {e['duration_s']:g} s.")
+    return rows
+
+
+def _runtimes(compat: dict[str, Any] | None) -> list[str]:
+    if not compat:
+        return ["The runtime matrix was not run for this bundle (runtime_matrix off): sherpa-onnx "
+                "(Python) as validated is the only runtime checked."]
+    out = [f"Supported: **{compat['supported_range']}**. Measured on this bundle against {compat['reference']}:",
+           "", "| runtime | in the range | result |", "|---|---|---|"]
+    for r in compat["runtimes"]:
+        out.append(f"| {r['runtime']} | {'yes' if r['supported'] else 'no'} | {r['status']} |")
+    return out
+
+
+def usage(variant: str, feat_dim: int) -> str:
+    """Copy-paste usage for every runtime, run from the archive's folder (its files by their own names)."""
+    enc, dec, join = VARIANTS[variant].files
+    return _python_cli(enc, dec, join, feat_dim) + _node_c_rust(enc, dec, join, feat_dim)
+
+
+def _python_cli(enc: str, dec: str, join: str, feat_dim: int) -> str:
+    return f'''### Python (`pip install sherpa-onnx numpy`)
+
+```python
+import glob, wave
+import numpy as np
+import sherpa_onnx
+
+recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+    encoder="{enc}", decoder="{dec}", joiner="{join}", tokens="tokens.txt",
+    model_type="nemo_transducer", feature_dim={feat_dim}, num_threads=2, decoding_method="greedy_search")
+for path in sorted(glob.glob("test_wavs/*.wav"), key=lambda p: int(p.split("/")[-1][:-4])):
+    with wave.open(path) as w:
+        rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+    stream = recognizer.create_stream()
+    stream.accept_waveform(rate, np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768)
+    recognizer.decode_stream(stream)
+    print(stream.result.text)
+```
+
+### Command line (`pip install sherpa-onnx-bin`)
+
+```bash
+sherpa-onnx-offline --encoder={enc} --decoder={dec} --joiner={join} --tokens=tokens.txt \\
+  --model-type=nemo_transducer --feat-dim={feat_dim} --num-threads=2 --decoding-method=greedy_search \\
+  test_wavs/0.wav
+```
+
+'''
+
+
+def _node_c_rust(enc: str, dec: str, join: str, feat_dim: int) -> str:
+    return f'''### Node.js (`npm install sherpa-onnx-node`)
+
+```js
+const sherpa = require('sherpa-onnx-node');
+const recognizer = new sherpa.OfflineRecognizer({{
+  featConfig: {{sampleRate: 16000, featureDim: {feat_dim}}},
+  modelConfig: {{transducer: {{encoder: '{enc}', decoder: '{dec}', joiner: '{join}'}},
+                tokens: 'tokens.txt', numThreads: 2, provider: 'cpu', modelType: 'nemo_transducer'}},
+  decodingMethod: 'greedy_search'}});
+const wave = sherpa.readWave('test_wavs/0.wav');
+const stream = recognizer.createStream();
+stream.acceptWaveform({{samples: wave.samples, sampleRate: wave.sampleRate}});
+recognizer.decode(stream);
+console.log(recognizer.getResult(stream).text);
+```
+
+### C API (`libsherpa-onnx-c-api.so` and `c-api.h` ship in the sherpa-onnx wheel)
+
+```c
+SherpaOnnxOfflineRecognizerConfig config;
+memset(&config, 0, sizeof(config));
+config.feat_config.sample_rate = 16000;
+config.feat_config.feature_dim = {feat_dim};
+config.model_config.transducer.encoder = "{enc}";
+config.model_config.transducer.decoder = "{dec}";
+config.model_config.transducer.joiner = "{join}";
+config.model_config.tokens = "tokens.txt";
+config.model_config.num_threads = 2;
+config.model_config.provider = "cpu";
+config.model_config.model_type = "nemo_transducer";
+config.decoding_method = "greedy_search";
+const SherpaOnnxOfflineRecognizer *recognizer = SherpaOnnxCreateOfflineRecognizer(&config);
+```
+
+### Rust (through the C API, as sherpa-rs and the sherpa-onnx crate do)
+
+Set the same fields on the `#[repr(C)]` config: `model_type` `"nemo_transducer"`, `feature_dim` {feat_dim},
+`num_threads`, `provider` `"cpu"`, the three file names above and `tokens.txt`. nemo2sherpa's own client,
+`include/nemo2sherpa/clients/capi-rust`, is built and run on every bundle by the runtime matrix.
+'''
+
+
+def model_card(name: str, variant: str, model: str, source: dict[str, Any], validated: dict[str, Any],
+               compat: dict[str, Any] | None, wavs: list[dict[str, Any]], license_: str | None,
+               archives: list[str] | None = None) -> str:
+    """README.md of one archive (or, with `archives`, of the bundle folder that lists them)."""
+    m = validated["model"]
+    where = (f"[{source['repo_id']}](https://huggingface.co/{source['repo_id']}) at revision "
+             f"`{source.get('revision')}`" if source.get("repo_id") else
+             f"`{source.get('url') or source.get('name')}` (sha256 `{source.get('sha256', '?')}`)")
+    sherpa = validated["variants"].get(variant, {}).get("sherpa", {}).get("texts", [])
+    out = [f"# {name}", "",
+           f"{model} ({m['model_class']}, {m['encoder_layers']} encoder layers, {m['feat_dim']} mel features, vocab "
+           f"{m['vocab_size']} + blank, TDT durations {m['durations'] or 'none: RNNT'}) for "
+           f"[sherpa-onnx](https://github.com/k2-fsa/sherpa-onnx), {variant} "
+           f"({VARIANTS[variant].summary}), converted and validated by nemo2sherpa.", "",
+           f"- Source: {where}.", f"- License: {license_ or LICENSE_UNKNOWN}.", *_figures(validated, variant)]
+    if archives:
+        out += ["", "Archives (one a variant, laid out as sherpa-onnx's own releases): " +
+                ", ".join(f"`{a}`" for a in archives) + "."]
+    out += ["", "## Runtimes", "", *_runtimes(compat), "", "## Test clips", "",
+            "`test_wavs/` holds clips of the evaluation set; `trans.txt` their reference texts. sherpa-onnx "
+            "(greedy search) transcribes them as:", ""]
+    out += [f"- `{i}.wav`: {sherpa[w['index']] if w['index'] < len(sherpa) else '?'}" for i, w in enumerate(wavs)]
+    out += ["", "## Usage", "", usage(variant, int(m["feat_dim"]))]
+    return "\n".join(out) + "\n"
