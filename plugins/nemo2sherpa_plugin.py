@@ -32,7 +32,16 @@ PUBLISH_TASK = "publish"
 SERVED = {"manifest.json": "application/json", "VALIDATION.md": "text/markdown; charset=utf-8",
           "validation.json": "application/json", "benchmark.json": "application/json",
           "benchmark.png": "image/png", "tokens.txt": "text/plain; charset=utf-8",
-          "bpe.vocab": "text/plain; charset=utf-8"}
+          "bpe.vocab": "text/plain; charset=utf-8", "compatibility.json": "application/json",
+          "README.md": "text/markdown; charset=utf-8"}
+# Looks at home next to Airflow 3's UI: its system font stack, neutral greys, rounded cards, green/red verdicts.
+STYLE = ("body{font-family:Inter,-apple-system,'Segoe UI',Roboto,sans-serif;margin:1.5em;max-width:72em;color:#1a202c}"
+         "h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em} table{border-collapse:collapse;margin:.4em 0} "
+         "td,th{border:1px solid #e2e8f0;padding:4px 8px;font-size:90%;text-align:left} th{background:#f7fafc} "
+         "code,pre{font-size:85%} pre{background:#f7fafc;padding:.6em;border-radius:6px;overflow-x:auto} "
+         ".card{border:1px solid #e2e8f0;border-radius:8px;padding:.8em 1em;margin:1em 0;background:#fff} "
+         ".badge{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;font-weight:600} "
+         ".pass{background:#38a169} .fail{background:#e53e3e} .muted{color:#718096}")
 
 
 def report_path(dag_id: str, run_id: str) -> str:
@@ -95,10 +104,8 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
 
     esc = html.escape
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>nemo2sherpa bundle report</title><style>"
-            "body{font-family:sans-serif;margin:1.5em;max-width:70em} table{border-collapse:collapse} "
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%} code,pre{font-size:85%}"
-            f"</style></head><body><h1>nemo2sherpa bundle report</h1><p>run <code>{esc(run_id)}</code> of "
-            f"<code>{esc(dag_id)}</code></p>")
+            f"{STYLE}</style></head><body><h1>nemo2sherpa bundle report</h1><p class='muted'>run "
+            f"<code>{esc(run_id)}</code> of <code>{esc(dag_id)}</code></p>")
     if pub is None:
         return head + ("<p><b>No bundle published by this run</b> (its publish task has not succeeded, or this "
                        "is not a conversion run). The task logs say why.</p></body></html>")
@@ -112,6 +119,7 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
     parts = [head, f"<p>model <b>{esc(src['name'])}</b>, revision <code>{esc(src['revision'])}</code>, pipeline "
                    f"{esc(m['pipeline_version'])}, published {esc(m['published_at'])}"
                    f"{' (already published: this run skipped the upload)' if pub.get('skipped') else ''}</p>",
+             headline(m, get, base),
              f"<p>bundle <code>{esc(pub['uri'])}</code> &middot; <a href='{base}manifest.json'>manifest.json</a></p>",
              "<h2>Files</h2><table><tr><th>file</th><th>bytes</th><th>sha256</th></tr>"]
     for f in m["files"]:
@@ -129,6 +137,43 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
         md = MarkdownIt("commonmark", {"html": False}).enable("table")
         parts.append("<h2>Validation</h2>" + md.render((get("VALIDATION.md") or b"").decode()))
     return "\n".join(parts) + "</body></html>"
+
+
+def _json(get, name: str) -> dict[str, Any]:
+    raw = get(name)
+    return json.loads(raw) if raw else {}
+
+
+def headline(m: dict[str, Any], get, base: str) -> str:
+    """What a user decides by, first: the verdict, then per variant its size, drift from fp32, sherpa-onnx's p50 on
+    a 10 s clip (or the longest timed), the runtimes it is proven on, and its release archive."""
+    from nemo2sherpa.archive import archive_name
+    from nemo2sherpa.variants import BASE, VARIANTS
+
+    esc = html.escape
+    val, bench, compat = _json(get, "validation.json"), _json(get, "benchmark.json"), _json(get, "compatibility.json")
+    sizes = {f["name"]: f["size"] for f in m["files"]}
+    ok = bool(val.get("passed"))
+    out = [f"<div class='card'><span class='badge {'pass' if ok else 'fail'}'>{'PASSED' if ok else 'FAILED'}</span> "
+           f"{len(val.get('gates', []))} validation gates" + (
+               f" &middot; runtimes: <b>{esc(compat['supported_range'])}</b>" if compat else "") + "</div>",
+           "<table><tr><th>variant</th><th>size</th><th>WER vs fp32 by clip length (gated)</th><th>sherpa-onnx p50</th>"
+           "<th>runtimes proven</th><th>download</th></tr>"]
+    for v, x in val.get("variants", {}).items():
+        size = sum(sizes.get(n, 0) for n in VARIANTS[v].published)
+        d = x.get("decoding", {})
+        drift = "reference" if v == BASE.name else ", ".join(
+            f"{k}: {b['wer_gated']}" if b.get("gated_clips") else f"{k}: {b['wer']} (audio the model does not know)"
+            for k, b in d.get("wer_by_length", {}).items())
+        lengths = bench.get("cpu", {}).get(v, {}).get("by_length", {})
+        at = "10" if "10" in lengths else max(lengths, key=float, default=None)
+        p50 = f"{lengths[at]['p50_s'] * 1000:.0f} ms at {at} s" if at else "-"
+        proven = [r["runtime"] for r in compat.get("runtimes", []) if r["supported"] and
+                  r["variants"].get(v, {}).get("status", "").startswith("agrees")]
+        arch = f"{archive_name(m['source']['name'], v)}.tar.bz2"
+        out.append(f"<tr><td><b>{esc(v)}</b></td><td>{size / 1e6:,.1f} MB</td><td>{esc(drift)}</td><td>{esc(p50)}"
+                   f"</td><td>{len(proven)} + the reference</td><td>{esc(arch) if arch in sizes else '-'}</td></tr>")
+    return "\n".join(out) + "</table>"
 
 
 def _make_app():

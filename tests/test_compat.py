@@ -83,3 +83,39 @@ def test_a_runtime_that_cannot_be_installed_is_an_error_naming_it(case, tmp_path
             print("ERROR", e)
     """, env=env)
     assert "ERROR " + want in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+
+
+def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_validated_bytes(validated, tmp_path,
+                                                                                            source_manifest):
+    import hashlib
+    import tarfile
+
+    d = tmp_path / "b"
+    shutil.copytree(validated / "bundle", d)
+    out = json.loads(run_cli("onnx", "package", "--bundle", str(d), "--reference", str(validated / "reference"),
+                             "--variants", "fp32,int8", "--source-json", str(source_manifest),
+                             "--license", "CC-BY-4.0").stdout.strip().splitlines()[-1])
+    assert [a["name"] for a in out["archives"]] == ["sherpa-onnx-nemo-tiny-tdt.tar.bz2",
+                                                    "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2"]
+    digests = {f["name"]: f["sha256"] for f in json.loads((d / "validation.json").read_text())["files"]}
+    with tarfile.open(d / "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2") as tar:
+        names = tar.getnames()
+        top = "sherpa-onnx-nemo-tiny-tdt-int8"
+        assert {f"{top}/{n}" for n in ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt",
+                                       "bpe.vocab", "README.md", "test_wavs/0.wav", "test_wavs/trans.txt")} <= set(names)
+        assert all(n.startswith(top + "/") for n in names) and not any(n.endswith("encoder.onnx") for n in names)
+        for n in ("encoder.int8.onnx", "tokens.txt"):  # the bytes validate passed
+            assert hashlib.sha256(tar.extractfile(f"{top}/{n}").read()).hexdigest() == digests[n]
+        card = tar.extractfile(f"{top}/README.md").read().decode()
+    assert "License: CC-BY-4.0" in card and 'encoder="encoder.int8.onnx"' in card and "--feat-dim=80" in card
+    assert (d / "README.md").exists()
+
+    broken = tmp_path / "broken"  # a model file changed after validation: refused, no archive left behind
+    shutil.copytree(validated / "bundle", broken)
+    with open(broken / "joiner.int8.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00")
+    proc = run_cli("onnx", "package", "--bundle", str(broken), "--reference", str(validated / "reference"),
+                   "--variants", "int8", "--source-json", str(source_manifest), check=False)
+    assert proc.returncode == 2 and "joiner.int8.onnx is not the file validate passed" in proc.stderr
+    assert not list(broken.glob("*.tar.bz2*"))

@@ -84,6 +84,9 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     manifest = json.loads((dl / "manifest.json").read_text())
     assert all(f["sha256"] in page for f in manifest["files"]) and "<img alt='latency" in page
     assert "Validation: PASSED" in page and "sherpa-cpu" in page  # VALIDATION.md and the benchmark table
+    # It leads with the verdict and what a user decides by: per variant size, drift, p50, runtimes, archive.
+    assert page.index("badge pass") < page.index("<h2>Files</h2>") and "sherpa-onnx &gt;= 1.12.14" in page
+    assert "<td>sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2</td>" in page and "ms at 2 s" in page
     assert "No bundle published" in plugin.render_report(dag.dag_id, "no-such-run", None, lambda name: None)
 
     # sherpa-onnx decodes a clip from the downloaded int8 bundle, and agrees with what the DAG saw.

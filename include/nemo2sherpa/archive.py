@@ -103,6 +103,7 @@ def package(bundle: Path, reference: Path, variants: list[str], source: dict[str
                          for c in validated["clips"]])
     wavs = test_wavs(validated, export, known)
     model = source.get("registry") or source.get("name") or "model"
+    _check_disk(bundle, variants)
     out = []
     for v in variants:
         name = archive_name(model, v)
@@ -111,6 +112,17 @@ def package(bundle: Path, reference: Path, variants: list[str], source: dict[str
     (bundle / CARD).write_text(model_card(archive_name(model, BASE.name), BASE.name, model, source, validated, compat,
                                           wavs, license_, archives=[a["name"] for a in out]))
     return {"archives": out, "card": CARD}
+
+
+def _check_disk(bundle: Path, variants: list[str]) -> None:
+    """Refuse up front when the archives may not fit: at most their files' size (bz2 shrinks ONNX weights little)."""
+    import shutil
+
+    need = sum(p.stat().st_size for v in variants for p in variant_paths(bundle, v)) + (64 << 20)
+    free = shutil.disk_usage(bundle).free
+    if free < need:
+        raise PermanentError(f"the release archives need up to {need / 1e9:.1f} GB in {bundle}, {free / 1e9:.1f} GB "
+                             f"is free: free disk space (or build fewer variants); nothing was packaged")
 
 
 def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str, str]],

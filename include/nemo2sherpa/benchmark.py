@@ -275,7 +275,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for label, by_len in _series(result):
         xs = sorted(float(k) for k in by_len)
         ax.plot(xs, [by_len[f"{x:g}"]["p50_s"] * 1000 for x in xs], marker="o", label=label)
@@ -283,9 +283,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("p50 latency (ms), warm")
     ax.set_title(f"nemo2sherpa benchmark ({result['threads']} threads, {result['runs']} runs per point)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the plot, over no data
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
