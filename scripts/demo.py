@@ -61,7 +61,7 @@ def main() -> int:
     folder = demo / "s3" / BUCKET / key
     print(f"\nDAG run succeeded in {time.monotonic() - t0:.0f} s.\n\nS3 URIs:")
     for f in manifest["files"] + [{"name": "manifest.json", "size": (folder / 'manifest.json').stat().st_size}]:
-        print(f"  s3://{BUCKET}/{key}/{f['name']:<20} {f['size']:>12,} bytes")
+        print(f"  s3://{BUCKET}/{key}/{f['name']:<38} {f['size']:>12,} bytes")
     latest = demo / "s3" / BUCKET / key.rsplit("/", 1)[0] / "latest.json"
     if latest.exists():
         print(f"  s3://{BUCKET}/{key.rsplit('/', 1)[0]}/latest.json (the model's pointer to this bundle)")
@@ -71,6 +71,12 @@ def main() -> int:
           f"(VALIDATION.md in the bundle has every gate and transcript)")
     md = (folder / "VALIDATION.md").read_text().splitlines()
     print("\n".join(md[md.index(next(x for x in md if x.startswith("| variant"))):][:2 + len(val["variants"])]))
+    compat = folder / "compatibility.json"
+    if compat.exists():
+        c = json.loads(compat.read_text())
+        print(f"\nruntimes (compared with {c['reference']}; supported: {c['supported_range']}):")
+        print("\n".join(f"  {r['runtime']:<46} {'in range' if r['supported'] else 'outside':<9} {r['status']}"
+                        for r in c["runtimes"]))
     from nemo2sherpa.benchmark import table
 
     print("\nbenchmark (sherpa-onnx, CPU, warm-up excluded):")
