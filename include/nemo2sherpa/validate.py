@@ -477,9 +477,11 @@ def by_length(result: dict[str, Any], clips: list[dict[str, Any]]) -> dict[str, 
     """Per length bucket: its clips, NeMo's WER against the reference texts, each made variant's WER against fp32
     (what its drift gate holds in every bucket) and each variant's sherpa-onnx WER against NeMo."""
     per = result["variants"]
+    known = known_clips(clips)
     out = {}
     for label, ix in length_buckets(clips).items():
-        row: dict[str, Any] = {"clips": len(ix), "NeMo WER vs reference": word_error_rate(
+        row: dict[str, Any] = {"clips": len(ix), "clips the model knows": sum(clips[i]["name"] in known for i in ix),
+                               "NeMo WER vs reference": word_error_rate(
             [clips[i].get("text", "") for i in ix], [clips[i]["nemo_text"] for i in ix])}
         for v, x in per.items():
             if label in x.get("decoding", {}).get("wer_by_length", {}):
