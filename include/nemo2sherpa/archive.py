@@ -75,7 +75,7 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, want: tuple[int, str] |
                              f"validated {want[1][:16]}): re-run validate; nothing was packaged")
 
 
-def test_wavs(validated: dict[str, Any], export: dict[str, Any], known: set[str]) -> list[dict[str, str]]:
+def test_wavs(export: dict[str, Any], known: set[str]) -> list[dict[str, Any]]:
     """The archive's test clips: the TEST_WAVS shortest clips the model knows (else the shortest), with the text
     sherpa-onnx gave on each (what the model card's snippets must print)."""
     clips = [{"name": c["name"], "path": c["path"], "text": c.get("text", ""), "duration_s": c.get("duration_s", 0)}
@@ -91,7 +91,6 @@ def package(bundle: Path, reference: Path, variants: list[str], source: dict[str
     """One release archive a variant, in the bundle folder, and README.md (the model card); their names, sizes and
     sha256s."""
     from .card import model_card
-    from .validate import known_clips
 
     bundle = Path(bundle)
     validated = json.loads((bundle / "validation.json").read_text())
@@ -99,9 +98,8 @@ def package(bundle: Path, reference: Path, variants: list[str], source: dict[str
     compat = json.loads(compat_path.read_text()) if compat_path.exists() else None
     export = json.loads((Path(reference) / "export.json").read_text())
     digests = {f["name"]: (f["size"], f["sha256"]) for f in validated.get("files", [])}
-    known = known_clips([{"name": c["clip"], "text": c["reference"], "nemo_text": c["nemo"]}
-                         for c in validated["clips"]])
-    wavs = test_wavs(validated, export, known)
+    known = set(validated["known_clips"])
+    wavs = test_wavs(export, known)
     model = source.get("registry") or source.get("name") or "model"
     _check_disk(bundle, variants)
     out = []

@@ -17,7 +17,6 @@ from typing import Any
 
 from .errors import GateFailed
 from .runtimes import RUNTIMES, SUPPORTED_RANGE, Runtime, decode, install
-from .validate import known_clips
 from .variants import TOKENS, variant_paths
 
 log = logging.getLogger("nemo2sherpa.compat")
@@ -61,7 +60,7 @@ def check_runtimes(bundle: Path, reference_dir: Path, variants: list[str], runti
     bundle = Path(bundle)
     validated = json.loads((bundle / "validation.json").read_text())
     clips = [c["clip"] for c in validated["clips"]]
-    known = known_clips([{"name": c["clip"], "text": c["reference"], "nemo_text": c["nemo"]} for c in validated["clips"]])
+    known = set(validated["known_clips"])
     wavs = [Path(c["path"]) for c in json.loads((Path(reference_dir) / "export.json").read_text())["clips"]]
     feat_dim = int(validated["model"]["feat_dim"])
     rows = []

@@ -382,6 +382,7 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
             if vr["sherpa"].get("texts"):
                 vr["sherpa_beam"] = _beam_gates(bundle, v, clips, vr["sherpa"]["texts"], hotwords, r)
     result["by_length"] = by_length(result, clips)
+    result["known_clips"] = sorted(known_clips(clips))  # what the runtime gates held (compat and package read it)
     if digests is not None:
         result["files"] = digests.result()
     hashing.shutdown()
