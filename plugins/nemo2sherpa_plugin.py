@@ -148,6 +148,7 @@ def headline(m: dict[str, Any], get, base: str) -> str:
     """What a user decides by, first: the verdict, then per variant its size, drift from fp32, sherpa-onnx's p50 on
     a 10 s clip (or the longest timed), the runtimes it is proven on, and its release archive."""
     from nemo2sherpa.archive import archive_name
+    from nemo2sherpa.compat import PROVEN
     from nemo2sherpa.variants import BASE, VARIANTS
 
     esc = html.escape
@@ -169,7 +170,7 @@ def headline(m: dict[str, Any], get, base: str) -> str:
         at = "10" if "10" in lengths else max(lengths, key=float, default=None)
         p50 = f"{lengths[at]['p50_s'] * 1000:.0f} ms at {at} s" if at else "-"
         proven = [r["runtime"] for r in compat.get("runtimes", []) if r["supported"] and
-                  r["variants"].get(v, {}).get("status", "").startswith("agrees")]
+                  r["variants"].get(v, {}).get("status") in PROVEN]
         arch = f"{archive_name(m['source']['name'], v)}.tar.bz2"
         out.append(f"<tr><td><b>{esc(v)}</b></td><td>{size / 1e6:,.1f} MB</td><td>{esc(drift)}</td><td>{esc(p50)}"
                    f"</td><td>{len(proven)} + the reference</td><td>{esc(arch) if arch in sizes else '-'}</td></tr>")

@@ -59,6 +59,18 @@ class _Hashing(io.RawIOBase):
         super().close()
 
 
+class _HashingWriter:
+    """A binary file written through sha256."""
+
+    def __init__(self, f, h) -> None:
+        self.f, self.h = f, h
+
+    def write(self, b) -> int:
+        """Write b, hashing it."""
+        self.h.update(b)
+        return self.f.write(b)
+
+
 def _add(tar: tarfile.TarFile, path: Path, arcname: str, want: tuple[int, str] | None) -> None:
     """One file into the archive, its bytes hashed on the way; PermanentError when they are not what validate
     passed (the archive is then removed by the caller)."""
@@ -130,8 +142,10 @@ def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str
     part = dest.with_name(dest.name + ".partial")
     t0 = time.monotonic()
     files = [*variant_paths(bundle, variant), bundle / TOKENS, bundle / BPE_VOCAB]
+    digest = hashlib.sha256()  # of the compressed bytes, as they are written: the archive is not read back
     try:
-        with tarfile.open(part, "w:bz2", compresslevel=9) as tar:
+        with open(part, "wb") as raw, tarfile.open(fileobj=_HashingWriter(raw, digest), mode="w:bz2",
+                                                   compresslevel=9) as tar:
             for p in (f for f in files if f.exists()):
                 _add(tar, p, f"{name}/{p.name}", digests.get(p.name))
             for i, w in enumerate(wavs):
@@ -142,10 +156,6 @@ def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str
         part.unlink(missing_ok=True)
         raise
     part.rename(dest)
-    digest = hashlib.sha256()
-    with open(dest, "rb") as f:
-        while b := f.read(8 << 20):
-            digest.update(b)
     size = dest.stat().st_size
     log.info("%s: %s bytes (%s of %s), %.1f s", dest.name, f"{size:,}", VARIANTS[variant].name,
              ", ".join(p.name for p in files if p.exists()), time.monotonic() - t0)

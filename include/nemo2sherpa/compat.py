@@ -25,7 +25,8 @@ COMPATIBILITY = "compatibility.json"
 
 # The statuses a runtime inside the range may have: the same output on every clip; the same on every clip the
 # model knows; differences only, on a set with no clip the model knows (nothing there to hold a runtime to).
-AGREE = ("agrees", "agrees where known", "unknown audio only")
+PROVEN = ("agrees", "agrees where known")  # a runtime shown to decode the bundle as validated
+AGREE = (*PROVEN, "unknown audio only")
 
 
 def _compare(ref: dict[str, Any], got: dict[str, Any], clips: list[str], known: set[str]) -> dict[str, Any]:

@@ -355,9 +355,11 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     spec = ModelSpec.from_dict(exp["spec"])
     ref = dict(np.load(reference_dir / "reference.npz"))
     clips = exp["clips"]
+    known = known_clips(clips)  # what the runtime gates hold, decided once
     source = source or {}
     r = Report()
     result = _result_head(exp, mode, lim, clips, source, reference_dir, variants)
+    result["known_clips"] = sorted(known)  # compat and package read it
     hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
     digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
     check_tokens(bundle, spec, r)
@@ -373,16 +375,15 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         vr["decoding"] = decoding_parity(dec, spec, ref, clips, pieces, encoded)
         vr["stepwise"] = stepwise_parity(dec, spec, ref, clips, encoded)
         _decoding_gates(v, vr["decoding"], vr["stepwise"], result["variants"].get(BASE.name, {}).get("decoding"),
-                        lim, clips, r)
+                        lim, clips, known, r)
         if mode == "full":
-            vr["sherpa"] = _sherpa_gates(bundle, v, spec, source, clips, lim[SHERPA_WER.param], r)
+            vr["sherpa"] = _sherpa_gates(bundle, v, spec, source, clips, known, lim[SHERPA_WER.param], r)
             if vr["sherpa"].get("tokens"):
                 vr["sherpa_frontend"] = frontend_parity(dec, spec, clips, vr["sherpa"], pieces, v, r)
                 vr["timestamps"] = timestamp_agreement(spec, clips, vr["sherpa"], pieces)
             if vr["sherpa"].get("texts"):
-                vr["sherpa_beam"] = _beam_gates(bundle, v, clips, vr["sherpa"]["texts"], hotwords, r)
-    result["by_length"] = by_length(result, clips)
-    result["known_clips"] = sorted(known_clips(clips))  # what the runtime gates held (compat and package read it)
+                vr["sherpa_beam"] = _beam_gates(bundle, v, clips, known, vr["sherpa"]["texts"], hotwords, r)
+    result["by_length"] = by_length(result, clips, known)
     if digests is not None:
         result["files"] = digests.result()
     hashing.shutdown()
@@ -415,7 +416,7 @@ def _result_head(exp: dict[str, Any], mode: str, lim: dict[str, float | None], c
 
 
 def _decoding_gates(v: str, d: dict[str, Any], sw: dict[str, Any] | None, base: dict[str, Any] | None,
-                    lim: dict[str, float | None], clips: list[dict[str, Any]], r: Report) -> None:
+                    lim: dict[str, float | None], clips: list[dict[str, Any]], known: set[str], r: Report) -> None:
     """fp32: NeMo's choices at every step of its path, ties explained (free-running token match reported). A made
     variant: its WER against fp32's text, within its drift limit."""
     if v == BASE.name and sw is None:  # a reference without NeMo's path: the free-running tokens, exactly
@@ -442,7 +443,6 @@ def _decoding_gates(v: str, d: dict[str, Any], sw: dict[str, Any] | None, base: 
         return
     ref_texts, texts = [c["text"] for c in base["per_clip"]], [c["text"] for c in d["per_clip"]]
     d[f"wer_vs_{BASE.name}"] = word_error_rate(ref_texts, texts)
-    known = known_clips(clips)
 
     def drift(ix: list[int]) -> float | None:
         return word_error_rate([ref_texts[i] for i in ix], [texts[i] for i in ix]) if ix else None
@@ -474,11 +474,10 @@ def length_buckets(clips: list[dict[str, Any]]) -> dict[str, list[int]]:
     return {label: found[label] for _, label in LENGTH_BUCKETS if label in found}
 
 
-def by_length(result: dict[str, Any], clips: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def by_length(result: dict[str, Any], clips: list[dict[str, Any]], known: set[str]) -> dict[str, dict[str, Any]]:
     """Per length bucket: its clips, NeMo's WER against the reference texts, each made variant's WER against fp32
     (what its drift gate holds in every bucket) and each variant's sherpa-onnx WER against NeMo."""
     per = result["variants"]
-    known = known_clips(clips)
     out = {}
     for label, ix in length_buckets(clips).items():
         row: dict[str, Any] = {"clips": len(ix), "clips the model knows": sum(clips[i]["name"] in known for i in ix),
@@ -583,7 +582,7 @@ def _transcribe_gate(v: str, sw: dict[str, Any], r: Report) -> None:
 
 
 def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: dict[str, Any], clips: list[dict[str, Any]],
-                  limit: float | None, r: Report) -> dict[str, Any]:
+                  known: set[str], limit: float | None, r: Report) -> dict[str, Any]:
     """Metadata gates, then sherpa-onnx decoding every clip in a child process, its WER vs NeMo within `limit`.
 
     sherpa-onnx runs even when a metadata gate failed: the child process survives its exit, and what it makes of
@@ -601,12 +600,12 @@ def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: dict[str, Any],
         sh["wer_vs_nemo"] = word_error_rate([c["nemo_text"] for c in clips], texts)
         sh["wer_vs_reference"] = word_error_rate([c.get("text", "") for c in clips], texts)
         # Gated on the clips the model knows (known_clips); the figures on every clip are reported.
-        known = [i for i, c in enumerate(clips) if c["name"] in known_clips(clips)]
-        sh["gated_clips"] = [clips[i]["name"] for i in known]
-        sh["wer_vs_nemo_gated"] = word_error_rate([clips[i]["nemo_text"] for i in known],
-                                                  [texts[i] for i in known]) if known else None
-        r.gate(f"{v}: sherpa-onnx WER vs NeMo", limit is None or not known or sh["wer_vs_nemo_gated"] <= limit,
-               value=(f"{sh['wer_vs_nemo_gated']} on the {len(known)} clips the model knows" if known else
+        held = [i for i, c in enumerate(clips) if c["name"] in known]
+        sh["gated_clips"] = [clips[i]["name"] for i in held]
+        sh["wer_vs_nemo_gated"] = word_error_rate([clips[i]["nemo_text"] for i in held],
+                                                  [texts[i] for i in held]) if held else None
+        r.gate(f"{v}: sherpa-onnx WER vs NeMo", limit is None or not held or sh["wer_vs_nemo_gated"] <= limit,
+               value=(f"{sh['wer_vs_nemo_gated']} on the {len(held)} clips the model knows" if held else
                       "not applicable: NeMo transcribes no clip of this set right"), threshold=limit,
                detail=f"on all {len(clips)} clips {sh['wer_vs_nemo']}, vs reference texts {sh['wer_vs_reference']} "
                       f"(sherpa-onnx's fbank front end differs from NeMo's)")
@@ -624,8 +623,8 @@ def known_clips(clips: list[dict[str, Any]]) -> set[str]:
             and word_error_rate([c["text"]], [c["nemo_text"]]) <= KNOWN_WER_MAX}
 
 
-def _beam_gates(bundle: Path, v: str, clips: list[dict[str, Any]], greedy: list[str], hotwords: bool,
-                r: Report) -> dict[str, Any]:
+def _beam_gates(bundle: Path, v: str, clips: list[dict[str, Any]], known: set[str], greedy: list[str],
+                hotwords: bool, r: Report) -> dict[str, Any]:
     """sherpa-onnx's modified beam search (what hotwords need) on every clip: none empty or collapsed, its WER vs
     greedy reported; then with a list of words nobody said (through bpe.vocab): it loads, and what it changes is
     reported."""
@@ -638,7 +637,6 @@ def _beam_gates(bundle: Path, v: str, clips: list[dict[str, Any]], greedy: list[
     bad = [c["name"] for c, g, b in zip(clips, greedy, texts) if collapsed(g, b)]
     # Gated where the right transcript is known and NeMo gets it: there a collapse is the runtime's fault. On
     # audio a model does not know (random weights, another domain) beam and greedy legitimately differ: reported.
-    known = known_clips(clips)
     ok = beam["ok"] and len(texts) == len(clips)
     beam["collapsed"], beam["gated_clips"] = bad, sorted(known)
     beam["wer_vs_greedy"] = word_error_rate(greedy, texts) if ok else None
