@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from nemo2sherpa.benchmark import DISTURBED, cpu_seconds, other_load
-from nemo2sherpa.decode import GreedyDecoder, Sessions, variant_files
+from nemo2sherpa.decode import GreedyDecoder, Sessions
 from nemo2sherpa.validate import encoder_errors
-from nemo2sherpa.variants import variant_paths
+from nemo2sherpa.variants import variant_files, variant_paths
 
 MATRIX_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 CONV_OPS = {"Conv", "FusedConv", "ConvInteger"}

@@ -3,6 +3,7 @@
     python tests/int8_graphs.py synthetic            # the rewrite on hand-made graphs, both Transpose paths
     python tests/int8_graphs.py encoder ENC.onnx     # the rewrite on a real exported encoder, and its gate
     python tests/int8_graphs.py upstream BUNDLE OUT  # sherpa-onnx's own quantize_dynamic call, for comparison
+    python tests/int8_graphs.py single-file ONNX     # an .onnx with external weights made one self-contained file
 Each prints one JSON line.
 """
 
@@ -71,7 +72,9 @@ def synthetic() -> dict:
     return out
 
 
-def encoder(path: Path) -> dict:
+def encoder(path: Path, reference: Path | None = None) -> dict:
+    """The rewrite on a real encoder, checked against the exported graph and (given reference.npz) PyTorch's output;
+    a rewrite made wrong on purpose, refused by both checks."""
     model = onnx.load(str(path))
     n = pointwise_convs_to_matmul(model)
     feat = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
@@ -79,17 +82,20 @@ def encoder(path: Path) -> dict:
         good = Path(d) / "good.onnx"
         onnx.save_model(model, str(good))
         diff = encoder_outputs_match(path, good, feat)
+        against_pytorch = encoder_outputs_match(path, good, feat, reference=reference) if reference else None
         # A wrong rewrite (one weight transposed the other way round would not even fit: scale one instead).
         t = next(t for t in model.graph.initializer if t.name.endswith("/matmul_weight"))
         t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 1.01, t.name))
         bad = Path(d) / "bad.onnx"
         onnx.save_model(model, str(bad))
-        try:
-            encoder_outputs_match(path, bad, feat)
-            refused = ""
-        except GateFailed as e:
-            refused = str(e)
-    return {"rewritten": n, "diff": diff, "refused": refused, "convs_left": sum(
+        refused = []
+        for ref in (None, reference) if reference else (None,):
+            try:
+                encoder_outputs_match(path, bad, feat, reference=ref)
+                refused.append("")
+            except GateFailed as e:
+                refused.append(str(e))
+    return {"rewritten": n, "diff": diff, "against_pytorch": against_pytorch, "refused": refused, "convs_left": sum(
         x.op_type == "Conv" and len(x.input) > 1 for x in model.graph.node)}
 
 
@@ -104,8 +110,17 @@ def upstream(bundle: Path, out: Path) -> dict:
     return {"made": sorted(p.name for p in out.iterdir())}
 
 
+def single_file(path: Path) -> dict:
+    """An .onnx with external weights rewritten as one self-contained file (its .weights file removed)."""
+    m = onnx.load(str(path), load_external_data=True)
+    onnx.save(m, str(path))
+    path.with_suffix(".weights").unlink(missing_ok=True)
+    return {"size": path.stat().st_size}
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    result = {"synthetic": synthetic, "encoder": lambda: encoder(Path(args[0])),
-              "upstream": lambda: upstream(Path(args[0]), Path(args[1]))}[cmd]()
+    result = {"synthetic": synthetic, "encoder": lambda: encoder(Path(args[0]), Path(args[1]) if args[1:] else None),
+              "upstream": lambda: upstream(Path(args[0]), Path(args[1])),
+              "single-file": lambda: single_file(Path(args[0]))}[cmd]()
     print(json.dumps(result))

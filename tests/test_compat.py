@@ -25,54 +25,85 @@ def validated(full_bundle, source_manifest, tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def matrix(validated):
+    """The runtime matrix run once on the validated bundle: its printed summary; compatibility.json in the bundle."""
+    return json.loads(run_cli("onnx", "compat", "--bundle", str(validated / "bundle"), "--reference",
+                              str(validated / "reference"), "--variants", "fp32,int8").stdout.strip().splitlines()[-1])
+
+
 def in_onnx_venv(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(stage_python("onnx")), "-c", f"import sys; sys.path.insert(0, {str(INCLUDE)!r})\n"
                            + textwrap.dedent(code)], capture_output=True, text=True, env=env)
 
 
-def test_the_matrix_shows_the_range_and_the_release_that_decodes_tdt_wrongly(validated):
-    out = json.loads(run_cli("onnx", "compat", "--bundle", str(validated / "bundle"), "--reference",
-                             str(validated / "reference"), "--variants", "fp32,int8").stdout.strip().splitlines()[-1])
-    assert out["passed"] and out["supported_range"] == "sherpa-onnx >= 1.12.14"
+def test_the_matrix_measures_each_layouts_range_and_the_releases_outside_it(validated, matrix):
+    """The fixture bundle in the big models' layout: fp32's encoder weights in encoder.weights, int8 one file. Each
+    variant is decoded by the runtimes at its layout's edges and the newest of each kind; every runtime inside a
+    variant's range gives the reference's tokens and times, those outside fail or decode wrongly, as measured."""
+    assert matrix["passed"] and matrix["ranges"] == {
+        "fp32": "sherpa-onnx >= 1.12.36 (or >= 1.12.21 run from the model's folder, as its working directory)",
+        "int8": "sherpa-onnx >= 1.12.14"}
     c = json.loads((validated / "bundle" / "compatibility.json").read_text())
     assert c["reference"] == "sherpa-onnx (Python) 2.0.1" and c["known_clips"] == ["clip01", "clip02", "clip03",
                                                                                      "clip04"]
-    rows = {r["runtime"]: r for r in c["runtimes"]}
-    assert {r["kind"] for r in c["runtimes"]} == {"python", "cli", "node", "c-api"}
+    assert c["ranges"]["fp32"]["layout"] == "external weights" and c["ranges"]["int8"]["layout"] == "single file"
+    rows = {r["runtime"]: r["variants"] for r in c["runtimes"]}
+    assert {r["kind"] for r in c["runtimes"]} == {"python", "cli", "node", "c", "rust"}
     for r in c["runtimes"]:
-        if r["supported"]:  # the fixture's clips are ones it knows: every runtime in the range gives the same
-            assert r["status"] == "agrees", r
-    wrong = rows["sherpa-onnx (Python) 1.10.46"]  # outside the range: loads the bundle, decodes it wrongly
-    assert not wrong["supported"] and wrong["status"] == "differs"
-    ex = wrong["variants"]["fp32"]["example"]
-    assert ex["text"] != ex["reference"] and len(ex["text"]) > len(ex["reference"])  # tokens repeated
+        for v, x in r["variants"].items():
+            if x["in_range"]:  # the fixture's clips are ones it knows: every runtime in the range gives the same
+                assert x["status"] == "agrees", (r["runtime"], v, x)
+    wrong = rows["sherpa-onnx (Python) 1.10.46"]["int8"]  # outside the range: loads the bundle, decodes it wrongly
+    assert not wrong["in_range"] and wrong["status"] == "differs"
+    assert len(wrong["example"]["text"]) > len(wrong["example"]["reference"])  # tokens repeated
+    skip0 = rows["sherpa-onnx-offline (sherpa-onnx-bin) 1.12.13"]["int8"]  # the newest release with the skip-0 bug
+    assert not skip0["in_range"] and skip0["status"] == "differs" and "table" in skip0["example"]["text"]
+    bytes_loader = rows["sherpa-onnx (Python) 1.12.35"]["fp32"]  # hands the encoder over as bytes: no weights found
+    assert not bytes_loader["in_range"] and bytes_loader["status"] == "fails" and "encoder.weights" in \
+        bytes_loader["error"]
+    assert rows["sherpa-onnx (Python) 1.12.36"]["fp32"]["status"] == "agrees"  # loads by path
+    folder = "sherpa-onnx-offline (sherpa-onnx-bin) 1.12.{}, from the model's folder"
+    assert rows[folder.format(21)]["fp32"]["in_range"] and rows[folder.format(21)]["fp32"]["status"] == "agrees"
+    assert rows[folder.format(20)]["fp32"]["status"] == "fails"  # its onnxruntime cannot, from anywhere
+    assert set(rows["sherpa-onnx (Python) 1.12.26"]) == {"int8"}  # an edge of the single-file layout only
+    assert rows["sherpa-onnx-node (npm) 1.13.8"]["fp32"]["native"] == "1.13.8"  # its addon pinned, not ^1.13.8
     md = (validated / "bundle" / "VALIDATION.md").read_text()
-    skip0 = rows["sherpa-onnx-offline (sherpa-onnx-bin) 1.12.13"]  # the newest release with the skip-0 bug
-    assert not skip0["supported"] and skip0["status"] == "differs"
-    assert "table" in skip0["variants"]["fp32"]["example"]["text"]  # "blood pressure table": a word dropped
-    assert "Supported: **sherpa-onnx >= 1.12.14**" in md and "| C API from Rust 2.0.1 | yes |" in md
+    assert "| int8 | single file | **sherpa-onnx >= 1.12.14** |" in md and "| fp32 | external weights |" in md
+    assert "| C API from Rust 2.0.1 | in range: same tokens and times | in range: same tokens and times |" in md
 
 
 def test_a_runtime_inside_the_range_that_decodes_otherwise_fails_the_step(validated):
+    """Were the stated range to include 1.10.46 (which ignores TDT's durations), the matrix would fail the step,
+    naming runtime, variant, layout and range."""
+    copy = validated.parent / "wrong-claim"
+    shutil.copytree(validated / "bundle", copy)
     proc = in_onnx_venv(f"""
         from pathlib import Path
-        from nemo2sherpa.compat import check_runtimes
+        from nemo2sherpa import compat, runtimes
         from nemo2sherpa.errors import GateFailed
-        from nemo2sherpa.runtimes import Runtime
+        runtimes.RANGES["single file"] = runtimes.Range("single file", "1.10.0", "1.9.30", "(a wrong claim)")
         try:
-            check_runtimes(Path({str(validated / 'bundle')!r}), Path({str(validated / 'reference')!r}), ["fp32"],
-                           runtimes=(Runtime("python", "1.10.46"),), report=False)
+            compat.check_runtimes(Path({str(copy)!r}), Path({str(validated / 'reference')!r}),
+                                  ["int8"], runtimes=(runtimes.Runtime("python", "1.10.46"),), report=False)
         except GateFailed as e:
             print("GATE", e)
     """)
-    assert "GATE runtimes inside the stated range" in proc.stdout and "1.10.46 fp32" in proc.stdout, proc.stderr
+    assert "GATE runtimes inside a variant's stated range" in proc.stdout, proc.stderr[-2000:]
+    assert "1.10.46 int8 (single file, sherpa-onnx >= 1.10.0)" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("case", ["no such wheel", "no node"])
+@pytest.mark.parametrize("case", ["no such wheel", "no cargo"])
 def test_a_runtime_that_cannot_be_installed_is_an_error_naming_it(case, tmp_path):
+    """Node.js and the C compiler come from PyPI; Rust's toolchain cannot: without cargo the Rust runtime is an error
+    naming the tools, how to get them, and the runtime that proves the same C API."""
+    import sys
+
+    from test_stages import bare_path
+
     runtime, env, want = ('Runtime("python", "0.0.1")', None, "sherpa-onnx==0.0.1 could not be installed") \
-        if case == "no such wheel" else ('Runtime("node", "1.13.8")', {"PATH": str(tmp_path)},
-                                          "sherpa-onnx-node needs Node.js")
+        if case == "no such wheel" else ('Runtime("rust", "2.0.1")', {"PATH": bare_path(tmp_path)},
+                                          "C API from Rust needs cargo and rustc on PATH")
     proc = in_onnx_venv(f"""
         from pathlib import Path
         from nemo2sherpa.errors import PermanentError
@@ -85,8 +116,8 @@ def test_a_runtime_that_cannot_be_installed_is_an_error_naming_it(case, tmp_path
     assert "ERROR " + want in proc.stdout, (proc.stdout, proc.stderr[-2000:])
 
 
-def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_validated_bytes(validated, tmp_path,
-                                                                                            source_manifest):
+def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_validated_bytes(validated, matrix,
+                                                                                            tmp_path, source_manifest):
     import hashlib
     import tarfile
 
@@ -95,20 +126,31 @@ def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_vali
     out = json.loads(run_cli("onnx", "package", "--bundle", str(d), "--reference", str(validated / "reference"),
                              "--variants", "fp32,int8", "--source-json", str(source_manifest),
                              "--license", "CC-BY-4.0").stdout.strip().splitlines()[-1])
-    assert [a["name"] for a in out["archives"]] == ["sherpa-onnx-nemo-tiny-tdt.tar.bz2",
-                                                    "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2"]
+    assert [a["name"] for a in out["archives"]] == ["sherpa-onnx-nemo-tiny-tdt.tar",
+                                                    "sherpa-onnx-nemo-tiny-tdt-int8.tar.gz"]
     digests = {f["name"]: f["sha256"] for f in json.loads((d / "validation.json").read_text())["files"]}
-    with tarfile.open(d / "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2") as tar:
+    for a in out["archives"]:  # the sha256 recorded as written is the file's
+        assert hashlib.sha256((d / a["name"]).read_bytes()).hexdigest() == a["sha256"]
+    with tarfile.open(d / "sherpa-onnx-nemo-tiny-tdt-int8.tar.gz") as tar:
         names = tar.getnames()
         top = "sherpa-onnx-nemo-tiny-tdt-int8"
         assert {f"{top}/{n}" for n in ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt",
                                        "bpe.vocab", "README.md", "test_wavs/0.wav", "test_wavs/trans.txt")} <= set(names)
         assert all(n.startswith(top + "/") for n in names) and not any(n.endswith("encoder.onnx") for n in names)
+        assert all(m.isreg() and m.mode == 0o644 and m.uid == 0 for m in tar.getmembers())
         for n in ("encoder.int8.onnx", "tokens.txt"):  # the bytes validate passed
             assert hashlib.sha256(tar.extractfile(f"{top}/{n}").read()).hexdigest() == digests[n]
         card = tar.extractfile(f"{top}/README.md").read().decode()
     assert "License: CC-BY-4.0" in card and 'encoder="encoder.int8.onnx"' in card and "--feat-dim=80" in card
-    assert (d / "README.md").exists()
+    assert "Supported for this variant (single file): **sherpa-onnx >= 1.12.14**" in card and "sherpa-rs" in card
+    with tarfile.open(d / "sherpa-onnx-nemo-tiny-tdt.tar") as tar:  # fp32 in the big layout: its weights go along
+        top = "sherpa-onnx-nemo-tiny-tdt"
+        assert hashlib.sha256(tar.extractfile(f"{top}/encoder.weights").read()).hexdigest() == \
+            digests["encoder.weights"]
+        card = tar.extractfile(f"{top}/README.md").read().decode()
+    assert "Supported for this variant (external weights): **sherpa-onnx >= 1.12.36" in card
+    bundle_card = (d / "README.md").read_text()
+    assert "- fp32: external weights: sherpa-onnx >= 1.12.36" in bundle_card and "- int8: single file: " in bundle_card
 
     broken = tmp_path / "broken"  # a model file changed after validation: refused, no archive left behind
     shutil.copytree(validated / "bundle", broken)
@@ -118,4 +160,4 @@ def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_vali
     proc = run_cli("onnx", "package", "--bundle", str(broken), "--reference", str(validated / "reference"),
                    "--variants", "int8", "--source-json", str(source_manifest), check=False)
     assert proc.returncode == 2 and "joiner.int8.onnx is not the file validate passed" in proc.stderr
-    assert not list(broken.glob("*.tar.bz2*"))
+    assert not list(broken.glob("*.tar*"))

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, INCLUDE, ROOT, last_json, run_cli, stage_python
+from conftest import FIXTURE, INCLUDE, ROOT, big_layout, last_json, run_cli, stage_python
 from nemo2sherpa.child import run_module
 from nemo2sherpa.variants import VARIANT_FILES
 
 
 def test_export_writes_the_split_bundle(exported):
     b = exported / "bundle"
-    assert sorted(p.name for p in b.iterdir()) == ["bpe.vocab", "decoder.onnx", "encoder.onnx", "joiner.onnx",
-                                                  "tokens.txt"]
+    assert sorted(p.name for p in b.iterdir()) == ["bpe.vocab", "decoder.onnx", "encoder.onnx", "encoder.weights",
+                                                  "joiner.onnx", "tokens.txt"]  # the big layout (conftest.BIG_LAYOUT)
     lines = (b / "tokens.txt").read_text().splitlines()
     assert len(lines) == 65 and lines[-1] == "<blk> 64"
     exp = json.loads((exported / "reference" / "export.json").read_text())
@@ -53,8 +53,9 @@ def test_metadata_values_equal_the_config(full_bundle):
 
 def test_quantize_makes_smaller_int8_files(full_bundle):
     b = full_bundle / "bundle"
-    for m in ("encoder", "decoder", "joiner"):
-        assert (b / f"{m}.int8.onnx").stat().st_size < (b / f"{m}.onnx").stat().st_size
+    for m in ("encoder", "decoder", "joiner"):  # fp32 with its weights file, in the big layout
+        fp32 = sum(p.stat().st_size for p in (b / f"{m}.onnx", b / f"{m}.weights") if p.exists())
+        assert (b / f"{m}.int8.onnx").stat().st_size < fp32
     assert not (full_bundle / ".quantize-tmp").exists()
 
 
@@ -68,8 +69,9 @@ def test_fp16_variant_is_made_and_passes_every_gate(full_bundle, source_manifest
         monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", "1000000")
     out = last_json(run_cli("onnx", "make-variant", "fp16", "--bundle", str(b), "--reference",
                             str(full_bundle / "reference")))
-    for m in ("encoder", "decoder", "joiner"):
-        assert out["files"][f"{m}.fp16.onnx"] < 0.6 * (b / f"{m}.onnx").stat().st_size
+    for m in ("encoder", "decoder", "joiner"):  # fp32's size with its weights file (the big layout)
+        fp32 = sum(p.stat().st_size for p in (b / f"{m}.onnx", b / f"{m}.weights") if p.exists())
+        assert out["files"][f"{m}.fp16.onnx"] < 0.6 * fp32
     assert (b / "encoder.fp16.weights").exists() == (layout == "external weights")
     assert not (tmp_path / ".fp16-tmp").exists() and not list(b.glob(".*inferred*"))
     run_cli("onnx", "metadata", "--bundle", str(b), "--reference", str(full_bundle / "reference"),
@@ -126,8 +128,8 @@ def test_validate_passes_on_a_good_bundle(full_bundle, source_manifest, tmp_path
     assert "sherpa-onnx on its own front end" in md
     # The files it passed, by digest (publish uploads exactly these): both variants' files, tokens.txt, bpe.vocab.
     b = full_bundle / "bundle"
-    assert {f["name"] for f in v["files"]} == {"tokens.txt", "bpe.vocab", *VARIANT_FILES["fp32"],
-                                               *VARIANT_FILES["int8"]}
+    assert {f["name"] for f in v["files"]} == {"tokens.txt", "bpe.vocab", *VARIANT_FILES["fp32"], "encoder.weights",
+                                               *VARIANT_FILES["int8"]}  # the big layout's weights file too
     for f in v["files"]:
         assert f["size"] == (b / f["name"]).stat().st_size
         assert f["sha256"] == hashlib.sha256((b / f["name"]).read_bytes()).hexdigest() and f["sha256"] in md
@@ -264,6 +266,18 @@ def test_a_child_measures_its_own_peak_rss_not_its_parents():
     del big
 
 
+def test_a_step_measures_the_memory_of_all_its_processes_together():
+    """run_measured's peak_tree_bytes: a step whose child holds 300 MB while its own child holds 200 MB held ~500 MB
+    at once, where wait4's peak names only the largest process; its CPU seconds and other load are measured too."""
+    from nemo2sherpa.child import run_measured
+
+    inner = "y = bytearray(200_000_000); import time; time.sleep(1.5)"
+    outer = f"import subprocess, sys; x = bytearray(300_000_000); subprocess.run([sys.executable, '-c', {inner!r}])"
+    _, usage = run_measured([sys.executable, "-c", outer])
+    assert usage["peak_rss_bytes"] > 300e6  # wait4's: the largest process (from this one's high-water mark up)
+    assert 480e6 < usage["peak_tree_bytes"] < 800e6 and usage["cpu_s"] > 0 and 0 <= usage["other_load"] <= 1
+
+
 def test_cli_refuses_bad_input_with_one_line(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "nemo2sherpa", "convert", str(tmp_path / "missing.nemo"), str(out)],
@@ -274,11 +288,38 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
-    """`make convert`: the whole chain without the scheduler; the bundle appears whole, no publish."""
+def bare_path(tmp_path: Path) -> str:
+    """A PATH as on the stock Airflow image: Python and uv (requirements.txt's), no node, npm, npx, cargo, rustc, cc,
+    gcc or clang."""
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    for name, target in (("uv", shutil.which("uv")), ("python", sys.executable), ("python3", sys.executable)):
+        (bare / name).symlink_to(target)
+    assert not any(shutil.which(t, path=str(bare)) for t in ("node", "npm", "npx", "cargo", "rustc", "cc", "gcc",
+                                                             "clang"))
+    return str(bare)
+
+
+def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path, monkeypatch):
+    """`make convert` on a worker with nothing but Python (a PATH without node, npm, npx, cargo, rustc, cc, gcc,
+    clang): the whole chain without the scheduler, the runtime matrix with Node.js and the C compiler from PyPI; the
+    bundle appears whole, no publish. Asked for the Rust runtime too, it refuses at once, naming the tools and the
+    runtime that proves the same C API, and leaves nothing."""
+    monkeypatch.setenv("PATH", bare_path(tmp_path))
     out = tmp_path / "bundle"
-    proc = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1"], capture_output=True)
+    refused = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1"], capture_output=True)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "C API from Rust needs cargo and rustc on PATH" in last and "leave 'rust' out" in last, last
+    assert "'c' (C API from C) calls the same C API" in last and not out.exists()
+    assert not (tmp_path / ".bundle.work").exists()
+    proc = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1", "--runtimes", "python,cli,node,c"],
+                      capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    c = json.loads((out / "compatibility.json").read_text())
+    assert c["kinds"] == ["python", "cli", "node", "c"] and list(c["left_out"]) == ["rust"]
+    assert all(x["status"] == "agrees" for r in c["runtimes"] for x in r["variants"].values() if x["in_range"])
+    assert {r["kind"] for r in c["runtimes"]} == {"python", "cli", "node", "c"}
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["validation"]["passed"] and r["validation"]["token_match"]["fp32"] == 1.0
     assert {"encoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "bpe.vocab",
@@ -290,13 +331,16 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     assert set(r["steps"]) == {"source", "export", "validate_export", "quantize", "metadata", "validate", "compat",
                                "package", "benchmark"}
     # One release archive a variant, as sherpa-onnx names its NeMo releases, and the model card beside them.
-    assert {"sherpa-onnx-nemo-tiny-tdt.tar.bz2", "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2", "README.md"} <= {
+    assert {"sherpa-onnx-nemo-tiny-tdt.tar", "sherpa-onnx-nemo-tiny-tdt-int8.tar.gz", "README.md"} <= {
         p.name for p in out.iterdir()}
     card = (out / "README.md").read_text()
     assert "sherpa-onnx >= 1.12.14" in card and 'model_type="nemo_transducer", feature_dim=80' in card
     compat = json.loads((out / "compatibility.json").read_text())  # the runtime matrix ran on the bundle
     assert compat["passed"] and compat["variants"] == ["fp32", "int8"] and len(compat["runtimes"]) >= 5
-    assert all(s["wall_s"] > 0 and s["peak_rss_bytes"] > 10e6 for s in r["steps"].values())
+    assert {x["layout"] for x in compat["ranges"].values()} == {"single file"}  # a tiny model, left as it is
+    assert all(s["wall_s"] > 0 and s["peak_rss_bytes"] > 10e6 and s["peak_tree_bytes"] > 0
+               and 0 <= s["other_load"] <= 1 for s in r["steps"].values())
+    assert r["package"]["archives"] and all(a["seconds"] >= 0 for a in r["package"]["archives"])
     val = json.loads((out / "validation.json").read_text())  # the default int8 recipe made the int8 files
     assert r["validation"]["int8_recipe"] == val["int8"]["recipe"] == "matmul-qint8"
     assert val["int8"]["encoder"]["pointwise_convs_as_matmul"] == 4 and val["int8"]["encoder"]["rewrite_max_rel_diff"] <= 1e-5
@@ -315,7 +359,7 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path):
     t = val["variants"]["fp32"]["timestamps"]
     assert t["tokens"] > 0 and t["mean_abs_offset_s"] <= 0.08 and "Timestamps" in md
     # A second run into the same (now non-empty) folder is refused before any work.
-    again = run_module(["convert", str(FIXTURE), str(out)], capture_output=True)
+    again = run_module(["convert", str(FIXTURE), str(out), "--runtimes", "python,cli,node,c"], capture_output=True)
     assert again.returncode == 2 and "not empty" in again.stderr.strip().splitlines()[-1]
 
 
@@ -367,12 +411,13 @@ def test_a_killed_export_retried_converges_to_identical_files(exported, tmp_path
     the bundle comes out byte-identical to an undisturbed export (same sha256 for every file)."""
     b, r = tmp_path / "bundle", tmp_path / "reference"
     args = ["export", "--nemo", str(FIXTURE), "--bundle", str(b), "--reference", str(r)]
-    _kill_at("nemo", args, "encoder.onnx exported")
-    assert (b / "encoder.onnx").exists()  # killed with ONNX already written: export was under way
-    run_cli("nemo", *args)  # the retry
+    with big_layout():  # as `exported` was made
+        _kill_at("nemo", args, "encoder.onnx exported")
+        assert (b / "encoder.onnx").exists()  # killed with ONNX already written: export was under way
+        run_cli("nemo", *args)  # the retry
     assert _digests(b) == _digests(exported / "bundle")
-    assert sorted(p.name for p in b.iterdir()) == ["bpe.vocab", "decoder.onnx", "encoder.onnx", "joiner.onnx",
-                                                  "tokens.txt"]
+    assert sorted(p.name for p in b.iterdir()) == ["bpe.vocab", "decoder.onnx", "encoder.onnx", "encoder.weights",
+                                                  "joiner.onnx", "tokens.txt"]  # the big layout (conftest.BIG_LAYOUT)
 
 
 def test_a_killed_quantize_retried_converges_to_identical_files(exported, tmp_path):

@@ -40,14 +40,25 @@ def _figures(validated: dict[str, Any], variant: str) -> list[str]:
     return rows
 
 
-def _runtimes(compat: dict[str, Any] | None) -> list[str]:
+def _runtimes(compat: dict[str, Any] | None, variant: str) -> list[str]:
+    """The card's runtime section: this variant's layout and range (the older releases and what they do), what the
+    matrix measured on this bundle, and what Rust users should link."""
     if not compat:
         return ["The runtime matrix was not run for this bundle (runtime_matrix off): sherpa-onnx "
                 "(Python) as validated is the only runtime checked."]
-    out = [f"Supported: **{compat['supported_range']}**. Measured on this bundle against {compat['reference']}:",
-           "", "| runtime | in the range | result |", "|---|---|---|"]
-    for r in compat["runtimes"]:
-        out.append(f"| {r['runtime']} | {'yes' if r['supported'] else 'no'} | {r['status']} |")
+    r = compat["ranges"].get(variant)
+    if r is None:
+        return [f"The runtime matrix did not run on this variant ({', '.join(compat['ranges'])} only)."]
+    out = [f"Supported for this variant ({r['layout']}): **{r['range']}**. Older releases {r['older']}.", "",
+           f"Measured on this bundle against {compat['reference']}, on the evaluation clips up to "
+           f"{compat['clips_max_s']:g} s:", "", "| runtime | in the range | result |", "|---|---|---|"]
+    for row in compat["runtimes"]:
+        x = row["variants"].get(variant)
+        if x is not None:
+            out.append(f"| {row['runtime']} | {'yes' if x['in_range'] else 'no'} | {x['status']} |")
+    out += ["", f"Rust: the official `sherpa-onnx` crate links the C API of its own release: use one at or above "
+                f"{r['oldest']}. sherpa-rs (last release 0.6.8) links sherpa-onnx 1.12.9, which decodes TDT models "
+                f"wrongly: do not use it for this model."]
     return out
 
 
@@ -127,7 +138,8 @@ const SherpaOnnxOfflineRecognizer *recognizer = SherpaOnnxCreateOfflineRecognize
 
 Set the same fields on the `#[repr(C)]` config: `model_type` `"nemo_transducer"`, `feature_dim` {feat_dim},
 `num_threads`, `provider` `"cpu"`, the three file names above and `tokens.txt`. nemo2sherpa's own client,
-`include/nemo2sherpa/clients/capi-rust`, is built and run on every bundle by the runtime matrix.
+`include/nemo2sherpa/clients/capi-rust`, decodes every bundle in the runtime matrix where the worker has cargo
+(the table above says whether it ran on this one).
 '''
 
 
@@ -149,7 +161,10 @@ def model_card(name: str, variant: str, model: str, source: dict[str, Any], vali
     if archives:
         out += ["", "Archives (one a variant, laid out as sherpa-onnx's own releases): " +
                 ", ".join(f"`{a}`" for a in archives) + "."]
-    out += ["", "## Runtimes", "", *_runtimes(compat), "", "## Test clips", "",
+        if compat:
+            out += ["", "Each variant's files and the sherpa-onnx releases that load them:", ""] + [
+                f"- {v}: {r['layout']}: {r['range']}" for v, r in compat["ranges"].items()]
+    out += ["", "## Runtimes", "", *_runtimes(compat, variant), "", "## Test clips", "",
             "`test_wavs/` holds clips of the evaluation set; `trans.txt` their reference texts. sherpa-onnx "
             "(greedy search) transcribes them as:", ""]
     out += [f"- `{i}.wav`: {sherpa[w['index']] if w['index'] < len(sherpa) else '?'}" for i, w in enumerate(wavs)]

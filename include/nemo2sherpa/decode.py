@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .variants import TOKENS, VARIANT_FILES
+from .variants import TOKENS, variant_files
 
 
 def read_tokens(bundle: Path) -> list[str]:
@@ -26,14 +26,6 @@ def read_tokens(bundle: Path) -> list[str]:
 def ids_to_text(ids: list[int], pieces: list[str]) -> str:
     """SentencePiece pieces to words, as sherpa-onnx and NeMo join them ('\u2581' starts a word)."""
     return "".join(pieces[i] for i in ids if 0 <= i < len(pieces)).replace("\u2581", " ").strip()
-
-
-def variant_files(bundle: Path, variant: str) -> tuple[Path, Path, Path]:
-    """The variant's encoder, decoder and joiner paths in the bundle."""
-    if variant not in VARIANT_FILES:
-        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_FILES)}")
-    e, d, j = VARIANT_FILES[variant]
-    return bundle / e, bundle / d, bundle / j
 
 
 @dataclass

@@ -17,15 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .variants import BASE, MODULES, Variant, fp32_bytes, made_by
+from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Variant, fp32_bytes, made_by, single_file_max
 
 log = logging.getLogger("nemo2sherpa.fp16")
 
 FP16 = made_by(__name__.rsplit(".", 1)[-1])  # the variant this module makes (its file names)
-
-# protobuf's limit, less room for the graph itself. The tests lower it to put a tiny model's fp16 encoder
-# through the 1.1B layout (weights in a file of their own).
-SINGLE_FILE_MAX = int(os.environ.get("NEMO2SHERPA_SINGLE_FILE_MAX", 2**31 - 1 - (64 << 20)))
 
 
 def _weights_bytes(model) -> int:
@@ -53,7 +49,7 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
             t0 = time.monotonic()
             src = bundle / BASE.file(name)
             dst = bundle / FP16.file(name)
-            weights = dst.with_suffix(".weights")
+            weights = dst.with_suffix(WEIGHTS_SUFFIX)
             # Types for every tensor, from the file: in memory, onnx refuses models over 2 GB.
             inferred = bundle / f".{name}.inferred.onnx"  # beside the fp32 weights its external refs name
             onnx.shape_inference.infer_shapes_path(str(src), str(inferred))
@@ -64,7 +60,7 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
             half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
             del model
             OnnxModel(half).topological_sort()  # the converter appends its input casts last; ONNX wants order
-            external = name == "encoder" and _weights_bytes(half) > SINGLE_FILE_MAX
+            external = name == "encoder" and _weights_bytes(half) > single_file_max()
             partial = scratch / dst.name
             if external:
                 onnx.save_model(half, str(partial), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -55,17 +55,22 @@ def expected_metadata(spec: ModelSpec, source: dict[str, Any]) -> dict[str, str]
     }
 
 
-def write_metadata(onnx_path: Path, meta: dict[str, str]) -> None:
-    """Replace an ONNX file's metadata in place, leaving external weights untouched."""
+def write_metadata(onnx_path: Path, meta: dict[str, str]) -> bool:
+    """Replace an ONNX file's metadata in place, leaving external weights untouched; a file that already carries
+    exactly this metadata is left as it is (its bytes, and the sha256 validate_export recorded, unchanged). Whether
+    the file was rewritten."""
     import onnx
 
     m = onnx.load(str(onnx_path), load_external_data=False)
+    if {p.key: p.value for p in m.metadata_props} == {k: str(v) for k, v in meta.items()}:
+        return False
     del m.metadata_props[:]
     for k, v in meta.items():
         m.metadata_props.add(key=k, value=str(v))
     tmp = onnx_path.with_name(onnx_path.name + ".tmp")
     onnx.save_model(m, str(tmp))
     os.replace(tmp, onnx_path)
+    return True
 
 
 def read_metadata(onnx_path: Path) -> dict[str, str]:
@@ -77,17 +82,17 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
 
 
 def apply_metadata(bundle: Path, spec: ModelSpec, source: dict[str, Any]) -> dict[str, Any]:
-    """Write the metadata into every variant's encoder in the bundle (fp32's must be there)."""
+    """Write the metadata into every variant's encoder in the bundle (fp32's must be there); encoders that carry it
+    already (export writes fp32's, quantize and fp16 copy it) are left untouched."""
     meta = expected_metadata(spec, source)
-    done = []
+    done, kept = [], []
     for name in ENCODERS:
         p = Path(bundle) / name
         if p.exists():
-            write_metadata(p, meta)
-            done.append(name)
-    if BASE.file("encoder") not in done:
+            (done if write_metadata(p, meta) else kept).append(name)
+    if BASE.file("encoder") not in done + kept:
         raise FileNotFoundError(f"{bundle}/{BASE.file('encoder')} missing: run export first")
     for k, v in meta.items():
         log.info("metadata %-18s = %s", k, v)
-    log.info("metadata written to %s", ", ".join(done))
-    return {"metadata": meta, "files": done}
+    log.info("metadata written to %s; already there in %s", ", ".join(done) or "no file", ", ".join(kept) or "none")
+    return {"metadata": meta, "files": done + kept, "written": done}

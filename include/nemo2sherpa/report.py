@@ -195,24 +195,29 @@ def _transcripts_markdown(result: dict[str, Any]) -> list[str]:
 
 
 def compat_markdown(c: dict[str, Any]) -> list[str]:
-    """The runtime matrix: each runtime's version and status per variant against the reference, the range."""
-    out = ["", f"Runtimes (the compat stage): every runtime decodes every variant on the evaluation clips, compared "
-               f"token for token and timestamp for timestamp with {c['reference']}. Supported: "
-               f"**{c['supported_range']}**.", "",
-           "| runtime | in range | " + " | ".join(c["variants"]) + " | note |", "|" + "---|" * (3 + len(c["variants"]))]
+    """The runtime matrix: each variant's layout and range, each runtime's status per variant against the reference
+    (with whether that variant's range includes it)."""
+    out = ["", f"Runtimes (the compat stage): the runtimes that bound each variant's range and the newest of each kind "
+               f"decode it on the {len(c['clips'])} evaluation clips up to {c['clips_max_s']:g} s, compared token for "
+               f"token and timestamp for timestamp with {c['reference']}.", "",
+           "| variant | layout | supported |", "|---|---|---|"]
+    out += [f"| {v} | {r['layout']} | **{r['range']}** |" for v, r in c["ranges"].items()]
+    out += ["", "| runtime | " + " | ".join(c["variants"]) + " | note |", "|" + "---|" * (2 + len(c["variants"]))]
     for r in c["runtimes"]:
-        cells = [r["runtime"], "yes" if r["supported"] else "no"]
-        for v in c["variants"]:
-            x = r["variants"][v]
-            if x["status"] == "fails":
-                cells.append(f"fails: {x.get('error', '')[:80]}")
-            elif x["status"] == "agrees":
-                cells.append("same tokens and times")
-            else:
-                cells.append({"differs": "**", "unknown audio only": "no clip the model knows; "}.get(
-                    x["status"], "same on the clips the model knows; ") +
-                             f"differs on {len(x['differing'])}/{x['clips']} clips" +
-                             ("" if x["status"] != "differs" else "**") + f", e.g. {x['example']['clip']} "
-                             f"\"{x['example']['text'][:50]}\"")
+        cells = [r["runtime"]] + [_matrix_cell(r["variants"].get(v)) for v in c["variants"]]
         out.append("| " + " | ".join(str(x).replace("|", "/") for x in cells + [r["note"]]) + " |")
     return out
+
+
+def _matrix_cell(x: dict[str, Any] | None) -> str:
+    """One runtime on one variant: what it did, and whether the variant's range includes it."""
+    if x is None:
+        return "-"
+    where = "in range" if x["in_range"] else "outside range"
+    if x["status"] == "fails":
+        return f"{where}: fails: {x.get('error', '')[:80]}"
+    if x["status"] == "agrees":
+        return f"{where}: same tokens and times"
+    return (f"{where}: " + {"differs": "**", "unknown audio only": "no clip the model knows; "}.get(
+        x["status"], "same on the clips the model knows; ") + f"differs on {len(x['differing'])}/{x['clips']} clips" +
+        ("" if x["status"] != "differs" else "**") + f", e.g. {x['example']['clip']} \"{x['example']['text'][:50]}\"")
