@@ -1,23 +1,29 @@
 """Stage, package (ONNX venv, after compat): the bundle as sherpa-onnx users download models, one archive a variant.
 
 Named and laid out as sherpa-onnx's own NeMo releases (its export-nemo-parakeet-tdt workflows):
-`sherpa-onnx-nemo-<model>[-<variant>].tar.bz2` (no suffix for fp32) holding one folder of that name with the
+`sherpa-onnx-nemo-<model>[-<variant>].tar[.gz]` (no suffix for fp32; the format is the variant's, variants.py says
+why: int8 gzipped on every core, float variants uncompressed) holding one folder of that name with the
 variant's graphs (and external weights), `tokens.txt`, `bpe.vocab`, `test_wavs/` (evaluation clips the model
 transcribes, `0.wav`, `1.wav`, ... and their texts in `trans.txt`) and a `README.md` model card: the source and
 revision, the license, the validation figures, the runtime table and copy-paste usage for Python, the CLI, Node,
 the C API and Rust. Every model file goes in as exactly the bytes validate passed (hashed while it is written;
-anything else is refused), streamed: memory stays flat at 1.1B size. The bundle folder also gets the card of
-its base variant as README.md.
+anything else is refused), streamed: memory stays flat at 1.1B size. Members are regular files, mode 0644, owned by
+root (a link or a special file in the bundle is refused). The bundle folder also gets the card of its base variant
+as README.md.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import logging
+import os
 import tarfile
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,11 @@ CARD = "README.md"
 def archive_name(model: str, variant: str) -> str:
     """sherpa-onnx's name for a NeMo model's release: sherpa-onnx-nemo-<model>, -<variant> but for fp32."""
     return f"sherpa-onnx-nemo-{model}" + ("" if variant == BASE.name else f"-{variant}")
+
+
+def archive_file(model: str, variant: str) -> str:
+    """The archive's file name: its name and the variant's format (variants.ARCHIVE_FORMATS)."""
+    return f"{archive_name(model, variant)}.{VARIANTS[variant].archive}"
 
 
 class _Hashing(io.RawIOBase):
@@ -71,12 +82,51 @@ class _HashingWriter:
         return self.f.write(b)
 
 
+GZIP_PIECE = 16 << 20  # each gzip member: one thread's unit of work
+
+
+class _ParallelGzip:
+    """A write-only stream gzipped in GZIP_PIECE pieces on every core, each piece a gzip member of its own, written in
+    order (RFC 1952: members back to back are one gzip stream; gzip, tar and Python read them). zlib releases the GIL,
+    so the pieces compress in parallel; at most 2 x workers pieces are in flight."""
+
+    def __init__(self, out, level: int = 6, workers: int = 0) -> None:
+        self.out, self.level, self.workers = out, level, workers or os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
+        self.pending: deque = deque()
+        self.buf = bytearray()
+
+    def write(self, b) -> int:
+        """Buffer b; full pieces go to the pool, finished ones to the file."""
+        self.buf += b
+        while len(self.buf) >= GZIP_PIECE:
+            self._submit(bytes(self.buf[:GZIP_PIECE]))
+            del self.buf[:GZIP_PIECE]
+        return len(b)
+
+    def _submit(self, piece: bytes) -> None:
+        self.pending.append(self.pool.submit(gzip.compress, piece, self.level, mtime=0))
+        while len(self.pending) > 2 * self.workers:
+            self.out.write(self.pending.popleft().result())
+
+    def close(self) -> None:
+        """The last piece, every member written in order."""
+        if self.buf:
+            self._submit(bytes(self.buf))
+            self.buf.clear()
+        while self.pending:
+            self.out.write(self.pending.popleft().result())
+        self.pool.shutdown()
+
+
 def _add(tar: tarfile.TarFile, path: Path, arcname: str, want: tuple[int, str] | None) -> None:
-    """One file into the archive, its bytes hashed on the way; PermanentError when they are not what validate
-    passed (the archive is then removed by the caller)."""
-    info = tar.gettarinfo(str(path), arcname)
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
+    """One file into the archive as a regular file, mode 0644, its bytes hashed on the way; PermanentError for a link
+    or a special file, or for bytes that are not what validate passed (the archive is then removed by the caller)."""
+    if path.is_symlink() or not path.is_file():
+        raise PermanentError(f"{path} is not a regular file (a link or a special file): archives hold regular files "
+                             f"only; nothing was packaged")
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime, info.mode, info.type = path.stat().st_size, int(path.stat().st_mtime), 0o644, tarfile.REGTYPE
     src = _Hashing(path, Progress(log, "archiving", path.name, info.size))
     try:
         tar.addfile(info, io.BufferedReader(src, 8 << 20))
@@ -125,7 +175,7 @@ def package(bundle: Path, reference: Path, variants: list[str], source: dict[str
 
 
 def _check_disk(bundle: Path, variants: list[str]) -> None:
-    """Refuse up front when the archives may not fit: at most their files' size (bz2 shrinks ONNX weights little)."""
+    """Refuse up front when the archives may not fit: at most their files' size (compression shrinks weights little)."""
     import shutil
 
     need = sum(p.stat().st_size for v in variants for p in variant_paths(bundle, v)) + (64 << 20)
@@ -137,30 +187,37 @@ def _check_disk(bundle: Path, variants: list[str]) -> None:
 
 def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str, str]],
            digests: dict[str, tuple[int, str]]) -> dict[str, Any]:
-    """One archive, through <name>.tar.bz2.partial renamed when complete (no half-written archive behind a failure)."""
-    dest = bundle / f"{name}.tar.bz2"
+    """One archive in the variant's format, through <file>.partial renamed when complete (no half-written archive
+    behind a failure)."""
+    dest = bundle / f"{name}.{VARIANTS[variant].archive}"
     part = dest.with_name(dest.name + ".partial")
     t0 = time.monotonic()
     files = [*variant_paths(bundle, variant), bundle / TOKENS, bundle / BPE_VOCAB]
-    digest = hashlib.sha256()  # of the compressed bytes, as they are written: the archive is not read back
+    digest = hashlib.sha256()  # of the archive's bytes, as they are written: the archive is not read back
     try:
-        with open(part, "wb") as raw, tarfile.open(fileobj=_HashingWriter(raw, digest), mode="w:bz2",
-                                                   compresslevel=9) as tar:
-            for p in (f for f in files if f.exists()):
-                _add(tar, p, f"{name}/{p.name}", digests.get(p.name))
-            for i, w in enumerate(wavs):
-                _add(tar, Path(w["path"]), f"{name}/test_wavs/{i}.wav", None)
-            _bytes(tar, f"{name}/test_wavs/trans.txt", "".join(f"{i}.wav {w['text']}\n" for i, w in enumerate(wavs)))
-            _bytes(tar, f"{name}/{CARD}", card)
+        with open(part, "wb") as raw:
+            sink = _HashingWriter(raw, digest)
+            gz = _ParallelGzip(sink) if dest.name.endswith(".gz") else None
+            with tarfile.open(fileobj=gz or sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for p in (f for f in files if f.exists()):
+                    _add(tar, p, f"{name}/{p.name}", digests.get(p.name))
+                for i, w in enumerate(wavs):
+                    _add(tar, Path(w["path"]), f"{name}/test_wavs/{i}.wav", None)
+                _bytes(tar, f"{name}/test_wavs/trans.txt", "".join(f"{i}.wav {w['text']}\n"
+                                                                    for i, w in enumerate(wavs)))
+                _bytes(tar, f"{name}/{CARD}", card)
+            if gz:
+                gz.close()
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     part.rename(dest)
     size = dest.stat().st_size
-    log.info("%s: %s bytes (%s of %s), %.1f s", dest.name, f"{size:,}", VARIANTS[variant].name,
-             ", ".join(p.name for p in files if p.exists()), time.monotonic() - t0)
-    return {"name": dest.name, "variant": variant, "size": size, "sha256": digest.hexdigest(),
-            "seconds": round(time.monotonic() - t0, 1)}
+    raw_size = sum(p.stat().st_size for p in files if p.exists())
+    log.info("%s: %s bytes (%.3f of its %s bytes: %s), %.1f s", dest.name, f"{size:,}", size / max(raw_size, 1),
+             f"{raw_size:,}", ", ".join(p.name for p in files if p.exists()), time.monotonic() - t0)
+    return {"name": dest.name, "variant": variant, "format": VARIANTS[variant].archive, "size": size,
+            "sha256": digest.hexdigest(), "seconds": round(time.monotonic() - t0, 1)}
 
 
 def _bytes(tar: tarfile.TarFile, arcname: str, text: str) -> None:

@@ -26,6 +26,10 @@ from .variants import BASE
 
 log = logging.getLogger("nemo2sherpa.benchmark")
 
+# The clip lengths a run times unless it says otherwise: a dictated sentence and a dictated paragraph. Each length
+# costs every engine and variant seven calls (a 30 s clip of the 1.1B fp32 in sherpa-onnx: ~30 s of the step).
+DEFAULT_LENGTHS = (2.0, 10.0)
+MAX_LENGTH_S = 120.0  # longer clips time memory more than latency (a 1.1B fp32 encoder on 2 minutes: GBs)
 GPU_VENV = "onnx-gpu"  # requirements/onnx-gpu.txt: onnx.txt with onnxruntime-gpu in place of onnxruntime
 
 

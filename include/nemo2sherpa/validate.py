@@ -33,19 +33,23 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .decode import GreedyDecoder, Sessions, ids_to_text, read_tokens, variant_files
+from .decode import GreedyDecoder, Sessions, ids_to_text, read_tokens
 from .errors import GateFailed
 from .gates import DRIFT, GATES, SHERPA_WER, limits
+from .hotwords import decoy_phrases
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
+from .progress import Phases
 from .source import sha256_file
 from .report import render_markdown
-from .variants import BASE, BPE_VOCAB, SHARED, TOKENS, VARIANTS, base_first, variant_paths
+from .sherpa import check_in_subprocess
+from .variants import BASE, BPE_VOCAB, SHARED, TOKENS, VARIANTS, base_first, variant_files, variant_paths
 
 log = logging.getLogger("nemo2sherpa.validate")
 
@@ -341,6 +345,9 @@ def check_metadata(bundle: Path, variant: str, spec: ModelSpec, source: dict[str
     return ok
 
 
+PRE_RECORD = "validate_export.json"  # reference/: validate_export's fp32 results and the sha256 of the files they hold
+
+
 def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode: str = "full",
                     source: dict[str, Any] | None = None, report_path: Path | None = None,
                     **given_limits: float | None) -> dict[str, Any]:
@@ -348,6 +355,8 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
 
     `given_limits`: the run's gate limits by param name (gates.GATES: int8_wer_max, ...; the others at their
     defaults). With `report_path`, writes validation.json there and VALIDATION.md beside it, passed or not.
+    sherpa-onnx runs in a child process beside the in-process gates (one variant at a time); "full" reuses
+    validate_export's fp32 results when the fp32 files are, byte for byte, the ones it validated.
     """
     bundle, reference_dir = Path(bundle), Path(reference_dir)
     lim = limits(given_limits)
@@ -356,38 +365,122 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     ref = dict(np.load(reference_dir / "reference.npz"))
     clips = exp["clips"]
     known = known_clips(clips)  # what the runtime gates hold, decided once
-    source = source or {}
-    r = Report()
-    result = _result_head(exp, mode, lim, clips, source, reference_dir, variants)
+    r, phase = Report(), Phases(log, "validate phase ")
+    result = _result_head(exp, mode, lim, clips, source or {}, reference_dir, variants)
     result["known_clips"] = sorted(known)  # compat and package read it
     hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
-    digests = hashing.submit(file_digests, bundle, variants) if mode == "full" else None
+    base_digests = hashing.submit(file_digests, bundle, [BASE.name])
+    other_digests = hashing.submit(file_digests, bundle, [v for v in variants if v != BASE.name], False)
     check_tokens(bundle, spec, r)
     pieces = read_tokens(bundle)
     hotwords = check_bpe_vocab(bundle, pieces[:-1], BPE_VOCAB in exp.get("files", {}), r)
+    ctx = _Context(bundle, spec, ref, clips, known, pieces, lim, r, phase, source or {})
+    runtime = ThreadPoolExecutor(1, thread_name_prefix="sherpa-onnx") if mode == "full" else None
+    decoy = decoy_phrases(bundle, [c["nemo_text"] for c in clips] + [c.get("text", "") for c in clips]) \
+        if hotwords else None
+    pre = _pre_record(reference_dir, base_digests) if mode == "full" and BASE.name in variants else None
+    wavs = [Path(c["path"]) for c in clips]
     for v in base_first(variants):
+        # sherpa-onnx in child processes, one model at a time, beside the in-process gates: greedy search now, beam
+        # search and hotwords once greedy is done (while its output is checked on sherpa-onnx's own features).
+        greedy = runtime.submit(check_in_subprocess, bundle, v, wavs, None, ("greedy",)) if runtime else None
         result["variants"][v] = vr = {}
-        dec = check_structure(bundle, v, spec, r)
-        if dec is None:
-            continue
-        vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, spec, ref, r, VARIANTS[v].parity_tol)
-        encoded = encode_clips(dec, ref, len(clips))
-        vr["decoding"] = decoding_parity(dec, spec, ref, clips, pieces, encoded)
-        vr["stepwise"] = stepwise_parity(dec, spec, ref, clips, encoded)
-        _decoding_gates(v, vr["decoding"], vr["stepwise"], result["variants"].get(BASE.name, {}).get("decoding"),
-                        lim, clips, known, r)
-        if mode == "full":
-            vr["sherpa"] = _sherpa_gates(bundle, v, spec, source, clips, known, lim[SHERPA_WER.param], r)
-            if vr["sherpa"].get("tokens"):
-                vr["sherpa_frontend"] = frontend_parity(dec, spec, clips, vr["sherpa"], pieces, v, r)
-                vr["timestamps"] = timestamp_agreement(spec, clips, vr["sherpa"], pieces)
+        dec = _onnx_gates(ctx, v, vr, result, pre if v == BASE.name else None)
+        if greedy is not None:
+            with phase(f"{v}: sherpa-onnx greedy child (waited for)"):
+                checks = greedy.result()
+            beam = runtime.submit(check_in_subprocess, bundle, v, wavs, decoy, ("beam",))
+            _runtime_gates(ctx, v, vr, dec, checks)
+            with phase(f"{v}: sherpa-onnx beam search child (waited for)"):
+                checks.update(beam.result())
+            vr["sherpa_seconds"] = {k: {t: x.get(t) for t in ("load_s", "decode_s")} for k, x in checks.items()}
             if vr["sherpa"].get("texts"):
-                vr["sherpa_beam"] = _beam_gates(bundle, v, clips, known, vr["sherpa"]["texts"], hotwords, r)
+                vr["sherpa_beam"] = _beam_gates(v, clips, known, vr["sherpa"]["texts"], checks, hotwords, r)
     result["by_length"] = by_length(result, clips, known)
-    if digests is not None:
-        result["files"] = digests.result()
+    with phase("sha256 of every file (waited for)"):
+        result["files"] = base_digests.result() + other_digests.result()
     hashing.shutdown()
+    if runtime:
+        runtime.shutdown()
+    result["timings_s"] = phase.seconds
+    if mode == "pre" and not r.failed and BASE.name in variants:
+        _write_pre_record(reference_dir, result, r)
     return _finish(result, r, report_path)
+
+
+@dataclass
+class _Context:
+    """What every variant's gates read: the bundle, the model, NeMo's reference, the clips, the run's limits."""
+
+    bundle: Path
+    spec: ModelSpec
+    ref: dict[str, np.ndarray]
+    clips: list[dict[str, Any]]
+    known: set[str]
+    pieces: list[str]
+    lim: dict[str, float | None]
+    r: Report
+    phase: Phases
+    source: dict[str, Any]
+
+
+def _onnx_gates(ctx: _Context, v: str, vr: dict[str, Any], result: dict[str, Any],
+                pre: dict[str, Any] | None) -> GreedyDecoder | None:
+    """Structure, numeric and decoding parity of one variant over its onnxruntime sessions (or, for fp32 given
+    validate_export's record of the same bytes, its results and gates); the greedy decoder over the sessions."""
+    if pre is not None:
+        with ctx.phase(f"{v}: sessions (parity gates: validate_export's, the same bytes)"):
+            vr.update(pre["variant"])
+            for g in pre["gates"]:
+                ctx.r.gate(g["gate"], g["passed"], g["value"], g["threshold"],
+                           (g["detail"] + "; " if g["detail"] else "") + "held by validate_export on these bytes")
+            return GreedyDecoder.for_spec(Sessions.load(ctx.bundle, v), ctx.spec)
+    with ctx.phase(f"{v}: structure, sessions"):
+        dec = check_structure(ctx.bundle, v, ctx.spec, ctx.r)
+    if dec is None:
+        return None
+    with ctx.phase(f"{v}: numeric parity"):
+        vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, ctx.spec, ctx.ref, ctx.r,
+                                                                   VARIANTS[v].parity_tol)
+    with ctx.phase(f"{v}: encoder on the clips, decoding parity"):
+        encoded = encode_clips(dec, ctx.ref, len(ctx.clips))
+        vr["decoding"] = decoding_parity(dec, ctx.spec, ctx.ref, ctx.clips, ctx.pieces, encoded)
+        vr["stepwise"] = stepwise_parity(dec, ctx.spec, ctx.ref, ctx.clips, encoded)
+    _decoding_gates(v, vr["decoding"], vr["stepwise"], result["variants"].get(BASE.name, {}).get("decoding"),
+                    ctx.lim, ctx.clips, ctx.known, ctx.r)
+    return dec
+
+
+def _runtime_gates(ctx: _Context, v: str, vr: dict[str, Any], dec: GreedyDecoder | None,
+                   checks: dict[str, Any]) -> None:
+    """sherpa-onnx's greedy gates on one variant from its child's output: metadata, decoding (WER vs NeMo), its own
+    front end against the reference decoder, timestamps."""
+    vr["sherpa"] = _sherpa_gates(ctx.bundle, v, ctx.spec, ctx.source, ctx.clips, ctx.known,
+                                 ctx.lim[SHERPA_WER.param], ctx.r, checks["greedy"])
+    if vr["sherpa"].get("tokens") and dec is not None:
+        with ctx.phase(f"{v}: sherpa-onnx on its own features"):
+            vr["sherpa_frontend"] = frontend_parity(dec, ctx.spec, ctx.clips, vr["sherpa"], ctx.pieces, v, ctx.r)
+        vr["timestamps"] = timestamp_agreement(ctx.spec, ctx.clips, vr["sherpa"], ctx.pieces)
+
+
+def _pre_record(reference_dir: Path, base_digests) -> dict[str, Any] | None:
+    """validate_export's fp32 record, when the fp32 files (and tokens) are byte for byte those it validated."""
+    path = Path(reference_dir) / PRE_RECORD
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    now = {d["name"]: d["sha256"] for d in base_digests.result()}
+    if rec.get("files") != now:
+        log.info("the fp32 files changed since validate_export: every fp32 gate is held again")
+        return None
+    return rec
+
+
+def _write_pre_record(reference_dir: Path, result: dict[str, Any], r: Report) -> None:
+    """What a later full validation of the same bytes may reuse: the fp32 results, their gates, the files' sha256."""
+    rec = {"files": {d["name"]: d["sha256"] for d in result["files"]}, "variant": result["variants"][BASE.name],
+           "gates": [g for g in r.gates if g["gate"].startswith(f"{BASE.name}: ")]}
+    Path(reference_dir, PRE_RECORD).write_text(json.dumps(rec, default=str))
 
 
 def _result_head(exp: dict[str, Any], mode: str, lim: dict[str, float | None], clips: list[dict[str, Any]],
@@ -582,15 +675,11 @@ def _transcribe_gate(v: str, sw: dict[str, Any], r: Report) -> None:
 
 
 def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: dict[str, Any], clips: list[dict[str, Any]],
-                  known: set[str], limit: float | None, r: Report) -> dict[str, Any]:
-    """Metadata gates, then sherpa-onnx decoding every clip in a child process, its WER vs NeMo within `limit`.
-
-    sherpa-onnx runs even when a metadata gate failed: the child process survives its exit, and what it makes of
-    a bad bundle (an exit, or garbage text) is worth showing in the report."""
-    from .sherpa import decode_in_subprocess
-
+                  known: set[str], limit: float | None, r: Report, sh: dict[str, Any]) -> dict[str, Any]:
+    """Metadata gates, then sherpa-onnx's greedy decoding of every clip (`sh`, from its child process: it exits the
+    process on a bad bundle, and what it makes of one, an exit or garbage text, is worth showing in the report), its
+    WER vs NeMo within `limit` on the clips the model knows."""
     check_metadata(bundle, v, spec, source, r)
-    sh = decode_in_subprocess(bundle, v, [Path(c["path"]) for c in clips])
     texts = sh.get("texts", [])
     decoded = sh["ok"] and len(texts) == len(clips)
     r.gate(f"{v}: sherpa-onnx loads and decodes every clip", decoded,
@@ -623,16 +712,14 @@ def known_clips(clips: list[dict[str, Any]]) -> set[str]:
             and word_error_rate([c["text"]], [c["nemo_text"]]) <= KNOWN_WER_MAX}
 
 
-def _beam_gates(bundle: Path, v: str, clips: list[dict[str, Any]], known: set[str], greedy: list[str],
+def _beam_gates(v: str, clips: list[dict[str, Any]], known: set[str], greedy: list[str], checks: dict[str, Any],
                 hotwords: bool, r: Report) -> dict[str, Any]:
-    """sherpa-onnx's modified beam search (what hotwords need) on every clip: none empty or collapsed, its WER vs
-    greedy reported; then with a list of words nobody said (through bpe.vocab): it loads, and what it changes is
-    reported."""
-    from .hotwords import collapsed, decoy_phrases
-    from .sherpa import BEAM, decode_in_subprocess
+    """sherpa-onnx's modified beam search (what hotwords need) on every clip (`checks`, from its child process):
+    none empty or collapsed, its WER vs greedy reported; then with a list of words nobody said (per stream, through
+    bpe.vocab): it loads, and what it changes is reported."""
+    from .hotwords import collapsed
 
-    wavs = [Path(c["path"]) for c in clips]
-    beam = decode_in_subprocess(bundle, v, wavs, method=BEAM)
+    beam = checks["beam"]
     texts = beam.get("texts", [])
     bad = [c["name"] for c, g, b in zip(clips, greedy, texts) if collapsed(g, b)]
     # Gated where the right transcript is known and NeMo gets it: there a collapse is the runtime's fault. On
@@ -649,21 +736,15 @@ def _beam_gates(bundle: Path, v: str, clips: list[dict[str, Any]], known: set[st
            else beam.get("error", ""))
     if not hotwords:
         return beam
-    phrases = decoy_phrases(bundle, [c["nemo_text"] for c in clips] + [c.get("text", "") for c in clips])
-    decoy = Path(bundle).parent / f".decoy-hotwords-{v}.txt"
-    decoy.write_text("\n".join(phrases) + "\n", encoding="utf-8")
-    try:
-        hot = decode_in_subprocess(bundle, v, wavs, method=BEAM, hotwords=decoy)
-    finally:
-        decoy.unlink(missing_ok=True)
+    hot = checks.get("hotwords") or {"ok": False, "error": "not run"}
     loaded = hot["ok"] and len(hot.get("texts", [])) == len(clips)
-    hot.update(phrases=phrases, changed=[c["name"] for c, a, b in zip(clips, texts, hot.get("texts", [])) if a != b])
+    hot["changed"] = [c["name"] for c, a, b in zip(clips, texts, hot.get("texts", [])) if a != b]
     r.gate(f"{v}: sherpa-onnx decodes with hotwords ({BPE_VOCAB})", loaded,
            value=f"{len(hot.get('texts', []))}/{len(clips)} clips" if hot["ok"] else f"exit {hot.get('exit_code')}",
-           threshold=f"{len(clips)}/{len(clips)}", detail=(f"a list of {len(phrases)} words nobody said changed "
-                                                           f"{len(hot['changed'])} clips" if loaded
+           threshold=f"{len(clips)}/{len(clips)}", detail=(f"a list of {len(hot.get('phrases', []))} words nobody "
+                                                           f"said changed {len(hot['changed'])} clips" if loaded
                                                            else hot.get("error", "")))
-    beam["decoy_hotwords"] = {k: hot.get(k) for k in ("phrases", "changed", "texts", "ok")}
+    beam["decoy_hotwords"] = {k: hot.get(k) for k in ("phrases", "changed", "texts", "ok", "decode_s")}
     return beam
 
 
@@ -701,8 +782,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def file_digests(bundle: Path, variants: list[str]) -> list[dict[str, Any]]:
-    """Name, size and sha256 of the shared files (tokens.txt, bpe.vocab) and every file of the given variants that
-    exists."""
-    paths = [Path(bundle) / n for n in SHARED] + [p for v in variants for p in variant_paths(bundle, v)]
+def file_digests(bundle: Path, variants: list[str], shared: bool = True) -> list[dict[str, Any]]:
+    """Name, size and sha256 of the shared files (tokens.txt, bpe.vocab; unless not `shared`) and every file of the
+    given variants that exists."""
+    paths = [Path(bundle) / n for n in SHARED if shared] + [p for v in variants for p in variant_paths(bundle, v)]
     return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths if p.exists()]
