@@ -81,9 +81,9 @@ fixtures: venv
 	$$($(PY) -m nemo2sherpa venv nemo)/bin/python tests/fixtures/train_tiny_model.py --out tests/fixtures/tiny-tdt-other.nemo \
 	  --sentences tests/fixtures/other_sentences.txt --eval-out tests/fixtures/other-eval --seed 4321
 
-## make bench-full-size: parakeet-tdt-1.1b's architecture (random weights) through every step, by hand;
-## writes benchmarks/results/full-size-1.1b.{json,md} (~11 min, ~15 GB disk, ~10.5 GB RAM).
-## ARGS="--variants fp32,int8 --name full-size-1.1b-fp32-int8" for another record.
+## make bench-full-size: parakeet-tdt-1.1b's architecture (random weights) through everything a default DAG run does
+## (every step, the runtime matrix, the archives, the benchmark, publish to a loopback S3 server); CI runs it after
+## make test. Writes benchmarks/results/full-dag-1.1b.{json,md}; exits 1 when a step fails (~15 GB disk, ~10 GB RAM).
 bench-full-size: venv
 	$(PY) benchmarks/full_size.py $(ARGS)
 

@@ -1,15 +1,21 @@
-"""The full-size record: parakeet-tdt-1.1b's architecture, random weights, through every pipeline step.
+"""The full-size record: parakeet-tdt-1.1b's architecture (random weights) through everything a default DAG run does.
 
-Run by hand (not in CI; ~10 min and ~15 GB of disk on a 2-core, 24 GB machine):
+    make bench-full-size                 # = .venv/bin/python benchmarks/full_size.py; CI runs it after make test
+    make bench-full-size ARGS=--gpu      # on a GPU machine: onnxruntime CUDA rows too
 
-    make bench-full-size            # = .venv/bin/python benchmarks/full_size.py
-    make bench-full-size ARGS=--gpu # on a GPU machine: onnxruntime CUDA rows too
+Builds the architecture from a NeMo config (tests/fixtures/build_tiny_model.py --family tdt-1.1b-full: FastConformer
+42 x 1024, LSTM 2 x 640, 80 mels, vocab 1024; random weights cost the time and memory trained ones do), then runs
+what a default DAG run runs, with the DAG's defaults (variants, int8 recipe, gates, runtime matrix, benchmark
+lengths): every step of pipeline.STEPS in its own venv and process (`nemo2sherpa convert`: source, export,
+validate_export, quantize, metadata, validate, compat, package, benchmark), then publish to a loopback S3 server
+(rclone), manifest and latest.json included, as the DAG's publish task does. The DAG's gates stay on: on random
+weights no clip is one the model knows, so the WER gates have nothing to hold, while every exactness gate holds.
 
-Builds the architecture from a NeMo config (tests/fixtures/build_tiny_model.py --family tdt-1.1b-full:
-FastConformer 42 x 1024, LSTM 2 x 640, 80 mels, vocab 1024; random weights cost the same time and
-memory as trained ones), then runs `nemo2sherpa convert` on it: every step in the DAG's own venv, each
-in its own process. Records each step's wall time and peak RSS (wait4), the bundle's file sizes, the
-validation figures and the benchmark p50s into benchmarks/results/full-size-1.1b.json and .md.
+Writes benchmarks/results/full-dag-1.1b.{json,md}: per step `wall_s`, `peak_rss_bytes` (the largest process,
+wait4), `peak_tree_bytes` (the step's processes together, PSS), `cpu_s`, `other_load` (the share of the machine
+other processes used meanwhile); per phase inside export, quantize and validate; per runtime of the matrix and
+per archive their seconds; `total_wall_s`; `passed` (every step succeeded); the machine. Exits 1 when a step
+fails, after writing the record.
 """
 
 from __future__ import annotations
@@ -25,14 +31,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.benchmark import table  # noqa: E402
 from nemo2sherpa.child import run_measured  # noqa: E402
-from nemo2sherpa.cli import convert, setup_logging  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-GOALS = {"peak_rss_gb": 12.0, "wall_s": 300.0}  # issue 4: whole conversion, 2 cores, 24 GB
+NAME = "full-dag-1.1b"
+# Issue 22's goals at 1.1B, 2 cores, a quiet machine.
+GOALS = {"validated_bundle_s": 300.0, "total_wall_s": 900.0, "peak_rss_gb": 10.0}
+VALIDATED = ("source", "export", "validate_export", "quantize", "metadata", "validate")  # a validated bundle
 
 
 def machine() -> dict:
@@ -59,100 +68,154 @@ def write_record(name: str, rec: dict, md: str) -> None:
     print(md)
 
 
-def markdown(rec: dict) -> str:
-    gb = 1e9
-    out = [f"# Full-size conversion record: {rec['model']}", "",
-           f"Made {rec['date']} by `{rec['command']}` on {rec['machine']['cpus']} cores"
-           + (f" of an {rec['machine']['cpu']}" if rec["machine"].get("cpu") else "")
-           + f", {rec['machine']['memory_gb']} GiB RAM ({rec['machine']['platform']}).", "",
-           "| step | wall (s) | peak RSS (GB) |", "|---|---|---|"]
-    for name, s in rec["steps"].items():
-        out.append(f"| {name} | {s['wall_s']:.1f} | {s['peak_rss_bytes'] / gb:.2f} |")
-    conv = {k: v for k, v in rec["steps"].items() if k != "build (fixture, not a pipeline step)"}
-    steps = [k for k in conv if k != "benchmark" and "its own child" not in k]  # pipeline steps, not children
-    out += ["", f"Conversion (every pipeline step): {rec['conversion_wall_s']:.0f} s wall, peak RSS "
-                f"{max(s['peak_rss_bytes'] for s in conv.values()) / gb:.2f} GB (goals: <= {GOALS['wall_s']:.0f} s, "
-                f"<= {GOALS['peak_rss_gb']:.0f} GB). Without the benchmark step: "
-                f"{sum(conv[k]['wall_s'] for k in steps):.0f} s ({', '.join(steps)}).", "",
-            "Inside export (s): " + ", ".join(f"{k} {v:.1f}" for k, v in rec["export_timings_s"].items()) + ". "
-            "`nemo_baseline` is benchmark work (NeMo's transcribe() timed at each clip length for the benchmark's "
-            "baseline, done in export because NeMo is loaded there); without it and the benchmark step, the "
-            f"conversion took {sum(conv[k]['wall_s'] for k in steps) - rec['export_timings_s'].get('nemo_baseline', 0):.0f} s.",
-            "", "| file | bytes |", "|---|---|"]
-    for name, size in rec["files"].items():
-        out.append(f"| {name} | {size:,} |")
-    v = rec["validation"]
-    out += ["", f"Validation: {'passed' if v['passed'] else 'FAILED'}, {v['gates']} gates; max abs diff "
-                f"{json.dumps(v['max_abs_diff'])}; token match {json.dumps(v['token_match'])}.", "",
-            "sherpa-onnx CPU p50 (s) by clip length: " + json.dumps(rec["benchmark_p50_s"]), "",
-            "The benchmark stage's table (every engine; GPU rows when run with --gpu on a GPU machine):", "",
-            "```", table(rec["benchmark"]), "```", "",
-            "Reading these figures: the weights are random, so time and memory of every conversion step are the "
-            "real model's. Of a latency, the encoder's part (`-enc` rows) is the real model's too: its cost does not "
-            "depend on the weights' values; the greedy loop on top depends on how many tokens the joint emits "
-            "(`tokens` column). " + encoder_share(rec["benchmark"]) + " WER gates were report-only for this run "
-            "(random text); the exactness gates (fp32 max abs diff <= 1e-4, fp32 greedy tokens == NeMo) were "
-            "enforced and passed.", ""]
-    return "\n".join(out)
+def build(nemo: Path) -> tuple[dict, dict]:
+    """The 1.1B-architecture checkpoint with random weights: (its build info, the build's usage)."""
+    proc, usage = run_measured([str(venvs.ensure("nemo") / "bin" / "python"),
+                                str(ROOT / "tests" / "fixtures" / "build_tiny_model.py"), "--family", "tdt-1.1b-full",
+                                "--out", str(nemo)])
+    if proc.returncode != 0:
+        raise SystemExit(f"building the full-size checkpoint failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), usage
 
 
-def encoder_share(bench: dict) -> str:
-    """How much of onnxruntime's latency is the encoder alone, per variant, at 10 s (issue 4's goal length)
-    or else the longest clip."""
-    parts = []
-    for v, r in bench.get("ort_cpu", {}).items():
-        if r.get("encoder_by_length"):
-            L = "10" if "10" in r["by_length"] else max(r["by_length"], key=float)
-            whole, enc = r["by_length"][L]["p50_s"], r["encoder_by_length"][L]["p50_s"]
-            parts.append(f"{v} {L} s clip: encoder {enc:.2f} s of {whole:.2f} s ({r['tokens_by_length'][L]} tokens)")
-    return ("Measured here, onnxruntime CPU: " + "; ".join(parts) + ".") if parts else ""
+def convert_steps(nemo: Path, out: Path, gpu: bool) -> tuple[dict, dict, str | None]:
+    """`nemo2sherpa convert` with the DAG's defaults, in a child process that runs each step in its venv: (the
+    per-step usage it reports, its manifest, the failure if any)."""
+    cmd = [sys.executable, "-m", "nemo2sherpa", "convert", str(nemo), str(out), "--keep-work-on-failure"] + (
+        ["--gpu"] if gpu else [])
+    proc, _ = run_measured(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "include")}, tree_memory=False)
+    lines = proc.stdout.strip().splitlines()
+    last = json.loads(lines[-1]) if proc.returncode == 0 and lines and lines[-1].startswith("{") else {}
+    if proc.returncode == 0:
+        return last.get("steps", {}), last, None
+    steps = _json(out.parent / f".{out.name}.work" / "steps.json")  # the steps that ran, the failed one last
+    return steps, last, f"convert exited {proc.returncode} in step {list(steps)[-1] if steps else '?'}"
+
+
+def publish(bundle: Path, source: dict, work: Path) -> tuple[dict, dict, str | None]:
+    """The DAG's publish to a loopback S3 server (rclone), measured as a child process of its own."""
+    from s3server import S3Server
+
+    with S3Server(work / "s3", log=work / "rclone.log") as s3:
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from nemo2sherpa.publish import bundle_key, "
+                "publish_bundle; import boto3; c = boto3.client('s3', endpoint_url=sys.argv[2], aws_access_key_id="
+                "sys.argv[3], aws_secret_access_key=sys.argv[4], region_name='us-east-1'); src = json.loads(sys.argv[6]); "
+                "out = publish_bundle(c, sys.argv[5], 'nemo2sherpa', bundle_key('bundles', src['name'], "
+                "src['revision']), src); print(json.dumps({'objects': len(out['objects']), 'uri': out['uri']}))")
+        proc, usage = run_measured([sys.executable, "-c", code, str(ROOT / "include"), s3.endpoint, s3.key,
+                                    s3.secret, str(bundle), json.dumps(source)])
+    lines = proc.stdout.strip().splitlines()
+    return usage, (json.loads(lines[-1]) if proc.returncode == 0 else {}), (
+        None if proc.returncode == 0 else f"publish exited {proc.returncode}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/nemo2sherpa-full-size"))
-    ap.add_argument("--lengths", default="2,5,10,30")
-    ap.add_argument("--variants", default="fp32,int8,fp16")
-    ap.add_argument("--name", default="full-size-1.1b", help="record name: benchmarks/results/<name>.{json,md}")
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("NEMO2SHERPA_FULL_SIZE_WORK",
+                                                                    "/tmp/nemo2sherpa-full-size")))
+    ap.add_argument("--name", default=NAME, help="record name: benchmarks/results/<name>.{json,md}")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and bundle in --work")
     ap.add_argument("--gpu", action="store_true",
                     help="also benchmark onnxruntime CUDA (on a machine with an NVIDIA GPU; else recorded as skipped)")
     a = ap.parse_args()
-    setup_logging()
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
-    nemo = a.work / "parakeet-tdt-1.1b-random.nemo"
-    builder = [str(venvs.ensure("nemo") / "bin" / "python"), str(ROOT / "tests" / "fixtures" / "build_tiny_model.py"),
-               "--family", "tdt-1.1b-full", "--out", str(nemo)]
-    proc, build = run_measured(builder)
-    if proc.returncode != 0:
-        print(f"building the full-size checkpoint failed (exit {proc.returncode})", file=sys.stderr)
-        return 1
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    nemo, out = a.work / "parakeet-tdt-1.1b-random.nemo", a.work / "bundle"
+    info, built = build(nemo)
     print(f"built {nemo} ({nemo.stat().st_size / 1e9:.2f} GB, {info['params'] / 1e9:.3f} B params) in "
-          f"{build['wall_s']:.0f} s, peak RSS {build['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
+          f"{built['wall_s']:.0f} s", flush=True)
     t0 = time.monotonic()
-    try:
-        # Random weights transcribe noise: WER gates report only; the exactness gates (fp32 diffs <= 1e-4,
-        # fp32 greedy tokens == NeMo's) hold at full size and stay gated.
-        r = convert(str(nemo), a.work / "bundle", a.variants.split(","), lengths=a.lengths, gpu=a.gpu,
-                    gates={"int8_wer_max": None, "fp16_wer_max": None, "sherpa_wer_max": None})
-    except SystemExit as e:
-        print(f"conversion failed: {e}", file=sys.stderr)
-        return 1
-    children = {f"quantize: {v} (its own child)": {k: x[k] for k in ("wall_s", "peak_rss_bytes")}
-                for v, x in r["reduced_variants"].items()}
-    rec = {"model": "parakeet-tdt-1.1b architecture, random weights", "date": time.strftime("%Y-%m-%d"),
-           "command": command("make bench-full-size"), "machine": machine(), "params": info["params"],
-           "nemo_bytes": nemo.stat().st_size, "steps": {"build (fixture, not a pipeline step)": build, **r["steps"], **children},
-           "conversion_wall_s": round(time.monotonic() - t0, 1), "files": r["files"], "validation": r["validation"],
-           "benchmark_p50_s": r["benchmark_p50_s"], "goals": GOALS,
-           "benchmark": json.loads((a.work / "bundle" / "benchmark.json").read_text()),
-           "export_timings_s": json.loads((a.work / "bundle" / "export.json").read_text())["timings_s"]}
+    steps, result, failed = convert_steps(nemo, out, a.gpu)
+    bundle = out if out.exists() else a.work / f".{out.name}.work" / "bundle"  # a failed run's work, kept
+    if not failed:
+        steps["publish"], published, failed = publish(bundle, result["source"], a.work)
+    rec = record(a, info, built, steps, bundle, result, time.monotonic() - t0, failed)
     write_record(a.name, rec, markdown(rec))
     if not a.keep:
         shutil.rmtree(a.work, ignore_errors=True)
-    return 0
+    return 0 if rec["passed"] else 1
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record(a, info: dict, built: dict, steps: dict, bundle: Path, result: dict, wall: float,
+           failed: str | None) -> dict:
+    """The record: steps, phases, runtimes, archives, the bundle's files, the benchmark table, the verdict."""
+    from nemo2sherpa.pipeline import STEPS
+
+    val, compat = _json(bundle / "validation.json"), _json(bundle / "compatibility.json")
+    export = _json(bundle / "export.json") or _json(bundle.parent / "reference" / "export.json")
+    quant = _json(bundle.parent / "reference" / "quantize.json") if not (bundle / "quantize.json").exists() else \
+        _json(bundle / "quantize.json")
+    want = [s.name for s in STEPS] + ["publish"]
+    return {
+        "model": "parakeet-tdt-1.1b architecture, random weights", "date": time.strftime("%Y-%m-%d"),
+        "command": command("make bench-full-size"), "machine": machine(), "params": info["params"],
+        "nemo_bytes": (a.work / "parakeet-tdt-1.1b-random.nemo").stat().st_size, "build": built,
+        "steps": steps, "passed": failed is None and all(s in steps for s in want), "failure": failed,
+        "total_wall_s": round(wall, 1), "validated_bundle_s": round(sum(steps[s]["wall_s"] for s in VALIDATED
+                                                                        if s in steps), 1),
+        "other_load_max": max((s.get("other_load", 0) for s in steps.values()), default=None),
+        "goals": GOALS, "phases_s": {"export": export.get("timings_s", {}), "quantize": quant.get("timings_s", {}),
+                                     "validate": val.get("timings_s", {})},
+        "runtimes": [{"runtime": r["runtime"], "seconds": r["seconds"],
+                      "variants": {v: {"status": x["status"], "in_range": x["in_range"], "seconds": x["seconds"]}
+                                   for v, x in r["variants"].items()}} for r in compat.get("runtimes", [])],
+        "ranges": compat.get("ranges", {}),
+        "archives": result.get("package", {}).get("archives", []) or _archives(bundle),
+        "files": {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()} if bundle.exists() else {},
+        "validation": {"passed": val.get("passed"), "gates": len(val.get("gates", []))},
+        "benchmark": _json(bundle / "benchmark.json")}
+
+
+def _archives(bundle: Path) -> list[dict]:
+    return [{"name": p.name, "size": p.stat().st_size} for p in sorted(bundle.glob("sherpa-onnx-nemo-*.tar*"))]
+
+
+def markdown(rec: dict) -> str:
+    """The record for a person: verdict, the steps' table against the goals, where the time goes, the matrix."""
+    gb = 1e9
+    m = rec["machine"]
+    out = [f"# Full-size DAG record: {rec['model']}", "",
+           f"Made {rec['date']} by `{rec['command']}` on {m['cpus']} cores of an {m['cpu']}, {m['memory_gb']} GiB RAM; "
+           f"other load on the machine during the run: at most {100 * (rec['other_load_max'] or 0):.0f}% of it "
+           f"(per step below).", "",
+           f"**{'PASSED' if rec['passed'] else 'FAILED: ' + str(rec['failure'])}**: every step of a default DAG run "
+           f"(the DAG's variants, gates, runtime matrix and benchmark lengths), then publish to a loopback S3 "
+           f"server.", "",
+           "| step | wall (s) | peak RSS (GB) | its processes together (GB) | CPU (s) | other load |",
+           "|---|---|---|---|---|---|"]
+    for name, s in rec["steps"].items():
+        out.append(f"| {name} | {s['wall_s']:.1f} | {s['peak_rss_bytes'] / gb:.2f} | "
+                   f"{s.get('peak_tree_bytes', 0) / gb:.2f} | {s.get('cpu_s', 0):.0f} | "
+                   f"{100 * s.get('other_load', 0):.0f}% |")
+    g = rec["goals"]
+    peak = max((s["peak_rss_bytes"] for s in rec["steps"].values()), default=0) / gb
+    tree = max((s.get("peak_tree_bytes", 0) for s in rec["steps"].values()), default=0) / gb
+    out += ["", f"Validated bundle (source through validate): **{rec['validated_bundle_s']:.0f} s** (goal "
+                f"<= {g['validated_bundle_s']:.0f} s). Whole run: **{rec['total_wall_s']:.0f} s** (goal <= "
+                f"{g['total_wall_s']:.0f} s). Peak RSS of a process: **{peak:.2f} GB**, of a step's processes "
+                f"together: {tree:.2f} GB (goal <= {g['peak_rss_gb']:.0f} GB).", "", "Where the time goes, by phase:", ""]
+    for step, phases in rec["phases_s"].items():
+        if phases:
+            out.append(f"- {step}: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if isinstance(v, (int, float))))
+    out += ["", "Runtime matrix (compat), per runtime and variant:", "",
+            "| runtime | " + " | ".join(rec["ranges"]) + " | seconds |", "|---|" + "---|" * (len(rec["ranges"]) + 1)]
+    for r in rec["runtimes"]:
+        cells = [f"{x['status']} ({'in' if x['in_range'] else 'outside'} range, {x['seconds']:.0f} s)"
+                 if (x := r["variants"].get(v)) else "-" for v in rec["ranges"]]
+        out.append(f"| {r['runtime']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+    out += ["", "Ranges stated: " + "; ".join(f"{v} ({x['layout']}): {x['range']}" for v, x in rec["ranges"].items())
+            + ".", "", "| archive | bytes | seconds |", "|---|---|---|"]
+    out += [f"| {x['name']} | {x['size']:,} | {x.get('seconds', '-')} |" for x in rec["archives"]]
+    out += ["", f"Validation: {'passed' if rec['validation']['passed'] else 'FAILED'}, {rec['validation']['gates']} "
+                "gates.", ""]
+    if rec["benchmark"]:
+        out += ["The benchmark step's table (random weights: the encoder's cost is the real model's; the greedy loop's "
+                "depends on how many tokens it emits):", "", "```", table(rec["benchmark"]), "```", ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
