@@ -10,7 +10,6 @@ workspace folder, XCom carries small manifests only.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -22,10 +21,14 @@ if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
 from nemo2sherpa import PIPELINE_VERSION, venvs, workspace  # noqa: E402
+from nemo2sherpa.benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS, MAX_LENGTH_S as MAX_BENCHMARK_S  # noqa: E402
+from nemo2sherpa.evalset import MAX_EVAL_CLIPS  # noqa: E402
+from nemo2sherpa.publish import PREFIX_PATTERN  # noqa: E402
 from nemo2sherpa.gates import GATE_DEFAULTS, GATES  # noqa: E402
 from nemo2sherpa.pipeline import STEPS, Step  # noqa: E402
 from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
+from nemo2sherpa.runtimes import KINDS  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -38,6 +41,10 @@ VENV_CACHE = str(venvs.default_cache())
 # The steps' own queues (STEPS: benchmark's "gpu") mapped to this deployment's queue names.
 QUEUES = {"gpu": os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")}
 REGISTRY = sorted(load_registry())
+# The Airflow connections a run may name (its S3 store): declared by the deployment, so that a person who may trigger
+# the DAG cannot have a task read any other connection.
+S3_CONNECTIONS = tuple(x.strip() for x in os.environ.get("NEMO2SHERPA_S3_CONNECTIONS", "aws_default").split(",")
+                       if x.strip()) or ("aws_default",)
 # Every published bundle becomes an asset event on its S3 URI, through this alias: a downstream DAG can
 # schedule on AssetAlias("nemo2sherpa-bundles") (any bundle) or on one bundle's URI.
 BUNDLES = AssetAlias("nemo2sherpa-bundles")
@@ -72,18 +79,20 @@ PARAMS = {
                                   "or a prefix, read through the S3 connection below). Any rate and channel count "
                                   "(resampled). "
                                   "Empty: the registry entry's set, else the built-in English clips."),
-    "eval_max_clips": Param(32, type="integer", minimum=1, title="Evaluation clips at most",
+    "eval_max_clips": Param(32, type="integer", minimum=1, maximum=MAX_EVAL_CLIPS, title="Evaluation clips at most",
                             description="A larger set is sampled to this many clips (fixed seed)."),
-    "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
+    "aws_conn_id": Param(S3_CONNECTIONS[0], type="string", enum=list(S3_CONNECTIONS), title="S3 connection id",
                          description="Airflow connection (type aws) to the S3-compatible store: bundles are "
                                      "published there, and s3:// sources and evaluation sets are read through it. "
-                                     "Put a custom endpoint in its extra as endpoint_url."),
+                                     "Put a custom endpoint in its extra as endpoint_url. The connections a run may "
+                                     "use are this deployment's choice (NEMO2SHERPA_S3_CONNECTIONS, comma-separated; "
+                                     "default aws_default)."),
     "bucket": Param("nemo2sherpa", type="string", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="Bucket",
                     description="S3 bucket (created if missing, unless Create bucket is off)."),
     "create_bucket": Param(True, type="boolean", title="Create bucket",
                            description="Create the bucket if it does not exist. Off: a missing bucket fails publish "
                                        "at once (for stores where buckets are provisioned elsewhere)."),
-    "prefix": Param("bundles", type="string", pattern=r"^[A-Za-z0-9._/-]*$", title="Key prefix",
+    "prefix": Param("bundles", type="string", pattern=PREFIX_PATTERN, maxLength=200, title="Key prefix",
                     description="Bundles go to s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/."),
     "gpu_benchmark": Param(False, type="boolean", title="GPU benchmark",
                            description="Also benchmark with onnxruntime's CUDA provider (onnxruntime-gpu with its "
@@ -95,8 +104,15 @@ PARAMS = {
                                         "wheels at the supported range's edges, the CLI, sherpa-onnx-node, the C API "
                                         "from Rust; installed into the venv cache on first use) and record which "
                                         "decode it as validated (compatibility.json)."),
-    "benchmark_lengths": Param([2, 5, 10, 30], type="array", items={"type": "number", "exclusiveMinimum": 0},
-                               minItems=1, title="Benchmark clip lengths (s)",
+    "runtimes": Param(list(KINDS), type="array", items={"type": "string", "enum": list(KINDS)}, minItems=1,
+                      uniqueItems=True, title="Runtimes", examples=list(KINDS),
+                      description="The kinds of runtime the matrix proves (default every kind). " + " ".join(
+                          f"{k}: {x.label}, {x.toolchain}." for k, x in KINDS.items()) + " A kind whose tools a worker "
+                          "cannot have is refused at plan, naming them: leave it out (the C client proves the C API "
+                          "the Rust crates call)."),
+    "benchmark_lengths": Param([int(x) if x == int(x) else x for x in BENCHMARK_LENGTHS], type="array",
+                               items={"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BENCHMARK_S},
+                               minItems=1, maxItems=8, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
     # One WER limit per variant made from fp32, and sherpa-onnx's (nemo2sherpa.gates): empty means report only.
     **{g.param: Param(g.default, type=["null", "number"], minimum=0, title=g.title,
@@ -107,38 +123,23 @@ PARAMS = {
 }
 
 
-# The run's S3 connection as JSON, rendered for the source task only when the source or the evaluation set is an
-# s3:// URL (a run without one needs no connection to exist). Airflow masks the connection's secret wherever it
-# would be shown (rendered fields, logs); it is never in XCom.
-S3_INPUTS = ("{% if params.source.strip().startswith('s3://') or (params.eval_set or '').strip().startswith('s3://') %}"
-             "{% set c = conn.get(params.aws_conn_id) %}{{ c.as_json() if c else '' }}{% endif %}")
-
-
 # Params that reach make_plan by name, as they are.
-PLAN_PARAMS = ("int8_recipe", "eval_set", "eval_max_clips", "runtime_matrix")
+PLAN_PARAMS = ("int8_recipe", "eval_set", "eval_max_clips", "runtime_matrix", "runtimes")
 
 
-def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
-
-
-def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = "", s3_conn: str = ""):
-    """Runs inside the step's virtualenv: imports nemo2sherpa from the project, not a copy. Permanent failures
-    and failed gates come back as a failed outcome (see _finish); transient ones are raised, and retried."""
+def _step(plan: dict, step: str, src: dict | None = None):
+    """Runs inside the step's virtualenv, in the environment _environment gave it: imports nemo2sherpa from the
+    project, not a copy. Permanent failures and failed gates come back as a failed outcome (see _finish); transient
+    ones are raised, and retried."""
     import logging
-    import os
     import sys
 
-    if hf_token:  # from the Airflow Variable hf_token: masked in logs (its name says token), never in XCom
-        os.environ["HF_TOKEN"] = hf_token
     sys.path.insert(0, plan["include_dir"])
     from nemo2sherpa.cli import setup_logging
-    from nemo2sherpa.errors import TRANSIENT, failed_outcome, failure_kind
+    from nemo2sherpa.errors import TRANSIENT, describe, failed_outcome, failure_kind
     from nemo2sherpa.pipeline import run_step
-    from nemo2sherpa.s3input import use_connection
     from nemo2sherpa.workspace import on_this_worker
 
-    use_connection(s3_conn)  # the run's S3 connection, for s3:// sources and evaluation sets (source step only)
     setup_logging()
     try:
         with on_this_worker(plan, src) as (local_plan, local_src, back):
@@ -146,8 +147,8 @@ def _step(plan: dict, step: str, src: dict | None = None, hf_token: str = "", s3
     except Exception as e:  # noqa: BLE001 - classified: only transient faults are raised (and retried)
         if failure_kind(e) == TRANSIENT:
             raise
-        logging.getLogger("nemo2sherpa").error("%s: %s", step, e)
-        return failed_outcome(e)  # the worker fails the task at once (no Airflow in this venv to raise it)
+        logging.getLogger("nemo2sherpa").error("%s failed: %s", step, describe(e))
+        return failed_outcome(e, step)  # the worker fails the task at once (no Airflow in this venv to raise it)
 
 
 def _sync(direction: str):
@@ -176,11 +177,58 @@ def _finish(context, result=None):
     _sync("push")(context, result)
 
 
+def _credentials(params: dict) -> dict[str, str]:
+    """The run's own credentials for the step that reads its inputs, resolved now, on the worker: the S3
+    connection's (only when the run names an s3:// input; only a connection id the deployment allows) and the Hub
+    token (the Airflow Variable hf_token). Masked in every log; handed to the step's process in its environment
+    (env_vars, which Airflow neither renders nor stores), never in a rendered field or XCom."""
+    from airflow.sdk import Variable
+    from airflow.sdk.log import mask_secret
+
+    out: dict[str, str] = {}
+    token = Variable.get("hf_token", default=None)
+    if token:
+        mask_secret(token)
+        out["HF_TOKEN"] = token
+    if any(str(params.get(k) or "").strip().startswith("s3://") for k in ("source", "eval_set")):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        if params["aws_conn_id"] not in S3_CONNECTIONS:  # plan refuses it first; checked again where it is read
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"S3 connection {params['aws_conn_id']!r} is not one this deployment allows "
+                                       f"({', '.join(S3_CONNECTIONS)}: NEMO2SHERPA_S3_CONNECTIONS)")
+        hook = S3Hook(aws_conn_id=params["aws_conn_id"])
+        c = hook.get_credentials()
+        for secret in (c.secret_key, c.token):
+            if secret:
+                mask_secret(secret)
+        out.update({k: v for k, v in (("AWS_ACCESS_KEY_ID", c.access_key), ("AWS_SECRET_ACCESS_KEY", c.secret_key),
+                                      ("AWS_SESSION_TOKEN", c.token), ("AWS_ENDPOINT_URL", hook.conn_config.endpoint_url),
+                                      ("AWS_DEFAULT_REGION", hook.conn_config.region_name)) if v})
+    return out
+
+
+def _environment(step: Step):
+    """pre_execute of a venv step: its process starts from child.step_environment (the worker's basics, never its
+    Airflow connections, variables or credentials, weights-only loading forced); the step that reads the run's
+    inputs also gets the run's credentials (_credentials). Then, with an object-store workspace, the pull."""
+    def hook(context, result=None):
+        from nemo2sherpa.child import step_environment
+
+        creds = _credentials(context["params"]) if step.reads_inputs else None
+        task = context["task"]
+        task.inherit_env = False
+        task.env_vars = step_environment(dict(os.environ), step.reads_inputs, creds)
+        _sync("pull")(context)
+    return hook
+
+
 def step_task(step: Step, **kw):
     """The virtualenv task of one pipeline step: its venv's pinned requirements, its queue, its docs."""
     doc = f"**{step.name}** ({step.venv} venv): {step.what}. Leaves {step.makes}." + (
         " A failed gate fails it at once (a verdict, not retried)." if step.verdict else "")
-    opts = {**VENV, "pre_execute": _sync("pull"), "post_execute": _finish, "doc_md": doc, **kw}
+    opts = {**VENV, "pre_execute": _environment(step), "post_execute": _finish, "doc_md": doc, **kw}
     if step.queue:
         opts["queue"] = QUEUES.get(step.queue, step.queue)
     return task.virtualenv(task_id=step.name, requirements=venvs.requirements(step.venv), **opts)(_step)
@@ -193,39 +241,63 @@ def steps_table() -> str:
 
 
 def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-    """publish's work: skip an up-to-date bundle, add a missing variant, or upload the whole bundle; then the asset
-    event."""
-    import json
-
+    """publish's work (publish.publish_run: up to date, a variant added, or the whole bundle; converging whichever
+    write failed on an earlier try), then the asset event when this run published the bundle."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from nemo2sherpa.publish import MANIFEST, bundle_key, publish_bundle, published_state, run_summary
+    from nemo2sherpa.publish import MANIFEST, bundle_key, publish_run, run_summary
 
-    p = get_current_context()["params"]
-    hook = S3Hook(aws_conn_id=p["aws_conn_id"])
-    client = hook.get_conn()
+    ctx = get_current_context()
+    p = ctx["params"]
+    client = S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn()
     key = bundle_key(p["prefix"], src["name"], src["revision"])
-    where = f"s3://{p['bucket']}/{key}/"
-    existing = None
-    if not p["force"] and hook.check_for_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]):
-        existing = json.loads(hook.read_key(f"{key}/{MANIFEST}", bucket_name=p["bucket"]))
-        missing = published_state(existing, plan["variants"])
-        if missing is None:
-            print(f"{where} already published with {', '.join(plan['variants'])}: up to date; set force to redo")
-            return {"uri": where, "skipped": True, "objects": [], "aws_conn_id": p["aws_conn_id"]}
-        print(f"{where} is {missing}: adding to it (its other files stay as they are)")
-    summary = {"validation": validated, "benchmark_p50_s": bench}
-    out = publish_bundle(client, Path(plan["bundle"]), p["bucket"], key, src, summary,
-                         create_bucket=p["create_bucket"], existing=existing)
-    print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
-    print(f"local bundle folder: {plan['bundle']}")
-    print(run_summary(out, src, validated, bench))
-    get_current_context()["outlet_events"][BUNDLES].add(
-        Asset(out["uri"].rstrip("/")),
-        extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
-               "manifest": f"{out['uri']}{MANIFEST}"})
-    return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": False,
+    out = publish_run(client, Path(plan["bundle"]), p["bucket"], key, src, plan["variants"], ctx["run_id"],
+                      {"validation": validated, "benchmark_p50_s": bench}, p["create_bucket"], p["force"])
+    if out["skipped"]:
+        print(f"{out['uri']} already published with {', '.join(plan['variants'])}: up to date; set force to redo")
+    else:
+        if out["added_to"]:
+            print(f"{out['uri']} is {out['added_to']}: adding to it (its other files stay as they are)")
+        print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
+        print(f"local bundle folder: {plan['bundle']}")
+        print(run_summary(out, src, validated, bench))
+    if out["announce"]:
+        ctx["outlet_events"][BUNDLES].add(
+            Asset(out["uri"].rstrip("/")),
+            extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
+                   "manifest": f"{out['uri']}{MANIFEST}"})
+    return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": out["skipped"],
             "aws_conn_id": p["aws_conn_id"]}
+
+
+def _plan(ctx) -> dict:
+    """plan's work: the params checked (bad input fails the task at once, with the fix: no retry) and the run's
+    workspace laid out."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from nemo2sherpa.errors import InputError
+    from nemo2sherpa.pipeline import make_plan
+    from nemo2sherpa.source import classify
+
+    p = ctx["params"]
+    run_key = f"{DAG_ID}/{workspace.run_segment(ctx['run_id'])}"
+    try:
+        classify(p["source"])
+        if p["aws_conn_id"] not in S3_CONNECTIONS:
+            raise InputError(f"S3 connection {p['aws_conn_id']!r} is not one this deployment allows: choose one "
+                             f"of {', '.join(S3_CONNECTIONS)} (NEMO2SHERPA_S3_CONNECTIONS declares them)")
+        layout = make_plan((workspace.default_cache() if REMOTE else Path(WORKSPACE)) / run_key, p["source"],
+                           p["revision"], p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
+                           {k: p[k] for k in GATE_DEFAULTS}, **{k: p[k] for k in PLAN_PARAMS})
+    except InputError as e:
+        raise AirflowFailException(str(e)) from None
+    if REMOTE:
+        layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
+    Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
+    where = f"{layout['remote']} (local mirror {layout['ws']})" if REMOTE else layout["ws"]
+    print(f"workspace {where}; variants {layout['variants']}; int8 recipe {layout['int8_recipe']}; "
+          f"pipeline {PIPELINE_VERSION}")
+    return layout
 
 
 @dag(
@@ -244,29 +316,7 @@ def parakeet_tdt_to_sherpa_onnx():
     @task(retries=1)
     def plan() -> dict:
         """Check the params (bad input fails here, once, with the fix) and lay out the run's workspace."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from nemo2sherpa.errors import InputError
-        from nemo2sherpa.pipeline import make_plan
-        from nemo2sherpa.source import classify
-
-        ctx = get_current_context()
-        p = ctx["params"]
-        try:
-            classify(p["source"])
-        except InputError as e:
-            raise AirflowFailException(str(e)) from None
-        run_key = f"{DAG_ID}/{_safe(ctx['run_id'])}"
-        layout = make_plan((workspace.default_cache() if REMOTE else Path(WORKSPACE)) / run_key, p["source"],
-                           p["revision"], p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
-                           {k: p[k] for k in GATE_DEFAULTS}, **{k: p[k] for k in PLAN_PARAMS})
-        if REMOTE:
-            layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
-        Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
-        where = f"{layout['remote']} (local mirror {layout['ws']})" if REMOTE else layout["ws"]
-        print(f"workspace {where}; variants {layout['variants']}; int8 recipe {layout['int8_recipe']}; "
-              f"pipeline {PIPELINE_VERSION}")
-        return layout
+        return _plan(get_current_context())
 
     @task(outlets=[BUNDLES], pre_execute=_sync("pull"), **RETRY)
     def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
@@ -276,7 +326,7 @@ def parakeet_tdt_to_sherpa_onnx():
         unreachable, throttling or 5xx retry with backoff."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from nemo2sherpa.errors import TRANSIENT, failure_kind
+        from nemo2sherpa.errors import TRANSIENT, describe, failure_kind
         from nemo2sherpa.publish import classified
 
         try:
@@ -285,13 +335,14 @@ def parakeet_tdt_to_sherpa_onnx():
             e = classified(e)
             if failure_kind(e) == TRANSIENT:
                 raise
-            raise AirflowFailException(f"{failure_kind(e)} failure, not retried: {e}") from e
+            raise AirflowFailException(f"{failure_kind(e)} failure, not retried: publish: {describe(e)}") from e
 
     pl = plan()
     # pipeline.STEPS one after the other; the source manifest goes to the steps that read it. A Hub token for
-    # private or gated repos: the Airflow Variable `hf_token` (or AIRFLOW_VAR_HF_TOKEN), handed to `source` only.
+    # private or gated repos (the Airflow Variable `hf_token`) and the S3 connection's keys reach `source` only, in
+    # its process's environment (_environment).
     first, *rest = STEPS
-    src = step_task(first)(pl, first.name, hf_token="{{ var.value.get('hf_token', '') }}", s3_conn=S3_INPUTS)
+    src = step_task(first)(pl, first.name)
     done = {first.name: src}
     for prev, step in zip(STEPS, rest):
         done[step.name] = step_task(step)(pl, step.name, src if step.needs_source else None)

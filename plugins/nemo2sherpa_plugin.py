@@ -148,7 +148,7 @@ def headline(m: dict[str, Any], get, base: str) -> str:
     """What a user decides by, first: the verdict, then per variant its size, drift from fp32, sherpa-onnx's p50 on
     a 10 s clip (or the longest timed), the runtimes it is proven on, and its release archive."""
     from nemo2sherpa.archive import archive_name
-    from nemo2sherpa.compat import PROVEN
+    from nemo2sherpa.compat import proven as proven_on
     from nemo2sherpa.variants import BASE, VARIANTS
 
     esc = html.escape
@@ -156,10 +156,9 @@ def headline(m: dict[str, Any], get, base: str) -> str:
     sizes = {f["name"]: f["size"] for f in m["files"]}
     ok = bool(val.get("passed"))
     out = [f"<div class='card'><span class='badge {'pass' if ok else 'fail'}'>{'PASSED' if ok else 'FAILED'}</span> "
-           f"{len(val.get('gates', []))} validation gates" + (
-               f" &middot; runtimes: <b>{esc(compat['supported_range'])}</b>" if compat else "") + "</div>",
+           f"{len(val.get('gates', []))} validation gates</div>",
            "<table><tr><th>variant</th><th>size</th><th>WER vs fp32 by clip length (gated)</th><th>sherpa-onnx p50</th>"
-           "<th>runtimes proven</th><th>download</th></tr>"]
+           "<th>supported sherpa-onnx</th><th>runtimes proven</th><th>download</th></tr>"]
     for v, x in val.get("variants", {}).items():
         size = sum(sizes.get(n, 0) for n in VARIANTS[v].published)
         d = x.get("decoding", {})
@@ -169,11 +168,11 @@ def headline(m: dict[str, Any], get, base: str) -> str:
         lengths = bench.get("cpu", {}).get(v, {}).get("by_length", {})
         at = "10" if "10" in lengths else max(lengths, key=float, default=None)
         p50 = f"{lengths[at]['p50_s'] * 1000:.0f} ms at {at} s" if at else "-"
-        proven = [r["runtime"] for r in compat.get("runtimes", []) if r["supported"] and
-                  r["variants"].get(v, {}).get("status") in PROVEN]
-        arch = f"{archive_name(m['source']['name'], v)}.tar.bz2"
+        proven = proven_on(compat, v) if compat else []
+        supported = compat.get("ranges", {}).get(v, {}).get("range", "-") if compat else "not measured"
+        arch = next((n for n in sizes if n.startswith(archive_name(m["source"]["name"], v) + ".tar")), None)
         out.append(f"<tr><td><b>{esc(v)}</b></td><td>{size / 1e6:,.1f} MB</td><td>{esc(drift)}</td><td>{esc(p50)}"
-                   f"</td><td>{len(proven)} + the reference</td><td>{esc(arch) if arch in sizes else '-'}</td></tr>")
+                   f"</td><td>{esc(supported)}</td><td>{len(proven)} + the reference</td><td>{esc(arch or '-')}</td></tr>")
     return "\n".join(out) + "</table>"
 
 

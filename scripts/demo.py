@@ -74,9 +74,11 @@ def main() -> int:
     compat = folder / "compatibility.json"
     if compat.exists():
         c = json.loads(compat.read_text())
-        print(f"\nruntimes (compared with {c['reference']}; supported: {c['supported_range']}):")
-        print("\n".join(f"  {r['runtime']:<46} {'in range' if r['supported'] else 'outside':<9} {r['status']}"
-                        for r in c["runtimes"]))
+        print(f"\nruntimes (compared with {c['reference']}):")
+        print("\n".join(f"  {v}: {r['layout']}, supported {r['range']}" for v, r in c["ranges"].items()))
+        print("\n".join(f"  {r['runtime']:<56} " + "; ".join(
+            f"{v} {x['status']} ({'in' if x['in_range'] else 'outside'} range)" for v, x in r["variants"].items())
+            for r in c["runtimes"]))
     from nemo2sherpa.benchmark import table
 
     print("\nbenchmark (sherpa-onnx, CPU, warm-up excluded):")

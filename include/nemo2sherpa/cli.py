@@ -19,9 +19,11 @@ from typing import Any, Callable
 
 from .errors import (EXIT_CODES, PERMANENT, TRANSIENT, VERDICT, GateFailed, InputError, PermanentError,
                      TransientError)
+from .benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS
 from .gates import GATE_DEFAULTS, GATES
 from .pipeline import STEP, STEPS, make_plan
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
+from .runtimes import KINDS
 from .variants import BASE, DEFAULT_VARIANTS, VARIANTS
 
 log = logging.getLogger("nemo2sherpa")
@@ -62,6 +64,10 @@ EVAL_FLAGS: list[Flag] = [
     ("--eval-max-clips", {"type": int, "default": None, "help": "a larger set is sampled to this many (seed 0); "
                                                                  "default 32"})]
 BUNDLE: Flag = ("--bundle", {"required": True})
+RUNTIMES_FLAG: Flag = ("--runtimes", {"default": ",".join(KINDS), "help": "the runtime matrix's kinds, comma-separated; "
+                                      + "; ".join(f"{k}: {x.toolchain}" for k, x in KINDS.items())})
+DEFAULT_LENGTHS = ",".join(f"{x:g}" for x in BENCHMARK_LENGTHS)
+LENGTHS: Flag = ("--lengths", {"default": DEFAULT_LENGTHS, "help": "benchmark clip lengths (s), comma-separated"})
 REFERENCE: Flag = ("--reference", {"required": True})
 
 
@@ -136,7 +142,7 @@ def _step(a):
 def _convert(a):
     return convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
                    {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe,
-                   a.eval_set, a.eval_max_clips, a.runtime_matrix)
+                   a.eval_set, a.eval_max_clips, a.runtime_matrix, a.keep_work_on_failure, _csv(a.runtimes))
 
 
 def _package(a):
@@ -146,7 +152,16 @@ def _package(a):
 
 def _compat(a):
     from .compat import check_runtimes, summary
-    return summary(check_runtimes(Path(a.bundle), Path(a.reference), _csv(a.variants)))
+    return summary(check_runtimes(Path(a.bundle), Path(a.reference), _csv(a.variants), kinds=_csv(a.runtimes)))
+
+
+def _runtimes_install(a):
+    """Every runtime of the chosen kinds installed into the venv cache (what a worker image runs once)."""
+    from .runtimes import RUNTIMES, chosen, install
+    from .venvs import default_cache
+
+    kinds = chosen(_csv(a.runtimes))
+    return {rt.name: install(rt, default_cache())["cmd"][0] for rt in RUNTIMES if rt.kind in kinds}
 
 
 def _venv(a):
@@ -158,6 +173,12 @@ def _sherpa_decode(a):
     from .sherpa import decode_files
     return decode_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads, a.method,
                         Path(a.hotwords) if a.hotwords else None, a.hotwords_score)
+
+
+def _sherpa_check(a):
+    from .sherpa import check_files
+    return check_files(Path(a.bundle), a.variant, [Path(w) for w in a.wavs], a.threads, json.loads(a.decoy),
+                       tuple(_csv(a.parts)))
 
 
 def _hotwords_check(a):
@@ -210,15 +231,18 @@ COMMANDS: dict[str, Command] = {
                             _make_variant, positional=[("variant", {"choices": [v for v in VARIANTS
                                                                                 if VARIANTS[v].module]})]),
     "metadata": Command(STEP["metadata"].what, [BUNDLE, REFERENCE, ("--source-json", {})], _metadata),
-    "benchmark": Command(STEP["benchmark"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--lengths", {"default": "2,5"}),
+    "benchmark": Command(STEP["benchmark"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, LENGTHS,
                                                   ("--runs", {"default": "5"}), ("--threads", {"default": "2"}),
                                                   ("--gpu", {"action": "store_true"}), ("--out", {})], _benchmark),
     "convert": Command("every step in its venv, no publish", [
-        VARIANTS_FLAG, ("--revision", {}), ("--lengths", {"default": "2,5"}), ("--gpu", {"action": "store_true"}),
+        VARIANTS_FLAG, ("--revision", {}), LENGTHS, ("--gpu", {"action": "store_true"}),
         *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS, ("--no-runtime-matrix", {
-            "dest": "runtime_matrix", "action": "store_false", "help": "skip the compat step's runtime matrix"})],
+            "dest": "runtime_matrix", "action": "store_false", "help": "skip the compat step's runtime matrix"}),
+        RUNTIMES_FLAG,
+        ("--keep-work-on-failure", {"action": "store_true", "help": "keep the work folder (beside OUT) when a step "
+                                                                      "fails, for its reports"})],
         _convert, positional=[("src", {}), ("out", {"type": Path})]),
-    "compat": Command(STEP["compat"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG], _compat),
+    "compat": Command(STEP["compat"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, RUNTIMES_FLAG], _compat),
     "package": Command(STEP["package"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--source-json", {}),
                                               ("--license", {"help": "the checkpoint's license, for the card"})],
                        _package),
@@ -226,12 +250,21 @@ COMMANDS: dict[str, Command] = {
         ("--plan", {"type": Path, "required": True}), ("--source-json", {"type": Path})], _step,
         positional=[("step", {"choices": list(STEP)})]),
     "venv": Command("create (if needed) and print a stage venv", [], _venv, positional=[("name", {})], plain=True),
-    "sherpa-decode": Command("sherpa-onnx on wav files (a child process of validate)", [
+    "runtimes-install": Command("install every runtime of the matrix (wheels, npm packages, toolchains, clients) into "
+                                "the venv cache, as a worker image does once", [RUNTIMES_FLAG], _runtimes_install),
+    "sherpa-decode": Command("sherpa-onnx on wav files (a child process of the runtime matrix)", [
         BUNDLE, ("--variant", {"default": BASE.name}), ("--threads", {"type": int, "default": 2}),
         ("--method", {"default": "greedy_search", "choices": ["greedy_search", "modified_beam_search"]}),
         ("--hotwords", {"help": "a hotwords file (one phrase per line, optional ' :score'): modified beam search "
                                 "biased through the bundle's bpe.vocab"}),
         ("--hotwords-score", {"type": float, "default": 1.5})], _sherpa_decode,
+        positional=[("wavs", {"nargs": "+"})]),
+    "sherpa-check": Command("sherpa-onnx greedy, beam search and beam search with hotwords on wav files, one process "
+                            "(a child process of validate)", [
+        BUNDLE, ("--variant", {"default": BASE.name}), ("--threads", {"type": int, "default": 2}),
+        ("--decoy", {"default": "[]", "help": "JSON list of hotword phrases nobody said"}),
+        ("--parts", {"default": "greedy,beam", "help": "greedy, beam (beam search, and with --decoy hotwords)"})],
+        _sherpa_check,
         positional=[("wavs", {"nargs": "+"})]),
     "hotwords-check": Command("a hotwords file against the bundle: each phrase split as sherpa-onnx splits it "
                               "(bpe.vocab) and as the checkpoint's tokenizer does; differences flagged", [
@@ -245,11 +278,13 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = "2,5",
+def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = DEFAULT_LENGTHS,
             gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None,
             eval_set: str | None = None, eval_max_clips: int | None = None,
-            runtime_matrix: bool = True) -> dict[str, Any]:
-    """The command-line conversion: every pipeline step in the DAG's venv for it, no publish."""
+            runtime_matrix: bool = True, keep_work_on_failure: bool = False,
+            runtimes: list[str] | None = None) -> dict[str, Any]:
+    """The command-line conversion: every pipeline step in the DAG's venv for it, no publish. Each step's usage goes
+    to <work>/steps.json as it ends; the work folder is removed unless a step fails and `keep_work_on_failure`."""
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
@@ -258,31 +293,37 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     if eval_set and not eval_set.startswith("s3://"):
         eval_set = str(Path(eval_set).expanduser().resolve())  # the steps run elsewhere
     plan = make_plan(work, src, revision, variants, gpu, _floats(lengths), gates, int8_recipe, eval_set,
-                     eval_max_clips, runtime_matrix)  # checks the choices
+                     eval_max_clips, runtime_matrix, runtimes)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    ok = False
     try:
         results, steps = _run_steps(plan, work)
         bundle = Path(plan["bundle"])
-        shutil.copy2(Path(plan["reference"]) / "export.json", bundle / "export.json")
+        for report in ("export.json", "quantize.json"):  # what the steps learned, beside the bundle
+            if (Path(plan["reference"]) / report).exists():
+                shutil.copy2(Path(plan["reference"]) / report, bundle / report)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
         os.replace(bundle, out)  # the bundle appears whole or not at all
+        ok = True
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if ok or not keep_work_on_failure:
+            shutil.rmtree(work, ignore_errors=True)
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     return {"out": str(out), "source": results["source"], "validation": results["validate"],
             "benchmark_p50_s": results["benchmark"], "steps": steps, "files": sizes,
-            "reduced_variants": results.get("quantize", {})}
+            "reduced_variants": results.get("quantize", {}), "compat": results.get("compat"),
+            "package": results.get("package")}
 
 
 def _run_steps(plan: dict[str, Any], work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Each step of pipeline.STEPS as a child process in its venv; their manifests and wall time / peak RSS."""
     from . import venvs
-    from .child import run_module_measured
+    from .child import run_module_measured, step_environment
 
     plan_json, source_json = work / "plan.json", work / "source.json"
     plan_json.write_text(json.dumps(plan))
@@ -291,14 +332,17 @@ def _run_steps(plan: dict[str, Any], work: Path) -> tuple[dict[str, Any], dict[s
     for step in STEPS:
         args = ["step", step.name, "--plan", str(plan_json)] + (["--source-json", str(source_json)]
                                                                  if "source" in results else [])
-        proc, usage = run_module_measured(args, python=venvs.ensure(step.venv) / "bin" / "python")
+        proc, usage = run_module_measured(args, python=venvs.ensure(step.venv) / "bin" / "python",
+                                          env=step_environment(dict(os.environ), step.reads_inputs))
         steps[step.name] = usage
+        (work / "steps.json").write_text(json.dumps(steps, indent=1))
         if proc.returncode in EXIT_CODES.values():
             raise SystemExit(proc.returncode)  # the child printed its one-line error (permanent, verdict, transient)
         if proc.returncode != 0:
             raise SystemExit(f"nemo2sherpa: step {step.name} failed (exit {proc.returncode}); see the log above")
-        log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB", step.name, usage["wall_s"],
-                 usage["peak_rss_bytes"] / 1e9)
+        log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB (its processes together %.2f GB); other load on the "
+                 "machine %.0f%%", step.name, usage["wall_s"], usage["peak_rss_bytes"] / 1e9,
+                 usage["peak_tree_bytes"] / 1e9, 100 * usage["other_load"])
         results[step.name] = json.loads(proc.stdout.strip().splitlines()[-1])
         if step.name == STEPS[0].name:  # the source manifest: every later step may read it
             source_json.write_text(json.dumps(results[step.name]))
@@ -334,3 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     except TransientError as e:
         print(f"nemo2sherpa: transient error (try again): {e}", file=sys.stderr)
         return EXIT_CODES[TRANSIENT]
+    except Exception as e:  # noqa: BLE001 - classified here, once: a network fault may pass, anything else repeats
+        import traceback
+
+        from .errors import describe, failure_kind
+
+        traceback.print_exc()
+        kind = failure_kind(e)
+        print(f"nemo2sherpa: {'transient error (try again)' if kind == TRANSIENT else 'error'} in {a.cmd}"
+              f"{' ' + a.step if getattr(a, 'step', None) else ''}: {describe(e)}", file=sys.stderr)
+        return EXIT_CODES[kind]
