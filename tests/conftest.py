@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -60,11 +62,35 @@ def source_manifest(tmp_path_factory) -> Path:
     return path
 
 
+# The test knob (variants.single_file_max): a graph over this many bytes keeps its weights in a .weights file beside
+# it. The tiny fixture's fp32 encoder (~6 MB) then lies on disk as every registry model over 2 GB does.
+BIG_LAYOUT = "100000"
+
+
+@contextmanager
+def big_layout() -> Iterator[None]:
+    """Child processes started meanwhile write the big models' layout (the test knob)."""
+    old = os.environ.get("NEMO2SHERPA_SINGLE_FILE_MAX")
+    os.environ["NEMO2SHERPA_SINGLE_FILE_MAX"] = BIG_LAYOUT
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["NEMO2SHERPA_SINGLE_FILE_MAX"]
+        else:
+            os.environ["NEMO2SHERPA_SINGLE_FILE_MAX"] = old
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> Path:
-    """export of the tiny fixture: <dir>/bundle (fp32 ONNX + tokens) and <dir>/reference."""
+    """export of the tiny fixture in the big models' layout: <dir>/bundle (fp32 ONNX, its encoder's weights in
+    encoder.weights, tokens) and <dir>/reference. Every stage test that starts from it (quantize, metadata,
+    validate, the runtime matrix, package, publish) reads that layout."""
     d = tmp_path_factory.mktemp("exported")
-    run_cli("nemo", "export", "--nemo", str(FIXTURE), "--bundle", str(d / "bundle"), "--reference", str(d / "reference"))
+    with big_layout():
+        run_cli("nemo", "export", "--nemo", str(FIXTURE), "--bundle", str(d / "bundle"), "--reference",
+                str(d / "reference"))
+    assert (d / "bundle" / "encoder.weights").exists()
     return d
 
 
@@ -95,6 +121,23 @@ def fake_hub(tmp_path, monkeypatch):
 def s3(tmp_path):
     with S3Server(tmp_path / "s3", log=tmp_path / "rclone.log") as server:
         yield server
+
+
+@pytest.fixture()
+def task_logs(capfd, caplog):
+    """What an in-process DAG run (dag.test) logged since the last call: this process's output and its log records.
+    Both, since Airflow's log handler writes to whichever sys.stdout was current when it was first configured in this
+    process (an earlier test's capture, not this test's), while its records still reach the root logger."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+
+    def read() -> str:
+        text = "".join(capfd.readouterr()) + caplog.text
+        caplog.clear()
+        return text
+
+    return read
 
 
 @pytest.fixture(scope="session")

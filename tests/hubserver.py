@@ -29,6 +29,7 @@ class Repo:
     corrupt: bool = False
     sha256: dict[str, str] = field(default_factory=dict)
     token: str | None = None  # private repo: requests must carry "Authorization: Bearer <token>"
+    modified: str = "2026-11-01T00:00:00.000Z"  # the commit's date, as the Hub's lastModified gives it
 
 
 class FakeHub:
@@ -57,7 +58,7 @@ class FakeHub:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def add_repo(self, repo_id: str, files: dict[str, Path], commit: str, revisions=("main",), corrupt=False,
-                 token: str | None = None) -> None:
+                 token: str | None = None, modified: str = "2026-11-01T00:00:00.000Z") -> None:
         shas = {}
         for name, path in files.items():
             h = hashlib.sha256()
@@ -65,7 +66,7 @@ class FakeHub:
                 while b := f.read(8 << 20):
                     h.update(b)
             shas[name] = h.hexdigest()
-        self.repos[repo_id] = Repo(files, commit, tuple(revisions) + (commit,), corrupt, shas, token)
+        self.repos[repo_id] = Repo(files, commit, tuple(revisions) + (commit,), corrupt, shas, token, modified)
 
     def __enter__(self) -> FakeHub:
         self._thread.start()
@@ -117,6 +118,7 @@ class FakeHub:
                      "lfs": {"sha256": repo.sha256[n], "size": p.stat().st_size, "pointerSize": 134}}
                     for n, p in repo.files.items()]
         body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": False,
+                           "lastModified": repo.modified,
                            "siblings": siblings, "tags": [], "downloads": 0, "likes": 0}).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")

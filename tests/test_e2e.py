@@ -6,15 +6,36 @@ import json
 import os
 from pathlib import Path
 
-from conftest import FIXTURE, ROOT, last_json, run_cli
+import pytest
+
+from conftest import BIG_LAYOUT, FIXTURE, ROOT, last_json, run_cli
+from s3server import S3Server
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.audio import load_clips
 from nemo2sherpa.publish import verify_download
 
 
-def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_path, monkeypatch, capfd):
+# A store secret that Airflow's masking of the raw string would miss once JSON-escaped (a quote, a backslash,
+# non-ASCII): it must reach no rendered field, XCom value or log line by any route.
+NASTY_SECRET = 'p"a\\ss-w\u00f6rd-\u00e9t\u00e9-42'
+
+
+@pytest.fixture()
+def nasty_s3(tmp_path):
+    with S3Server(tmp_path / "s3", log=tmp_path / "rclone.log", secret=NASTY_SECRET) as server:
+        yield server
+
+
+def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, tmp_path, monkeypatch, task_logs):
+    """The whole DAG on the trained fixture in the big models' file layout (the test knob: fp32's encoder weights in
+    encoder.weights, as every registry model over 2 GB ships): every step, the runtime matrix on both layouts, the
+    archives, publish, the report page; then a fresh download, and the cards' snippets run as written. The
+    checkpoint and the evaluation set come from the user's bucket through the run's connection, resolved by the
+    worker at run time: its secret is in no rendered field, XCom value or log."""
     from airflow.dag_processing.dagbag import DagBag
 
+    s3 = nasty_s3
+    monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", BIG_LAYOUT)  # the venv tasks inherit it
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(k, raising=False)  # the source task must get the store from the run's connection
@@ -31,8 +52,10 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
                             "int8_recipe": "sherpa-onnx",  # not the default: the param must reach quantize
                             "int8_wer_max": 0.07})  # nor this
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
-    logs = "".join(capfd.readouterr())  # under dag.test, every task's log goes to this process's stdout/stderr
-    assert "published:" in logs and s3.secret not in logs  # the S3 secret came from the connection, never logged
+    logs = task_logs()  # under dag.test, every task logs in this process
+    assert "published:" in logs
+    assert_secret_nowhere(s3.secret, dr, logs)
+    assert "step export: holds no credential, Airflow connection or variable" in logs  # the checkpoint's step
     assert "== nemo2sherpa: tiny-tdt @ sha256-" in logs and "validation: passed" in logs  # the run's summary table
     assert "sherpa-onnx CPU p50 int8: 1 s clip" in logs and "fp32 max abs diff vs PyTorch: encoder" in logs
 
@@ -46,7 +69,7 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     for k in objs:
         c.download_file("e2e-bucket", k, str(dl / k.rsplit("/", 1)[1]))
     names = verify_download(dl)
-    assert {"encoder.onnx", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx", "decoder.int8.onnx",
+    assert {"encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx", "decoder.int8.onnx",
             "joiner.int8.onnx", "tokens.txt", "bpe.vocab", "benchmark.json", "benchmark.png", "validation.json",
             "VALIDATION.md"} <= set(names)
     val = json.loads((dl / "validation.json").read_text())
@@ -56,7 +79,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     published = {f["name"]: f["sha256"] for f in json.loads((dl / "manifest.json").read_text())["files"]}
     assert {f["name"]: f["sha256"] for f in val["files"]}.items() <= published.items()  # what validate passed
     line = next(x for x in logs.splitlines() if "validated bytes: " in x)  # the summary says so
-    assert {f["name"] for f in val["files"]} == set(line.rsplit(": ", 1)[1].split(", ")) >= {"encoder.int8.onnx"}
+    assert {f["name"] for f in val["files"]} == set(line.rsplit(": ", 1)[1].split(", ")) >= {"encoder.int8.onnx",
+                                                                                              "encoder.weights"}
     assert val["thresholds"]["int8_wer_vs_fp32"] == 0.07  # the run's param (default 0.05) reached the gate
     assert val["int8"]["recipe"] == "sherpa-onnx" and "int8 recipe sherpa-onnx" in logs  # the form's choice made int8
     assert val["int8"]["integer_ops"]["encoder.int8.onnx"]["ConvInteger"] > 0  # the upstream recipe's graph
@@ -85,8 +109,9 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
     assert all(f["sha256"] in page for f in manifest["files"]) and "<img alt='latency" in page
     assert "Validation: PASSED" in page and "sherpa-cpu" in page  # VALIDATION.md and the benchmark table
     # It leads with the verdict and what a user decides by: per variant size, drift, p50, runtimes, archive.
-    assert page.index("badge pass") < page.index("<h2>Files</h2>") and "sherpa-onnx &gt;= 1.12.14" in page
-    assert "<td>sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2</td>" in page and "ms at 2 s" in page
+    assert page.index("badge pass") < page.index("<h2>Files</h2>") and "<td>sherpa-onnx &gt;= 1.12.14</td>" in page
+    assert "<td>sherpa-onnx &gt;= 1.12.36 (or &gt;= 1.12.21 run from the model&#x27;s folder" in page  # fp32's layout
+    assert "<td>sherpa-onnx-nemo-tiny-tdt-int8.tar.gz</td>" in page and "ms at 2 s" in page
     assert "No bundle published" in plugin.render_report(dag.dag_id, "no-such-run", None, lambda name: None)
 
     # sherpa-onnx decodes a clip from the downloaded int8 bundle, and agrees with what the DAG saw.
@@ -96,11 +121,13 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, s3, tmp_pat
 
     # The release archives went up with the bundle, listed in the manifest; the int8 one's card runs as written.
     manifest = json.loads((dl / "manifest.json").read_text())
-    archives = {f["name"] for f in manifest["files"] if f["name"].endswith(".tar.bz2")}
-    assert archives == {"sherpa-onnx-nemo-tiny-tdt.tar.bz2", "sherpa-onnx-nemo-tiny-tdt-int8.tar.bz2"}
+    archives = {f["name"] for f in manifest["files"] if ".tar" in f["name"]}
+    assert archives == {"sherpa-onnx-nemo-tiny-tdt.tar", "sherpa-onnx-nemo-tiny-tdt-int8.tar.gz"}
     compat = json.loads((dl / "compatibility.json").read_text())
     assert compat["passed"] and "Runtimes (the compat stage)" in (dl / "VALIDATION.md").read_text()
-    run_the_model_card(c, "e2e-bucket", prefix, val, tmp_path / "card")
+    assert compat["ranges"]["fp32"]["layout"] == "external weights" and compat["ranges"]["int8"]["layout"] == "single file"
+    for variant in ("int8", "fp32"):
+        run_the_model_card(c, "e2e-bucket", prefix, val, variant, tmp_path / f"card-{variant}")
 
 
 def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, family_checkpoints, monkeypatch,
@@ -137,7 +164,7 @@ def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, famil
     assert report["variants"]["fp32"]["decoding"]["exact_clips"] == 4  # the conversion itself is exact
 
 
-def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_db, s3, fake_hub, monkeypatch, capfd):
+def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_db, s3, fake_hub, monkeypatch, task_logs):
     """Source = a Hub repo id (the loopback Hub, serving the trained fixture as a private repo): the token comes
     from the Airflow Variable hf_token, reaches the Hub, and appears in no log; the bundle key is the commit sha."""
     from airflow.dag_processing.dagbag import DagBag
@@ -151,7 +178,7 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     dr = dag.test(run_conf={"source": "acme/private-tdt", "revision": "main", "bucket": "hub-bucket",
                             "prefix": "ci", "variants": ["fp32"], "benchmark_lengths": [1]})
     seen = [r["auth"] for r in fake_hub.requests]
-    logs = "".join(capfd.readouterr())
+    logs = task_logs()
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
     assert f"Bearer {token}" in seen  # the token reached the Hub ...
     assert token not in logs  # ... and no log line
@@ -159,7 +186,7 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     assert f"ci/private-tdt/{commit}-{PIPELINE_VERSION}/manifest.json" in keys
 
 
-def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fake_hub, monkeypatch, capfd):
+def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fake_hub, monkeypatch, task_logs):
     """A repo that does not exist is bad input: the source task (a virtualenv task) fails on its first try with
     the Hub's answer, classified permanent, never retried (a retry would only ask again); nothing after it runs."""
     from airflow.dag_processing.dagbag import DagBag
@@ -168,37 +195,59 @@ def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fak
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
     dr = dag.test(run_conf={"source": "acme/no-such-repo", "bucket": "never-made", "variants": ["fp32"],
                             "benchmark_lengths": [1]})
-    logs = "".join(capfd.readouterr())
+    logs = task_logs()
     tis = {ti.task_id: ti for ti in dr.get_task_instances()}
     assert dr.state == "failed", {t: ti.state for t, ti in tis.items()}
     assert tis["source"].state == "failed" and tis["source"].try_number == 1
     assert tis["export"].state == "upstream_failed" and tis["publish"].state == "upstream_failed"
-    assert "permanent failure, not retried: acme/no-such-repo: no such Hugging Face repo" in logs
+    assert "permanent failure, not retried: source: acme/no-such-repo: no such Hugging Face repo" in logs
     assert any("/api/models/acme/no-such-repo/" in r["path"] for r in fake_hub.requests)
 
 
-def run_the_model_card(client, bucket: str, prefix: str, validated: dict, tmp_path: Path) -> None:
-    """Docs that run: the published int8 archive, downloaded and unpacked; its model card's Python and CLI
+def assert_secret_nowhere(secret: str, dr, logs: str) -> None:
+    """Neither the secret nor its JSON-escaped form in the run's logs, rendered fields or XCom values."""
+    from sqlalchemy import select
+
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    with create_session() as session:
+        rendered = [json.dumps(r.rendered_fields) for r in session.scalars(
+            select(RTIF).where(RTIF.dag_id == dr.dag_id, RTIF.run_id == dr.run_id))]
+        xcoms = [json.dumps(x.value) for x in session.scalars(
+            select(XComModel).where(XComModel.dag_id == dr.dag_id, XComModel.run_id == dr.run_id))]
+    assert rendered and xcoms  # there is something to look into
+    for form in forms:
+        assert form not in logs and not any(form in r for r in rendered) and not any(form in x for x in xcoms), form
+
+
+def run_the_model_card(client, bucket: str, prefix: str, validated: dict, variant: str, tmp_path: Path) -> None:
+    """Docs that run: a published release archive, downloaded and unpacked; its model card's Python and CLI
     snippets run as written, from the archive's folder, on its test_wavs/: they print the validated transcripts."""
     import re
     import subprocess
     import tarfile
 
     from conftest import stage_python
+    from nemo2sherpa.archive import archive_file, archive_name
     from nemo2sherpa.runtimes import Runtime, install
+    from nemo2sherpa.variants import VARIANTS
 
-    name = "sherpa-onnx-nemo-tiny-tdt-int8"
+    name, file = archive_name("tiny-tdt", variant), archive_file("tiny-tdt", variant)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    client.download_file(bucket, f"{prefix}/{name}.tar.bz2", str(tmp_path / f"{name}.tar.bz2"))
-    with tarfile.open(tmp_path / f"{name}.tar.bz2") as tar:
+    client.download_file(bucket, f"{prefix}/{file}", str(tmp_path / file))
+    with tarfile.open(tmp_path / file) as tar:
+        assert all(m.isreg() and m.mode == 0o644 for m in tar.getmembers() if not m.isdir())
         tar.extractall(tmp_path / "unpacked", filter="data")
     d = tmp_path / "unpacked" / name
-    assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "README.md",
-            "test_wavs"} <= {p.name for p in d.iterdir()}
+    assert {*VARIANTS[variant].files, "tokens.txt", "README.md", "test_wavs"} <= {p.name for p in d.iterdir()}
+    assert (d / "encoder.weights").exists() == (variant == "fp32")  # the big models' layout travels whole
     card = (d / "README.md").read_text()
     wavs = sorted(d.glob("test_wavs/*.wav"), key=lambda p: int(p.stem))
     want = [re.search(rf"^- `{w.name}`: (.*)$", card, re.M).group(1) for w in wavs]
-    assert want and set(want) <= set(validated["variants"]["int8"]["sherpa"]["texts"])  # what validate saw
+    assert want and set(want) <= set(validated["variants"][variant]["sherpa"]["texts"])  # what validate saw
     python = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     out = subprocess.run([str(stage_python("onnx")), "-c", python], cwd=d, capture_output=True, text=True)
     assert out.stdout.splitlines() == want, out.stderr[-2000:]

@@ -27,7 +27,7 @@ def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path
     assert out["objects"][-1] == "s3://nemo2sherpa/bundles/tiny-tdt/latest.json"  # the model's pointer, after it
     c = s3.client()
     listed = {o["Key"].rsplit("/", 1)[1] for o in c.list_objects_v2(Bucket="nemo2sherpa", Prefix=key)["Contents"]}
-    assert {"encoder.onnx", "encoder.int8.onnx", "tokens.txt", "manifest.json"} <= listed
+    assert {"encoder.onnx", "encoder.weights", "encoder.int8.onnx", "tokens.txt", "manifest.json"} <= listed  # big layout
     # Objects are files on the server's disk: download fresh and check every sha256.
     dl = tmp_path / "dl"
     dl.mkdir()

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 
-from conftest import ROOT
+from conftest import BIG_LAYOUT, ROOT
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.publish import bundle_key
 from nemo2sherpa.registry import load_registry
@@ -23,7 +23,7 @@ def _publish_manifest(client, bucket, name, revision, files):
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode())
 
 
-def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake_hub, tmp_path, monkeypatch, capfd):
+def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake_hub, tmp_path, monkeypatch, task_logs):
     from sqlalchemy import select
 
     from airflow.dag_processing.dagbag import DagBag
@@ -47,7 +47,7 @@ def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["nemo2sherpa_refresh"]
     dr = dag.test(run_conf={"bucket": "refresh"})
     wall = time.time() - t0
-    logs = "".join(capfd.readouterr())
+    logs = task_logs()
     assert dr.state == "success", [(ti.task_id, ti.map_index, ti.state) for ti in dr.get_task_instances()]
     assert "parakeet-tdt-1.1b" in logs and "up to date" in logs
     assert "published without int8" in logs and "not published yet" in logs
@@ -62,7 +62,7 @@ def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake
 
 
 def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_check(
-        airflow_db, s3, fake_hub, tmp_path, monkeypatch, capfd):
+        airflow_db, s3, fake_hub, tmp_path, monkeypatch, task_logs):
     """The loop closes: a model published with fp32 only; the refresh asks for fp32 + int8 and triggers its
     conversion; that run adds int8 to the published bundle (the fp32 objects untouched, the manifest rewritten
     last); the next refresh finds it up to date. A registry model whose repo is gone fails its own mapped task
@@ -77,6 +77,7 @@ def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_
     reg.write_text('["tiny-tdt"]\nrepo_id = "acme/tiny-tdt"\n\n["gone-tdt"]\nrepo_id = "acme/gone-tdt"\n')
     monkeypatch.setenv("NEMO2SHERPA_REGISTRY", str(reg))
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
+    monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", BIG_LAYOUT)  # fp32 in the big models' layout
     load_registry.cache_clear()  # the DAG files read the registry when they are parsed, here in this process
     try:
         bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -87,11 +88,11 @@ def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_
         assert first.state == "success", [(ti.task_id, ti.state) for ti in first.get_task_instances()]
         key = f"{bundle_key('bundles', 'tiny-tdt', commit)}"
         fp32_before = {n: c.head_object(Bucket="repair", Key=f"{key}/{n}")["LastModified"]
-                       for n in ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt")}
-        capfd.readouterr()
+                       for n in ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "tokens.txt")}
+        task_logs()
 
         dr = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"]})
-        logs = "".join(capfd.readouterr())
+        logs = task_logs()
         states = {(ti.task_id, ti.map_index): ti for ti in dr.get_task_instances()}
         assert dr.state == "failed"  # a model went unchecked: the run says so
         gone = next(ti for (t, i), ti in states.items() if t == "upstream_revision" and ti.state == "failed")
@@ -103,18 +104,19 @@ def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_
         assert conf["source"] == "tiny-tdt" and conf["variants"] == ["fp32", "int8"] and not conf["force"]
 
         second = convert.test(run_conf={**conf, "benchmark_lengths": [1]})  # the run the refresh triggered
-        logs = "".join(capfd.readouterr())
+        logs = task_logs()
         assert second.state == "success", [(ti.task_id, ti.state) for ti in second.get_task_instances()]
         assert "published without int8: adding to it" in logs
         manifest = json.loads(c.get_object(Bucket="repair", Key=f"{key}/manifest.json")["Body"].read())
         names = {f["name"] for f in manifest["files"]}
-        assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "encoder.onnx"} <= names
+        assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "encoder.onnx", "encoder.weights"} <= names
+        assert manifest["variants"]["fp32"] == ["encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx"]
         assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"} <= set(manifest["added"])
         assert "encoder.onnx" not in manifest["added"]
         assert {n: c.head_object(Bucket="repair", Key=f"{key}/{n}")["LastModified"] for n in fp32_before} == fp32_before
 
         again = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"]})
-        logs = "".join(capfd.readouterr())
+        logs = task_logs()
         assert "tiny-tdt" in logs and "up to date" in logs and "published without" not in logs
         assert again.get_task_instance("decide").xcom_pull(task_ids="decide") == []
     finally:

@@ -63,10 +63,24 @@ def test_a_checkpoint_and_an_evaluation_set_from_the_users_bucket(bucket, eval_s
     assert last_json(source(tmp_path / "l", str(FIXTURE), str(local)))["eval_set"]["sha256"] == e["sha256"]
 
 
-@pytest.mark.parametrize("case", ["no such checkpoint", "missing clip", "wrong secret", "not a .nemo"])
+@pytest.mark.parametrize("case", ["no such checkpoint", "missing clip", "wrong secret", "not a .nemo", "local path",
+                                  "another bucket", "above the root"])
 def test_a_bad_s3_input_is_one_clear_error_and_no_partial_output(case, bucket, tmp_path, monkeypatch):
+    """Each is one line naming the problem and the fix, exit 2, nothing left. An s3:// manifest reads objects of its
+    own bucket only: not the worker's disk, not another bucket the run's credentials may reach (its clips would be
+    published in the archives' test_wavs/), nothing above the bucket's root."""
     src, eval_set = "s3://inputs/models/tiny-tdt.nemo", None
-    if case == "no such checkpoint":
+    entry = {"local path": str(load_clips()[0].path), "another bucket": "s3://private/secret.wav",
+             "above the root": "../../../x.wav"}
+    if case in entry:
+        bucket.create_bucket(Bucket="private")
+        bucket.put_object(Bucket="private", Key="secret.wav", Body=load_clips()[0].path.read_bytes())
+        bucket.put_object(Bucket="inputs", Key="sets/m/manifest.jsonl",
+                          Body=json.dumps({"audio_filepath": entry[case], "text": "x"}).encode())
+        eval_set = "s3://inputs/sets/m/manifest.jsonl"
+        want = {"local path": "names a local path", "another bucket": "names audio in another bucket (s3://private/",
+                "above the root": "leaves the bucket's root"}[case]
+    elif case == "no such checkpoint":
         src, want = "s3://inputs/models/absent.nemo", "s3://inputs/models/absent.nemo: no such object"
     elif case == "missing clip":
         bucket.put_object(Bucket="inputs", Key="sets/m/manifest.jsonl",

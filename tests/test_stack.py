@@ -23,6 +23,7 @@ from browser import Browser
 from conftest import FIXTURE, ROOT
 from nemo2sherpa.pipeline import STEP
 from nemo2sherpa.variants import VARIANTS
+from nemo2sherpa.workspace import run_segment
 from s3server import S3Server, free_port
 
 DAG = "parakeet_tdt_to_sherpa_onnx"
@@ -199,7 +200,7 @@ def test_celery_routes_benchmark_to_the_gpu_worker_through_an_object_store_works
         assert ran["gpu"] == {"benchmark"}, ran
         assert ran["default"] == set(tis) - {"benchmark"}, ran
 
-        run_key = f"{DAG}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
+        run_key = f"{DAG}/{run_segment(run_id)}"
         s3 = S3Server(Path(stack["NEMO2SHERPA_S3_ROOT"]), port=int(stack["NEMO2SHERPA_S3_PORT"]),
                       secret=stack["NEMO2SHERPA_S3_SECRET"]).client()
         stored = {o["Key"].removeprefix(f"runs/{run_key}/")

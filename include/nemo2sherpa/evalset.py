@@ -29,6 +29,7 @@ from .errors import InputError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 MAX_CLIPS = 32  # default cap: more clips mean a slower validate (NeMo, ONNX and sherpa-onnx decode each)
+MAX_EVAL_CLIPS = 256  # the most a run may ask for: each clip is decoded ~10 times at 1.1B
 SEED = 0  # the sample of a set over the cap is the same on every run
 BUILTIN = "built-in"
 # The built-in set's long clips: (name, at least this many seconds, first built-in clip): the built-in clips in turn
@@ -67,6 +68,19 @@ def read_manifest(path: Path) -> list[Item]:
     return items
 
 
+def _key_beside(url: str, bucket: str, folder: str, path: Path, raw: Path) -> str:
+    """The s3:// URL of a manifest entry that is not a URL: a key relative to the manifest's folder, in its bucket.
+    InputError for a local path (an s3:// manifest must not read the worker's disk) or a key that leaves the
+    bucket's root."""
+    if raw not in path.parents:
+        raise InputError(f"eval_set {url} names a local path ({path}): an s3:// manifest may name objects of its own "
+                         f"bucket only (relative to the manifest, or s3://{bucket}/...); fix that line")
+    rel = posixpath.normpath(posixpath.join(folder, path.relative_to(raw).as_posix()))
+    if rel.startswith("../") or rel == "..":
+        raise InputError(f"eval_set {url} names {path.relative_to(raw)}, which leaves the bucket's root; fix that line")
+    return f"s3://{bucket}/{rel}"
+
+
 def _read_texts(table: Path) -> dict[str, str]:
     texts: dict[str, str] = {}
     for n, line in enumerate(table.read_text(encoding="utf-8").splitlines(), 1):
@@ -95,9 +109,13 @@ def read_s3(url: str, raw: Path) -> list[Item]:
     if key.endswith((".jsonl", ".json")):
         listed = read_manifest(fetch(s3, url, raw / "manifest.jsonl"))
         folder = posixpath.dirname(key)
-        items = [it if it.remote or raw not in it.path.parents else
-                 Item(Path(it.path.name), it.text, f"s3://{bucket}/" + posixpath.normpath(
-                     posixpath.join(folder, it.path.relative_to(raw).as_posix()))) for it in listed]
+        items = [it if it.remote else Item(Path(it.path.name), it.text, _key_beside(url, bucket, folder, it.path, raw))
+                 for it in listed]
+        foreign = [it.remote for it in items if split_url(it.remote)[0] != bucket]
+        if foreign:  # read with the run's credentials, and published in the archives' test_wavs/: its own bucket only
+            raise InputError(f"eval_set {url} names audio in another bucket ({foreign[0]}): an s3:// manifest may name "
+                             f"objects of its own bucket only; copy the clips to s3://{bucket}/ and name them there "
+                             f"(or relative to the manifest)")
         present = {f"s3://{bucket}/{k}" for d in {posixpath.dirname(split_url(it.remote)[1]) for it in items
                                                   if it.remote.startswith(f"s3://{bucket}/")}
                    for k in list_keys(s3, f"s3://{bucket}/{d}")}

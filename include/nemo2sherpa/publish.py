@@ -28,24 +28,36 @@ from .errors import PermanentError, TransientError
 from .progress import Progress
 from .s3input import classified
 from .source import sha256_file
-from .variants import SHARED, VARIANT_FILES, VARIANTS
+from .variants import ARCHIVE_FORMATS, SHARED, VARIANT_FILES, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.publish")
 
 # This run's reports: rewritten when a variant is added to a published bundle.
 REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "compatibility.json", "VALIDATION.md", "README.md")
-ARCHIVES = "sherpa-onnx-nemo-*.tar.bz2"  # the package step's release archives (archive.archive_name)
+# The package step's release archives (archive.archive_file: <name>.<the variant's format>).
+ARCHIVES = tuple(f"sherpa-onnx-nemo-*.{fmt}" for fmt in ARCHIVE_FORMATS)
 # Upload order: every variant's files (variants.VARIANTS), tokens.txt and bpe.vocab, then the reports; a file not in the bundle
 # is left out.
 PUBLISHED = (*(n for v in VARIANTS.values() for n in v.published), *SHARED, *REPORTS)
 MANIFEST = "manifest.json"
+# A key prefix: segments of letters, digits, '.', '_' and '-', none of them '.' or '..', none empty (no '//').
+PREFIX_PATTERN = r"^(?!.*(^|/)\.{1,2}(/|$))(?!.*//)[A-Za-z0-9._/-]*$"
 LATEST = "latest.json"
 
 
 def bundle_key(prefix: str, model: str, revision: str) -> str:
-    """<prefix>/<model>/<revision>-<pipeline version>: a converter fix publishes anew."""
+    """<prefix>/<model>/<revision>-<pipeline version>: a converter fix publishes anew. InputError for a prefix or a
+    name that would make a key of '.' or '..' segments, or empty ones (PREFIX_PATTERN)."""
+    import re
+
+    from .errors import InputError
+
     parts = [p.strip("/") for p in (prefix, model, f"{revision}-{PIPELINE_VERSION}") if p and p.strip("/")]
-    return "/".join(parts)
+    key = "/".join(parts)
+    if not re.match(PREFIX_PATTERN, key) or "/" in model.strip("/"):
+        raise InputError(f"bundle key {key!r} (prefix {prefix!r}, model {model!r}) has an empty, '.' or '..' segment "
+                         f"or other characters than letters, digits, '.', '_', '-': fix the prefix")
+    return key
 
 
 def _ensure_bucket(client, bucket: str, create: bool) -> None:
@@ -77,19 +89,24 @@ def transfer_config():
 
 def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
                    summary: dict[str, Any] | None = None, create_bucket: bool = True,
-                   existing: dict[str, Any] | None = None) -> dict[str, Any]:
+                   existing: dict[str, Any] | None = None, run_id: str = "") -> dict[str, Any]:
     """Upload the bundle under s3://bucket/key/, manifest last, then the model's latest pointer.
 
+    A manifest already there is removed before any file is written (a re-publish, a variant added): while files
+    are replaced the key holds no manifest, so none vouches for bytes being overwritten; it is written again last.
     `existing`: the manifest already published there, which lacks a variant this run made. Its files stay as
     they are (this run's copies of them must be the same bytes, else nothing is uploaded) and stay listed; the
-    new variant's files and this run's reports are added; the manifest is rewritten last."""
+    new variant's files and this run's reports are added. `run_id`: recorded in the manifest (a retry of the same
+    run knows it published it)."""
     bundle = Path(bundle)
     _ensure_bucket(client, bucket, create_bucket)
     cfg = transfer_config()
-    files = [bundle / n for n in PUBLISHED if (bundle / n).exists()] + sorted(bundle.glob(ARCHIVES))
+    files = [bundle / n for n in PUBLISHED if (bundle / n).exists()] + sorted(
+        p for pattern in ARCHIVES for p in bundle.glob(pattern))
     digests = validated_digests(bundle)
     carried = _check_additions(existing, digests, bundle, f"s3://{bucket}/{key}/") if existing else []
     t_all = time.monotonic()
+    withdrawn = _withdraw_manifest(client, bucket, key)
     aborted = abort_incomplete(client, bucket, key)  # left by an earlier publish that was killed mid-upload
     try:
         entries, skipped, validated = _upload_all(client, bucket, key, files, cfg, digests)
@@ -111,26 +128,93 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
         if c is not e:
             raise c from e
         raise
-    manifest = {
-        "format": "nemo2sherpa-bundle/1",
-        "nemo2sherpa": __version__,
-        "pipeline_version": PIPELINE_VERSION,
-        "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "url", "revision", "sha256", "size")},
-        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": entries + carried,
-        "summary": summary or {},
-    }
-    if existing:  # what this publish added to the bundle that was there
-        manifest["added"] = sorted({e["name"] for e in entries} - {e["name"] for e in existing.get("files", [])})
+    manifest = _manifest(source, entries, carried, existing, summary, run_id)
     body = json.dumps(manifest, indent=2).encode()
     (bundle / MANIFEST).write_bytes(body)
-    client.put_object(Bucket=bucket, Key=f"{key}/{MANIFEST}", Body=body, ContentType="application/json")
+    try:
+        client.put_object(Bucket=bucket, Key=f"{key}/{MANIFEST}", Body=body, ContentType="application/json")
+    except Exception as e:  # noqa: BLE001 - classified: a 5xx retries, a refusal does not
+        c = classified(e, f"writing s3://{bucket}/{key}/{MANIFEST} (the files are uploaded; a retry writes it)")
+        if c is e:
+            raise
+        raise c from e
     latest = write_latest(client, bucket, key, manifest)
     uris = [f"s3://{bucket}/{key}/{e['name']}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}", latest]
     log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
              time.monotonic() - t_all)
     return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
-            "skipped": skipped, "aborted": aborted, "validated": validated}
+            "skipped": skipped, "aborted": aborted, "validated": validated, "withdrawn": withdrawn}
+
+
+def _manifest(source: dict[str, Any], entries: list[dict[str, Any]], carried: list[dict[str, Any]],
+              existing: dict[str, Any] | None, summary: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
+    """manifest.json: what is published (every file, with sha256), from what, by which run, each variant's files."""
+    manifest = {
+        "format": "nemo2sherpa-bundle/1",
+        "nemo2sherpa": __version__,
+        "pipeline_version": PIPELINE_VERSION,
+        "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "url", "revision",
+                                                            "revision_date", "sha256", "size")},
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_id": run_id,
+        "files": entries + carried,
+        "variants": _variant_files(entries + carried, existing),
+        "summary": summary or {},
+    }
+    if existing:  # what this publish added to the bundle that was there
+        manifest["added"] = sorted({e["name"] for e in entries} - {e["name"] for e in existing.get("files", [])})
+    return manifest
+
+
+def _withdraw_manifest(client, bucket: str, key: str) -> bool:
+    """Remove the manifest under key, if there is one, before its files are replaced; whether there was one."""
+    if read_manifest(client, bucket, key) is None:
+        return False
+    client.delete_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
+    log.info("s3://%s/%s/%s withdrawn while its files are replaced; written again last", bucket, key, MANIFEST)
+    return True
+
+
+def read_manifest(client, bucket: str, key: str) -> dict[str, Any] | None:
+    """The manifest published under key, or None."""
+    found = _read_json(client, bucket, f"{key}/{MANIFEST}")
+    return found[0] if found else None
+
+
+def _read_json(client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+    """A JSON object and its ETag, or None where there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+            return None  # nothing there yet (the bucket is made, or refused, by publish_bundle)
+        raise classified(e) from e
+    return json.loads(obj["Body"].read()), obj.get("ETag", "")
+
+
+def publish_run(client, bundle: Path, bucket: str, key: str, source: dict[str, Any], variants: list[str],
+                run_id: str, summary: dict[str, Any] | None = None, create_bucket: bool = True,
+                force: bool = False) -> dict[str, Any]:
+    """The publish task: converges on the complete state (every file, the manifest, latest.json) whichever write
+    failed before. A bundle already published with every variant asked for is up to date (unless `force`): its
+    latest.json is written if it is missing or behind (write_latest); `announce` says whether the caller should emit
+    the bundle's asset event (this run published it: a retry after a later write failed, or a fresh publish). One
+    that lacks a variant gets it added, its other files untouched."""
+    existing = None if force else read_manifest(client, bucket, key)
+    if existing is not None:
+        missing = published_state(existing, variants)
+        if missing is None:
+            latest = write_latest(client, bucket, key, existing)
+            log.info("s3://%s/%s/ already published with %s: up to date; set force to redo", bucket, key,
+                     ", ".join(variants))
+            return {"uri": f"s3://{bucket}/{key}/", "skipped": True, "objects": [latest],
+                    "announce": bool(run_id) and existing.get("run_id") == run_id}
+        log.info("s3://%s/%s/ is %s: adding to it (its other files stay as they are)", bucket, key, missing)
+    out = publish_bundle(client, bundle, bucket, key, source, summary, create_bucket, existing, run_id)
+    return {**out, "skipped": False, "announce": True,
+            "added_to": published_state(existing, variants) if existing is not None else None}
 
 
 def _check_additions(existing: dict[str, Any], digests: dict[str, tuple[int, str]], bundle: Path,
@@ -250,6 +334,15 @@ class _Progress(Progress):
         self.update(done)
 
 
+def _variant_files(entries: list[dict[str, Any]], existing: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Each variant's published model files (its graphs and, in the big layout, their weights), for the manifest:
+    what an app fetches for one variant."""
+    names = {e["name"] for e in entries}
+    out = {v: [n for n in x.published if n in names] for v, x in VARIANTS.items()
+           if set(VARIANT_FILES[v]) <= names}
+    return {**(existing or {}).get("variants", {}), **out}
+
+
 def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:
     """None if a published manifest already holds every requested variant, else why a conversion is due."""
     if manifest is None:
@@ -265,14 +358,56 @@ def latest_key(key: str) -> str:
 
 
 def write_latest(client, bucket: str, key: str, manifest: dict[str, Any]) -> str:
-    """The model's `latest` pointer, written only after the bundle's manifest: names the last published bundle."""
-    body = json.dumps({"format": "nemo2sherpa-latest/1", "model": manifest["source"].get("name"),
-                       "revision": manifest["source"].get("revision"), "pipeline_version": manifest["pipeline_version"],
-                       "bundle": f"s3://{bucket}/{key}/", "manifest": f"s3://{bucket}/{key}/{MANIFEST}",
-                       "published_at": manifest["published_at"]}, indent=2).encode()
-    client.put_object(Bucket=bucket, Key=latest_key(key), Body=body, ContentType="application/json")
-    log.info("latest pointer s3://%s/%s -> %s", bucket, latest_key(key), key)
-    return f"s3://{bucket}/{latest_key(key)}"
+    """The model's `latest` pointer, written only after the bundle's manifest: names the newest published bundle.
+    It only moves forward: where it names another bundle of a newer revision (the source's revision_date), it stays
+    (publishing an older revision does not move it back). The write is conditional on what was read (If-Match the
+    ETag, If-None-Match where there was none); a store that moved it meanwhile makes this read again and decide
+    again, once; a store without conditional writes gets a plain one."""
+    uri = f"s3://{bucket}/{latest_key(key)}"
+    mine = {"format": "nemo2sherpa-latest/1", "model": manifest["source"].get("name"),
+            "revision": manifest["source"].get("revision"), "revision_date": manifest["source"].get("revision_date"),
+            "pipeline_version": manifest["pipeline_version"], "bundle": f"s3://{bucket}/{key}/",
+            "manifest": f"s3://{bucket}/{key}/{MANIFEST}", "published_at": manifest["published_at"]}
+    for attempt in range(2):
+        found = _read_json(client, bucket, latest_key(key))
+        current, etag = found if found else (None, "")
+        if current and current.get("bundle") == mine["bundle"] and current.get("published_at") == mine["published_at"]:
+            return uri  # already names this bundle
+        if current and current.get("bundle") != mine["bundle"] and _newer(current, mine):
+            log.info("latest pointer %s stays at %s (revision of %s, newer than this one's %s)", uri,
+                     current.get("bundle"), current.get("revision_date"), mine["revision_date"])
+            return uri
+        if _put_if(client, bucket, latest_key(key), json.dumps(mine, indent=2).encode(), etag):
+            log.info("latest pointer %s -> %s", uri, key)
+            return uri
+        log.info("latest pointer %s changed while it was written: read again", uri)
+    raise PublishError(f"{uri} kept changing while it was written (another publish of this model at the same time?); "
+                       f"retried")
+
+
+def _newer(current: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Whether the bundle latest.json names is of a newer revision than this one (unknown dates: not newer)."""
+    a, b = current.get("revision_date"), mine.get("revision_date")
+    return bool(a and b and a > b)
+
+
+def _put_if(client, bucket: str, key: str, body: bytes, etag: str) -> bool:
+    """Put `body` only if the object is still what was read (ETag; none: still absent). False when the store says it
+    changed; a store that does not take conditional writes gets a plain one."""
+    from botocore.exceptions import ClientError
+
+    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **cond)
+        return True
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            return False
+        if code not in ("NotImplemented", "501", "InvalidArgument", "400"):
+            raise classified(e) from e
+    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    return True
 
 
 def _stored(client, bucket: str, key: str) -> tuple[int, str | None] | None:

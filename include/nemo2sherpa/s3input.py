@@ -2,14 +2,13 @@
 
 Credentials come the way boto3 reads them: the AWS_* environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_ENDPOINT_URL for a store that is not AWS, AWS_DEFAULT_REGION) or ~/.aws. From `convert` that is the user's
-shell; in the DAG the source task's venv gets them from the run's Airflow connection (`use_connection`), so one
-code path reads both. Failures are classified once: a missing object or bucket and refused keys are input
+shell; in the DAG the source task's process gets them in its environment from the run's Airflow connection, resolved
+by the worker at run time (the DAG's _credentials), so one code path reads both. Failures are classified once: a missing object or bucket and refused keys are input
 errors naming the fix; throttling, 5xx and an endpoint that does not answer are transient (retried).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,13 +19,6 @@ from .errors import InputError, PermanentError, TransientError
 from .progress import Progress
 
 log = logging.getLogger("nemo2sherpa.s3input")
-
-# An Airflow aws connection's fields and extras -> the environment boto3 reads.
-CONNECTION_ENV = {"login": "AWS_ACCESS_KEY_ID", "password": "AWS_SECRET_ACCESS_KEY",
-                  "aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-                  "aws_session_token": "AWS_SESSION_TOKEN", "endpoint_url": "AWS_ENDPOINT_URL",
-                  "region_name": "AWS_DEFAULT_REGION"}
-
 
 def is_s3(value: str | None) -> bool:
     """Whether a source or evaluation-set value is an s3:// URL."""
@@ -40,18 +32,6 @@ def split_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise InputError(f"{url}: not an s3:// URL with a bucket; write s3://<bucket>/<key>")
     return bucket, key
-
-
-def use_connection(conn_json: str) -> None:
-    """Point boto3 at an Airflow connection (its JSON, as `Connection.as_json()` writes it) through the environment
-    of this process: login/password (or the aws_* extras), endpoint_url and region_name from its extra."""
-    if not conn_json:
-        return
-    conn = json.loads(conn_json)
-    fields = {**{k: v for k, v in conn.items() if k != "extra"}, **(conn.get("extra") or {})}
-    for field, env in CONNECTION_ENV.items():
-        if fields.get(field):
-            os.environ[env] = str(fields[field])
 
 
 def client():
@@ -82,8 +62,12 @@ def classified(e: BaseException, what: str = "") -> BaseException:
         return e
     err, status = e.response.get("Error", {}), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     code = err.get("Code", "")
-    if status >= 500 or status == 429 or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"):
+    if status >= 500 or status == 429 or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                                                  "InternalError", "ServiceUnavailable", "InternalFailure"):
         return TransientError(f"{where}the S3 store answered {code or status} ({err.get('Message', '')}); retried")
+    if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
+        return PermanentError(f"{where}the S3 store refused the connection's temporary credentials ({code}): put "
+                              f"fresh ones in the connection (or AWS_SESSION_TOKEN for convert), then re-run")
     if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
         return InputError(f"{where}no such object or bucket ({code}); check the s3:// URL")
     if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):

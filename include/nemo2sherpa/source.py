@@ -59,8 +59,13 @@ def classify(source: str) -> tuple[str, str]:
                      f"(owner/name) nor a path to a .nemo file")
 
 
+def utc(timestamp: float) -> str:
+    """A time as the manifests write it (UTC, seconds): what orders a model's revisions (publish.write_latest)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
 def resolve_source(source: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
-    """The checkpoint on local disk and its manifest (kind, name, revision, sha256, size, path)."""
+    """The checkpoint on local disk and its manifest (kind, name, revision, its date, sha256, size, path)."""
     kind, value = classify(source)
     if kind == "registry":
         entry = load_registry()[value]
@@ -73,7 +78,7 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> dic
         log.info("local checkpoint %s: %s bytes, sha256 %s (%.1f s)", p, f"{p.stat().st_size:,}", digest,
                  time.monotonic() - t0)
         return {"kind": "local", "name": p.stem, "path": str(p), "revision": f"sha256-{digest[:16]}",
-                "sha256": digest, "size": p.stat().st_size}
+                "sha256": digest, "size": p.stat().st_size, "revision_date": utc(p.stat().st_mtime)}
     if kind == "s3":
         return download_s3(value, download_dir)
     return download_hub(value, revision, download_dir)
@@ -88,8 +93,10 @@ def download_s3(url: str, download_dir: Path) -> dict[str, Any]:
     digest = sha256_file(path)
     log.info("checkpoint %s: %s bytes, sha256 %s (%.1f s)", url, f"{path.stat().st_size:,}", digest,
              time.monotonic() - t0)
+    bucket, key = split_url(url)
+    modified = s3_client().head_object(Bucket=bucket, Key=key)["LastModified"].timestamp()
     return {"kind": "s3", "name": path.stem, "url": url, "path": str(path), "revision": f"sha256-{digest[:16]}",
-            "sha256": digest, "size": path.stat().st_size}
+            "sha256": digest, "size": path.stat().st_size, "revision_date": utc(modified)}
 
 
 class _DownloadProgress(Progress):
@@ -190,5 +197,7 @@ def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict
                              f"(removed); retried")
     log.info("downloaded %s/%s@%s: %s bytes in %.1f s (%.1f MB/s)", repo_id, f.rfilename, info.sha, f"{size:,}", dt,
              size / 1e6 / max(dt, 1e-6))
+    when = getattr(info, "last_modified", None)
     return {"kind": "hub", "name": repo_id.split("/")[-1], "repo_id": repo_id, "path": str(path),
-            "revision": info.sha, "sha256": digest, "size": size}
+            "revision": info.sha, "sha256": digest, "size": size,
+            **({"revision_date": utc(when.timestamp())} if when else {})}

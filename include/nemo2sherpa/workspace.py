@@ -37,6 +37,17 @@ def split(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def run_segment(run_id: str) -> str:
+    """A run id as one safe folder or key segment: letters, digits, '_' and '-' only (no '.', so never '..' nor a
+    hidden name; no '/'), with a hash of the id itself so that run ids that differ only in other characters stay
+    apart. The workspace of a run named '..' is not the parent folder."""
+    import hashlib
+    import re
+
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", run_id).strip("_")[:80] or "run"
+    return f"{readable}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
+
+
 def default_cache() -> Path:
     """Where a worker mirrors an object-store workspace (NEMO2SHERPA_WORKSPACE_CACHE)."""
     return Path(os.environ.get("NEMO2SHERPA_WORKSPACE_CACHE", Path.home() / ".cache" / "nemo2sherpa-workspace"))
