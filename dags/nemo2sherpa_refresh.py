@@ -22,6 +22,7 @@ if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
 from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
+from nemo2sherpa.workspace import S3_CONNECTIONS  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
 
@@ -63,6 +64,16 @@ def _fail_on_outcome(context, result=None):
         raise AirflowFailException(failure)
 
 
+def _allowed_connection(conn_id: str) -> str:
+    """conn_id if the deployment allows it (the form refuses others; a conf given another way is checked here)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if conn_id not in S3_CONNECTIONS:
+        raise AirflowFailException(f"aws_conn_id {conn_id!r} is not one this deployment allows: one of "
+                                   f"{', '.join(S3_CONNECTIONS)} (NEMO2SHERPA_S3_CONNECTIONS declares them)")
+    return conn_id
+
+
 @dag(
     dag_id="nemo2sherpa_refresh",
     schedule=SCHEDULE,
@@ -72,8 +83,9 @@ def _fail_on_outcome(context, result=None):
     tags=["nemo2sherpa"],
     default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
     params={
-        "aws_conn_id": Param("aws_default", type="string", minLength=1, title="S3 connection id",
-                             description="Where the bundles are published (as in the conversion DAG)."),
+        "aws_conn_id": Param(S3_CONNECTIONS[0], type="string", enum=list(S3_CONNECTIONS), title="S3 connection id",
+                             description="Where the bundles are published (as in the conversion DAG; the ids a run "
+                                         "may use: NEMO2SHERPA_S3_CONNECTIONS)."),
         "bucket": Param("nemo2sherpa", type="string", title="Bucket", description="Bucket of the published bundles."),
         "prefix": Param("bundles", type="string", title="Key prefix", description="Prefix of the published bundles."),
         "variants": Param(DEFAULT_VARIANTS, type="array", items={"type": "string", "enum": list(VARIANTS)},
@@ -103,7 +115,7 @@ def nemo2sherpa_refresh():
         from nemo2sherpa.publish import MANIFEST, bundle_key, published_state
 
         p = get_current_context()["params"]
-        hook = S3Hook(aws_conn_id=p["aws_conn_id"])
+        hook = S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"]))
         checked = [c for c in checked if c]  # a failed model's task pushed nothing
         due = []
         for c in checked:

@@ -41,10 +41,7 @@ VENV_CACHE = str(venvs.default_cache())
 # The steps' own queues (STEPS: benchmark's "gpu") mapped to this deployment's queue names.
 QUEUES = {"gpu": os.environ.get("NEMO2SHERPA_BENCHMARK_QUEUE", "gpu")}
 REGISTRY = sorted(load_registry())
-# The Airflow connections a run may name (its S3 store): declared by the deployment, so that a person who may trigger
-# the DAG cannot have a task read any other connection.
-S3_CONNECTIONS = tuple(x.strip() for x in os.environ.get("NEMO2SHERPA_S3_CONNECTIONS", "aws_default").split(",")
-                       if x.strip()) or ("aws_default",)
+S3_CONNECTIONS = workspace.S3_CONNECTIONS  # NEMO2SHERPA_S3_CONNECTIONS
 # Every published bundle becomes an asset event on its S3 URI, through this alias: a downstream DAG can
 # schedule on AssetAlias("nemo2sherpa-bundles") (any bundle) or on one bundle's URI.
 BUNDLES = AssetAlias("nemo2sherpa-bundles")

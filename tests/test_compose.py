@@ -39,7 +39,8 @@ def test_gpu_queue_matches_the_benchmark_task(compose):
 
 def test_connection_bucket_and_workspace_match_the_dag(compose):
     dag_src = (ROOT / "dags" / "parakeet_tdt_to_sherpa_onnx.py").read_text()
-    conn_id = re.search(r'NEMO2SHERPA_S3_CONNECTIONS", "([^",]+)', dag_src).group(1)  # the first allowed: the default
+    declared = (ROOT / "include" / "nemo2sherpa" / "workspace.py").read_text()  # the DAGs' allowed connections
+    conn_id = re.search(r'NEMO2SHERPA_S3_CONNECTIONS", "([^",]+)', declared).group(1)  # the first allowed: the default
     bucket = re.search(r'"bucket": Param\("([^"]+)"', dag_src).group(1)
     env = compose["services"]["airflow-worker"]["environment"]
     conn = json.loads(env[f"AIRFLOW_CONN_{conn_id.upper()}"].replace("${MINIO_ROOT_USER:-nemo2sherpa}", "u")

@@ -148,11 +148,17 @@ def test_the_form_bounds_what_a_run_may_ask_for():
 
     from conftest import ROOT
 
-    params = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"].params
+    dags = DagBag(dag_folder=str(ROOT / "dags")).dags
+    params = dags["parakeet_tdt_to_sherpa_onnx"].params
     for name, bad in (("eval_max_clips", 100000), ("benchmark_lengths", [3600]), ("benchmark_lengths", [1] * 9),
                       ("prefix", "a/../b"), ("aws_conn_id", "some_other_connection")):
         with pytest.raises(Exception):
             params[name].resolve(bad)
+    # The refresh DAG reads and passes on a connection too: the same declared list bounds it.
+    refresh = dags["nemo2sherpa_refresh"].params
+    assert refresh.get_param("aws_conn_id").schema["enum"] == params.get_param("aws_conn_id").schema["enum"]
+    with pytest.raises(Exception):
+        refresh["aws_conn_id"].resolve("some_other_connection")
 
 
 class _Store:

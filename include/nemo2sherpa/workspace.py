@@ -21,6 +21,10 @@ from typing import Any, Callable, Iterator
 log = logging.getLogger("nemo2sherpa.workspace")
 
 STATE = ".n2s-sync.json"  # per mirror: name -> [size, mtime_ns, etag] as of the last transfer
+# The Airflow connections a run may name (its S3 store), for every DAG: declared by the deployment, so that a person
+# who may trigger a DAG cannot have a task read any other connection.
+S3_CONNECTIONS = tuple(x.strip() for x in os.environ.get("NEMO2SHERPA_S3_CONNECTIONS", "aws_default").split(",")
+                       if x.strip()) or ("aws_default",)
 
 
 def is_remote(workspace: str) -> bool:
