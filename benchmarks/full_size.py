@@ -101,7 +101,7 @@ def publish(bundle: Path, source: dict, work: Path) -> tuple[dict, dict, str | N
                 "publish_bundle; import boto3; c = boto3.client('s3', endpoint_url=sys.argv[2], aws_access_key_id="
                 "sys.argv[3], aws_secret_access_key=sys.argv[4], region_name='us-east-1'); src = json.loads(sys.argv[6]); "
                 "out = publish_bundle(c, sys.argv[5], 'nemo2sherpa', bundle_key('bundles', src['name'], "
-                "src['revision']), src); print(json.dumps({'objects': len(out['objects']), 'uri': out['uri']}))")
+                "src['revision']), src); print(json.dumps({'objects': len(out.objects), 'uri': out.uri}))")
         proc, usage = run_measured([sys.executable, "-c", code, str(ROOT / "include"), s3.endpoint, s3.key,
                                     s3.secret, str(bundle), json.dumps(source)])
     lines = proc.stdout.strip().splitlines()

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "include"))
 from nemo2sherpa.audio import load_clips  # noqa: E402
 from nemo2sherpa.child import run_module  # noqa: E402
 from nemo2sherpa.errors import PermanentError, TransientError  # noqa: E402
-from nemo2sherpa.runtimes import Runtime, decode, install, node_native_package, version_key  # noqa: E402
-from nemo2sherpa.variants import TOKENS, VARIANT_FILES, layout  # noqa: E402
+from nemo2sherpa.runtimes import Graphs, Runtime, decode, install, node_native_package, version_key  # noqa: E402
+from nemo2sherpa.variants import layout  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "runtime-boundary"
 VARIANTS = ("fp32", "int8")  # with the knob: fp32 in the external-weights layout, int8 a single file
@@ -61,9 +61,7 @@ def measure(rt: Runtime, bundle: Path, wavs: list[Path], cache: Path, ref: dict,
                 "status": "not installable", "error": str(e)[:300], "variants": {}}
     row = {"runtime": rt.name, "kind": rt.kind, "version": rt.version, "from_folder": rt.from_folder, "variants": {}}
     for v in variants:
-        enc, dec, join = (str(bundle / n) for n in VARIANT_FILES[v])
-        files = {"encoder": enc, "decoder": dec, "joiner": join, "tokens": str(bundle / TOKENS), "variant": v}
-        got = decode(rt, how, files, wavs, 80)
+        got = decode(rt, how, Graphs.of(bundle, v), wavs, 80)
         lay = layout(bundle, v).name
         if not got["ok"]:
             row["variants"][v] = {"layout": lay, "status": "fails", "error": got["error"][-300:]}

@@ -45,7 +45,7 @@ def _upstream(include_dir: str, model: str) -> dict:
 
     setup_logging()
     try:
-        return upstream_revision(model)
+        return upstream_revision(model).to_json()
     except Exception as e:  # noqa: BLE001 - classified: only transient faults are raised (and retried)
         if failure_kind(e) == TRANSIENT:
             raise
@@ -107,21 +107,19 @@ def nemo2sherpa_refresh():
     @task(trigger_rule="all_done")  # also when some models could not be checked: the others are still decided
     def decide(checked: list[dict]) -> list[dict]:
         """Compare each model's upstream commit with what is published; the conf of each conversion due."""
-        import json
-
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from nemo2sherpa.publish import MANIFEST, bundle_key, published_state
+        from nemo2sherpa.publish import S3Target
+        from nemo2sherpa.targets import published_state
 
         p = get_current_context()["params"]
-        hook = S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"]))
+        target = S3Target(S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"])).get_conn(), p["bucket"],
+                          p["prefix"])
         checked = [c for c in checked if c]  # a failed model's task pushed nothing
         due = []
         for c in checked:
-            key = f"{bundle_key(p['prefix'], c['name'], c['revision'])}/{MANIFEST}"
-            manifest = (json.loads(hook.read_key(key, bucket_name=p["bucket"]))
-                        if hook.check_for_key(key, bucket_name=p["bucket"]) else None)
+            manifest = target.manifest(c["name"], c["revision"])
             reason = "forced" if p["force"] else published_state(manifest, p["variants"])
             if reason is None:
                 print(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published")

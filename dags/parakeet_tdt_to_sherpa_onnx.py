@@ -135,12 +135,13 @@ def _step(plan: dict, step: str, src: dict | None = None):
     from nemo2sherpa.cli import setup_logging
     from nemo2sherpa.errors import TRANSIENT, describe, failed_outcome, failure_kind
     from nemo2sherpa.pipeline import run_step
+    from nemo2sherpa.records import Plan, Source
     from nemo2sherpa.workspace import on_this_worker
 
     setup_logging()
     try:
         with on_this_worker(plan, src) as (local_plan, local_src, back):
-            return back(run_step(step, local_plan, local_src))
+            return back(run_step(step, Plan.from_json(local_plan), Source.from_json(local_src) if local_src else None))
     except Exception as e:  # noqa: BLE001 - classified: only transient faults are raised (and retried)
         if failure_kind(e) == TRANSIENT:
             raise
@@ -238,38 +239,30 @@ def steps_table() -> str:
 
 
 def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-    """publish's work (publish.publish_run: up to date, a variant added, or the whole bundle; converging whichever
-    write failed on an earlier try), then the asset event when this run published the bundle."""
+    """publish's wiring: the run's S3 target (its connection, bucket, prefix), the library's publish
+    (targets.publish_to: up to date, a variant added, or the whole bundle, then the run's summary), the bundle's
+    asset event when this run published it; the XCom the report plugin reads."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from nemo2sherpa.publish import MANIFEST, bundle_key, publish_run, run_summary
+    from nemo2sherpa.publish import S3Target
+    from nemo2sherpa.targets import publish_to
 
     ctx = get_current_context()
     p = ctx["params"]
-    client = S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn()
-    key = bundle_key(p["prefix"], src["name"], src["revision"])
-    out = publish_run(client, Path(plan["bundle"]), p["bucket"], key, src, plan["variants"], ctx["run_id"],
-                      {"validation": validated, "benchmark_p50_s": bench}, p["create_bucket"], p["force"])
-    if out["skipped"]:
-        print(f"{out['uri']} already published with {', '.join(plan['variants'])}: up to date; set force to redo")
-    else:
-        if out["added_to"]:
-            print(f"{out['uri']} is {out['added_to']}: adding to it (its other files stay as they are)")
-        print("\n".join(["published:"] + [f"  {u}" for u in out["objects"]]))
-        print(f"local bundle folder: {plan['bundle']}")
-        print(run_summary(out, src, validated, bench))
-    if out["announce"]:
-        ctx["outlet_events"][BUNDLES].add(
-            Asset(out["uri"].rstrip("/")),
-            extra={"model": src["name"], "revision": src["revision"], "pipeline_version": PIPELINE_VERSION,
-                   "manifest": f"{out['uri']}{MANIFEST}"})
-    return {"uri": out["uri"], "objects": out["objects"], "bundle": plan["bundle"], "skipped": out["skipped"],
-            "aws_conn_id": p["aws_conn_id"]}
+    target = S3Target(S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn(), p["bucket"], p["prefix"], p["create_bucket"])
+    result = publish_to(target, Path(plan["bundle"]), src, plan["variants"], ctx["run_id"], validated, bench,
+                        p["force"])
+    if result.announce:
+        uri, extra = result.asset_event(src)
+        ctx["outlet_events"][BUNDLES].add(Asset(uri), extra=extra)
+    return {**result.to_json(), "bundle": plan["bundle"], "aws_conn_id": p["aws_conn_id"]}
 
 
 def _plan(ctx) -> dict:
     """plan's work: the params checked (bad input fails the task at once, with the fix: no retry) and the run's
     workspace laid out."""
+    from dataclasses import replace
+
     from airflow.sdk.exceptions import AirflowFailException
 
     from nemo2sherpa.errors import InputError
@@ -289,12 +282,12 @@ def _plan(ctx) -> dict:
     except InputError as e:
         raise AirflowFailException(str(e)) from None
     if REMOTE:
-        layout.update(run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
-    Path(layout["ws"]).mkdir(parents=True, exist_ok=True)
-    where = f"{layout['remote']} (local mirror {layout['ws']})" if REMOTE else layout["ws"]
-    print(f"workspace {where}; variants {layout['variants']}; int8 recipe {layout['int8_recipe']}; "
+        layout = replace(layout, run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
+    layout.ws.mkdir(parents=True, exist_ok=True)
+    where = f"{layout.remote} (local mirror {layout.ws})" if REMOTE else layout.ws
+    print(f"workspace {where}; variants {layout.variants}; int8 recipe {layout.int8_recipe}; "
           f"pipeline {PIPELINE_VERSION}")
-    return layout
+    return layout.to_json()
 
 
 @dag(
@@ -324,12 +317,10 @@ def parakeet_tdt_to_sherpa_onnx():
         from airflow.sdk.exceptions import AirflowFailException
 
         from nemo2sherpa.errors import TRANSIENT, describe, failure_kind
-        from nemo2sherpa.publish import classified
 
         try:
             return _publish(workspace.local_plan(plan), src, validated, bench)
-        except Exception as e:  # noqa: BLE001 - classified once, here
-            e = classified(e)
+        except Exception as e:  # noqa: BLE001 - the target classified it (targets.Target.publish)
             if failure_kind(e) == TRANSIENT:
                 raise
             raise AirflowFailException(f"{failure_kind(e)} failure, not retried: publish: {describe(e)}") from e

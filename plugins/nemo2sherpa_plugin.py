@@ -79,21 +79,16 @@ def _publish_result(dag_id: str, run_id: str) -> dict[str, Any] | None:
 
 
 def _bundle_reader(pub: dict[str, Any]):
-    """(get(name) -> bytes | None) for the published bundle at pub['uri'], through the run's connection."""
+    """(get(name) -> bytes | None) for the published bundle at pub['uri']: the S3 target over the run's connection
+    reads it (publish.S3Target)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+    from nemo2sherpa.publish import S3Target
     from nemo2sherpa.workspace import split
 
-    bucket, key = split(pub["uri"])
-    client = S3Hook(aws_conn_id=pub.get("aws_conn_id") or "aws_default").get_conn()
-
-    def get(name: str) -> bytes | None:
-        try:
-            return client.get_object(Bucket=bucket, Key=f"{key}/{name}")["Body"].read()
-        except client.exceptions.NoSuchKey:
-            return None
-
-    return get
+    bucket, _ = split(pub["uri"])
+    target = S3Target(S3Hook(aws_conn_id=pub.get("aws_conn_id") or "aws_default").get_conn(), bucket)
+    return lambda name: target.read(f"{pub['uri']}{name}")
 
 
 def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> str:
@@ -101,6 +96,7 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
     from markdown_it import MarkdownIt
 
     from nemo2sherpa.benchmark import table
+    from nemo2sherpa.records import Benchmark
 
     esc = html.escape
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>nemo2sherpa bundle report</title><style>"
@@ -132,16 +128,18 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
         parts.append("<h2>Benchmark</h2>")
         if "benchmark.png" in names:
             parts.append(f"<img alt='latency vs clip length' src='{base}benchmark.png' style='max-width:100%'>")
-        parts.append(f"<pre>{esc(table(json.loads(get('benchmark.json') or b'{}')))}</pre>")
+        bench = _record(get, Benchmark)
+        parts.append(f"<pre>{esc(table(bench))}</pre>" if bench else "<p>benchmark.json is not readable</p>")
     if "VALIDATION.md" in names:
         md = MarkdownIt("commonmark", {"html": False}).enable("table")
         parts.append("<h2>Validation</h2>" + md.render((get("VALIDATION.md") or b"").decode()))
     return "\n".join(parts) + "</body></html>"
 
 
-def _json(get, name: str) -> dict[str, Any]:
-    raw = get(name)
-    return json.loads(raw) if raw else {}
+def _record(get, cls):
+    """A bundle's report file (records.Validation, Benchmark, Compatibility) read through `get`, or None."""
+    raw = get(cls.FILE)
+    return cls.from_json(json.loads(raw), cls.FILE) if raw else None
 
 
 def headline(m: dict[str, Any], get, base: str) -> str:
@@ -149,27 +147,28 @@ def headline(m: dict[str, Any], get, base: str) -> str:
     a 10 s clip (or the longest timed), the runtimes it is proven on, and its release archive."""
     from nemo2sherpa.archive import archive_name
     from nemo2sherpa.compat import proven as proven_on
+    from nemo2sherpa.records import Benchmark, Compatibility, Validation
     from nemo2sherpa.variants import BASE, VARIANTS
 
     esc = html.escape
-    val, bench, compat = _json(get, "validation.json"), _json(get, "benchmark.json"), _json(get, "compatibility.json")
+    val, bench, compat = _record(get, Validation), _record(get, Benchmark), _record(get, Compatibility)
     sizes = {f["name"]: f["size"] for f in m["files"]}
-    ok = bool(val.get("passed"))
+    ok = bool(val and val.passed)
     out = [f"<div class='card'><span class='badge {'pass' if ok else 'fail'}'>{'PASSED' if ok else 'FAILED'}</span> "
-           f"{len(val.get('gates', []))} validation gates</div>",
+           f"{len(val.gates or []) if val else 0} validation gates</div>",
            "<table><tr><th>variant</th><th>size</th><th>WER vs fp32 by clip length (gated)</th><th>sherpa-onnx p50</th>"
            "<th>supported sherpa-onnx</th><th>runtimes proven</th><th>download</th></tr>"]
-    for v, x in val.get("variants", {}).items():
+    for v, x in (val.variants if val else {}).items():
         size = sum(sizes.get(n, 0) for n in VARIANTS[v].published)
-        d = x.get("decoding", {})
         drift = "reference" if v == BASE.name else ", ".join(
-            f"{k}: {b['wer_gated']}" if b.get("gated_clips") else f"{k}: {b['wer']} (audio the model does not know)"
-            for k, b in d.get("wer_by_length", {}).items())
-        lengths = bench.get("cpu", {}).get(v, {}).get("by_length", {})
+            f"{k}: {b.wer_gated}" if b.gated_clips else f"{k}: {b.wer} (audio the model does not know)"
+            for k, b in ((x.decoding.wer_by_length if x.decoding else None) or {}).items())
+        engine = bench.cpu.get(v) if bench else None
+        lengths = (engine.by_length if engine else None) or {}
         at = "10" if "10" in lengths else max(lengths, key=float, default=None)
-        p50 = f"{lengths[at]['p50_s'] * 1000:.0f} ms at {at} s" if at else "-"
+        p50 = f"{lengths[at].p50_s * 1000:.0f} ms at {at} s" if at else "-"
         proven = proven_on(compat, v) if compat else []
-        supported = compat.get("ranges", {}).get(v, {}).get("range", "-") if compat else "not measured"
+        supported = (compat.ranges[v].range if v in compat.ranges else "-") if compat else "not measured"
         arch = next((n for n in sizes if n.startswith(archive_name(m["source"]["name"], v) + ".tar")), None)
         out.append(f"<tr><td><b>{esc(v)}</b></td><td>{size / 1e6:,.1f} MB</td><td>{esc(drift)}</td><td>{esc(p50)}"
                    f"</td><td>{esc(supported)}</td><td>{len(proven)} + the reference</td><td>{esc(arch or '-')}</td></tr>")

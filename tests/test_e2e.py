@@ -252,7 +252,7 @@ def run_the_model_card(client, bucket: str, prefix: str, validated: dict, varian
     out = subprocess.run([str(stage_python("onnx")), "-c", python], cwd=d, capture_output=True, text=True)
     assert out.stdout.splitlines() == want, out.stderr[-2000:]
     bash = re.search(r"```bash\n(.*?)```", card, re.S).group(1)
-    cli = Path(install(Runtime("cli", "2.0.1"), Path(os.environ["NEMO2SHERPA_VENV_CACHE"]))["cmd"][0]).parent
+    cli = Path(install(Runtime("cli", "2.0.1"), Path(os.environ["NEMO2SHERPA_VENV_CACHE"])).cmd[0]).parent
     out = subprocess.run(["bash", "-c", bash], cwd=d, capture_output=True, text=True,
                          env={**os.environ, "PATH": f"{cli}:{os.environ['PATH']}"})
     texts = [json.loads(x)["text"].strip() for x in (out.stdout + out.stderr).splitlines() if x.startswith("{")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -210,9 +209,9 @@ def test_a_publish_retry_converges_whichever_write_failed(full_bundle, s3, faili
     c = s3.client()
     manifest = json.loads(c.get_object(Bucket="faults", Key=f"{key}/{MANIFEST}")["Body"].read())
     latest = json.loads(c.get_object(Bucket="faults", Key=latest_key(key))["Body"].read())
-    assert again["announce"] and manifest["run_id"] == "run-1" and latest["bundle"] == f"s3://faults/{key}/"
-    assert again["skipped"] == (failing == LATEST)  # the manifest was there: only latest.json was missing
-    assert publish_run(s3.client(), *args, run_id="run-2")["announce"] is False
+    assert again.announce and manifest["run_id"] == "run-1" and latest["bundle"] == f"s3://faults/{key}/"
+    assert again.skipped == (failing == LATEST)  # the manifest was there: only latest.json was missing
+    assert publish_run(s3.client(), *args, run_id="run-2").announce is False
 
 
 def test_a_republish_withdraws_the_manifest_before_replacing_files(full_bundle, s3):

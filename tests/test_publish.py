@@ -23,8 +23,8 @@ def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path
     src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
     key = bundle_key("bundles", "tiny-tdt", "sha256-abc")
     out = publish_bundle(s3.client(), full_bundle / "bundle", "nemo2sherpa", key, src)
-    assert out["objects"][-2].endswith(f"{key}/manifest.json")
-    assert out["objects"][-1] == "s3://nemo2sherpa/bundles/tiny-tdt/latest.json"  # the model's pointer, after it
+    assert out.objects[-2].endswith(f"{key}/manifest.json")
+    assert out.objects[-1] == "s3://nemo2sherpa/bundles/tiny-tdt/latest.json"  # the model's pointer, after it
     c = s3.client()
     listed = {o["Key"].rsplit("/", 1)[1] for o in c.list_objects_v2(Bucket="nemo2sherpa", Prefix=key)["Contents"]}
     assert {"encoder.onnx", "encoder.weights", "encoder.int8.onnx", "tokens.txt", "manifest.json"} <= listed  # big layout
@@ -66,8 +66,8 @@ def test_publish_uploads_the_validated_bytes_or_nothing(full_bundle, s3, tmp_pat
     src = {"name": "tiny-tdt", "revision": "r"}
     with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
         out = publish_bundle(c, bundle, "nemo2sherpa", "v/ok", src)
-    assert {f["name"]: f["sha256"] for f in out["files"] if f["name"] in want} == want
-    assert sorted(out["validated"]) == sorted(want)
+    assert {f["name"]: f["sha256"] for f in out.files if f["name"] in want} == want
+    assert sorted(out.validated) == sorted(want)
     uploaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploaded ")]
     assert {m.split()[1] for m in uploaded if m.endswith("(= validated)")} == set(want)
 
@@ -110,15 +110,15 @@ def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_
     src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
     c = s3.client()
     first = publish_bundle(c, bundle, "nemo2sherpa", "re/run", src)
-    assert first["skipped"] == []
+    assert first.skipped == []
     c.delete_object(Bucket="nemo2sherpa", Key="re/run/manifest.json")  # as if killed before the manifest
     c.delete_object(Bucket="nemo2sherpa", Key="re/run/joiner.onnx")  # ... and before this file
     c.put_object(Bucket="nemo2sherpa", Key="re/run/tokens.txt", Body=b"stale", Metadata={"sha256": "0" * 64})
     second = publish_bundle(c, bundle, "nemo2sherpa", "re/run", src)
-    names = [f["name"] for f in second["files"]]
-    assert set(names) - set(second["skipped"]) == {"joiner.onnx", "tokens.txt"}
+    names = [f["name"] for f in second.files]
+    assert set(names) - set(second.skipped) == {"joiner.onnx", "tokens.txt"}
     assert c.get_object(Bucket="nemo2sherpa", Key="re/run/tokens.txt")["Body"].read() == (bundle / "tokens.txt").read_bytes()
-    assert second["objects"][-2].endswith("re/run/manifest.json")
+    assert second.objects[-2].endswith("re/run/manifest.json")
     latest = json.loads(c.get_object(Bucket="nemo2sherpa", Key="re/latest.json")["Body"].read())
     assert latest["bundle"] == "s3://nemo2sherpa/re/run/" and latest["revision"] == "sha256-abc"
 
@@ -173,8 +173,8 @@ def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
     c.upload_part(Bucket="faults", Key=f"{key}/encoder.weights", UploadId=killed["UploadId"], PartNumber=1,
                   Body=b"0" * (5 << 20))
     out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
-    assert out["aborted"] == [f"{key}/encoder.weights"] and open_uploads() == []
-    assert out["objects"][-2].endswith(f"{key}/manifest.json")
+    assert out.aborted == [f"{key}/encoder.weights"] and open_uploads() == []
+    assert out.objects[-2].endswith(f"{key}/manifest.json")
 
 
 def _big_bundle(path, mb: int = 256):
@@ -231,7 +231,7 @@ def test_s3_down_mid_upload_fails_clean_then_a_rerun_completes(tmp_path, caplog)
         names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
         assert f"{key}/{MANIFEST}" not in names
         out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
-        assert out["uri"] == f"s3://faults/{key}/"
+        assert out.uri == f"s3://faults/{key}/"
         _converged(c, "faults", key, bundle)
     finally:
         server.stop()
@@ -264,5 +264,5 @@ def test_a_publish_killed_mid_upload_then_rerun_converges(s3, tmp_path):
     assert [u["Key"] for u in left] == [f"{key}/encoder.weights"]
     assert f"{key}/{MANIFEST}" not in [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
     out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
-    assert out["aborted"] == [f"{key}/encoder.weights"]
+    assert out.aborted == [f"{key}/encoder.weights"]
     _converged(c, "faults", key, bundle)

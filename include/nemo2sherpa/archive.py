@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import logging
 import os
 import tarfile
@@ -29,6 +28,7 @@ from typing import Any
 
 from .errors import PermanentError
 from .progress import Progress
+from .records import Compatibility, Export, Source, Validation
 from .variants import BASE, BPE_VOCAB, TOKENS, VARIANTS, variant_paths
 
 log = logging.getLogger("nemo2sherpa.archive")
@@ -137,32 +137,30 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, want: tuple[int, str] |
                              f"validated {want[1][:16]}): re-run validate; nothing was packaged")
 
 
-def test_wavs(export: dict[str, Any], known: set[str]) -> list[dict[str, Any]]:
+def test_wavs(export: Export, known: set[str]) -> list[dict[str, Any]]:
     """The archive's test clips: the TEST_WAVS shortest clips the model knows (else the shortest), with the text
     sherpa-onnx gave on each (what the model card's snippets must print)."""
-    clips = [{"name": c["name"], "path": c["path"], "text": c.get("text", ""), "duration_s": c.get("duration_s", 0)}
-             for c in export["clips"]]
+    clips = [{"name": c.name, "path": str(c.path), "text": c.text, "duration_s": c.duration_s} for c in export.clips]
     index = {c["name"]: i for i, c in enumerate(clips)}
     pool = [c for c in clips if c["name"] in known] or clips
     chosen = sorted(pool, key=lambda c: c["duration_s"])[:TEST_WAVS]
     return [{**c, "index": index[c["name"]]} for c in sorted(chosen, key=lambda c: index[c["name"]])]
 
 
-def package(bundle: Path, reference: Path, variants: list[str], source: dict[str, Any],
+def package(bundle: Path, reference: Path, variants: list[str], source: Source,
             license_: str | None = None) -> dict[str, Any]:
     """One release archive a variant, in the bundle folder, and README.md (the model card); their names, sizes and
     sha256s."""
     from .card import model_card
 
     bundle = Path(bundle)
-    validated = json.loads((bundle / "validation.json").read_text())
-    compat_path = bundle / "compatibility.json"
-    compat = json.loads(compat_path.read_text()) if compat_path.exists() else None
-    export = json.loads((Path(reference) / "export.json").read_text())
-    digests = {f["name"]: (f["size"], f["sha256"]) for f in validated.get("files", [])}
-    known = set(validated["known_clips"])
+    validated = Validation.read(bundle)
+    compat = Compatibility.read(bundle)
+    export = Export.read(reference)
+    digests = {f.name: (f.size, f.sha256) for f in validated.files or []}
+    known = set(validated.known_clips or [])
     wavs = test_wavs(export, known)
-    model = source.get("registry") or source.get("name") or "model"
+    model = source.registry or source.name or "model"
     _check_disk(bundle, variants)
     out = []
     for v in variants:

@@ -18,10 +18,12 @@ import os
 import re
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from .child import own_peak_rss, run_module
+from .records import Benchmark, Engine, Export, Gpu, Timing, given
 from .variants import BASE
 
 log = logging.getLogger("nemo2sherpa.benchmark")
@@ -62,16 +64,8 @@ def other_load(before: tuple[float, float], after: tuple[float, float], wall_s: 
     return round(max(0.0, others) / capacity, 3)
 
 
-def _stats(times: list[float], seconds: float) -> dict[str, float]:
-    import numpy as np
-
-    a = np.asarray(times)
-    return {"p50_s": round(float(np.percentile(a, 50)), 5), "p95_s": round(float(np.percentile(a, 95)), 5),
-            "rtf_p50": round(float(np.percentile(a, 50)) / seconds, 5), "runs": len(times)}
-
-
 def time_calls(call: Callable[[Any], Any], runs: int, seconds: float,
-               prepare: Callable[[], Any] = lambda: None) -> dict[str, float]:
+               prepare: Callable[[], Any] = lambda: None) -> Timing:
     """Time `call(prepare())` runs + 1 times (only `call` is timed). The first is the warm-up: excluded from
     the percentiles, reported as the cold call. `seconds` is the audio length, for the real-time factor."""
     times, load = [], []
@@ -86,12 +80,15 @@ def time_calls(call: Callable[[Any], Any], runs: int, seconds: float,
     if disturbed:
         log.warning("%d of %d timed runs were disturbed by other load (other processes used up to %.0f%% of the "
                     "machine): these figures are slower than this machine can do", disturbed, runs, 100 * max(measured))
-    return {**_stats(times[1:], seconds), "cold_s": round(times[0], 5),
-            "other_load_max": max(measured) if measured else None,
-            "disturbed_runs": disturbed if measured else None}
+    import numpy as np
+
+    warm = np.asarray(times[1:])
+    return Timing(p50_s=round(float(np.percentile(warm, 50)), 5), p95_s=round(float(np.percentile(warm, 95)), 5),
+                  rtf_p50=round(float(np.percentile(warm, 50)) / seconds, 5), runs=len(warm), cold_s=round(times[0], 5),
+                  other_load_max=max(measured) if measured else None, disturbed_runs=disturbed if measured else None)
 
 
-def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, threads: int) -> dict[str, Any]:
+def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, threads: int) -> Engine:
     """In-process (call it from a child process): sherpa-onnx CPU latency per clip length."""
     from .audio import fixed_length, load_clips, read_wav
     from .sherpa import recognizer
@@ -99,8 +96,8 @@ def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, thre
     speech, rate = read_wav(load_clips()[0].path)
     t0 = time.monotonic()
     rec = recognizer(bundle, variant, threads)
-    out: dict[str, Any] = {"engine": "sherpa-onnx", "provider": "cpu", "variant": variant, "threads": threads,
-                           "load_s": round(time.monotonic() - t0, 4), "by_length": {}}
+    load_s = round(time.monotonic() - t0, 4)
+    by_length = {}
     for secs in lengths:
         audio = fixed_length(speech, rate, secs)
 
@@ -108,9 +105,9 @@ def sherpa_cpu(bundle: Path, variant: str, lengths: list[float], runs: int, thre
             st.accept_waveform(rate, audio)
             rec.decode_stream(st)
 
-        out["by_length"][f"{secs:g}"] = time_calls(decode, runs, secs, prepare=rec.create_stream)
-    out["peak_rss_bytes"] = own_peak_rss()  # not wait4's: this process's parent may hold a model already
-    return out
+        by_length[f"{secs:g}"] = time_calls(decode, runs, secs, prepare=rec.create_stream)
+    return Engine(engine="sherpa-onnx", provider="cpu", variant=variant, threads=threads, load_s=load_s,
+                  by_length=by_length, peak_rss_bytes=own_peak_rss())  # not wait4's: the parent may hold a model
 
 
 def _tile_frames(f, frames: int):
@@ -122,54 +119,58 @@ def _tile_frames(f, frames: int):
 
 
 def ort_engine(bundle: Path, reference_dir: Path, variant: str, lengths: list[float], runs: int,
-               spec: dict[str, Any], provider: str = "cpu", threads: int = 2) -> dict[str, Any]:
+               spec: dict[str, Any], provider: str = "cpu", threads: int = 2) -> Engine:
     """onnxruntime over the greedy decoder: CPU, or CUDA (asserting CUDA is the provider that ran)."""
     import numpy as np
     import onnxruntime as ort
 
     from .decode import GreedyDecoder, Sessions
+    from .reference import clip_features
     from .modelspec import ModelSpec
 
     if provider == "cuda":
         avail = ort.get_available_providers()
         if "CUDAExecutionProvider" not in avail:
-            return {"status": "skipped", "reason": f"onnxruntime has no CUDAExecutionProvider (available: {avail}); "
-                                                   f"install onnxruntime-gpu on a machine with an NVIDIA GPU"}
+            return Engine(status="skipped", reason=f"onnxruntime has no CUDAExecutionProvider (available: {avail}); "
+                                                   f"install onnxruntime-gpu on a machine with an NVIDIA GPU")
         s = Sessions.load(bundle, variant, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], threads=threads)
         if s.providers[0] != "CUDAExecutionProvider":
-            return {"status": "skipped", "reason": f"CUDA provider did not load; session providers {s.providers}"}
+            return Engine(status="skipped", reason=f"CUDA provider did not load; session providers {s.providers}")
     else:
         s = Sessions.load(bundle, variant, threads=threads)
-    dec = GreedyDecoder.for_spec(s, ModelSpec.from_dict(spec))
+    model = ModelSpec.from_dict(spec)
+    dec = GreedyDecoder.for_spec(s, model)
     # Beside the whole decode, the encoder alone: its cost does not depend on the weights' values, so on a
     # random-weight checkpoint it is the trained model's, and a floor under its latency. `tokens` shows how
     # busy the greedy loop was (a random joint emits on most frames; a trained one on a few).
-    out: dict[str, Any] = {"status": "ok", "engine": "onnxruntime", "provider": s.providers[0], "variant": variant,
-                           "threads": threads, "by_length": {}, "encoder_by_length": {}, "tokens_by_length": {}}
-    clip = np.load(Path(reference_dir) / "reference.npz")["clip0_features"]  # NeMo features of a real clip
+    whole: dict[str, Timing] = {}
+    encoder: dict[str, Timing] = {}
+    emitted: dict[str, int] = {}
+    clip = clip_features(reference_dir)  # NeMo features of a real clip
     for secs in lengths:
         feats = _tile_frames(clip, int(secs * 100))
         frames = np.array([feats.shape[2]], dtype=np.int64)
         tokens: list[int] = []
         L = f"{secs:g}"
-        out["by_length"][L] = time_calls(
-            lambda _: tokens.append(len(dec.decode_features(feats, spec["pred_rnn_layers"], spec["pred_hidden"]))),
-            runs, secs)
-        out["encoder_by_length"][L] = time_calls(lambda _: dec.encode(feats, frames), runs, secs)
-        out["tokens_by_length"][L] = tokens[-1]
-    return out
+        whole[L] = time_calls(
+            lambda _: tokens.append(len(dec.decode_features(feats, model.pred_rnn_layers, model.pred_hidden))), runs,
+            secs)
+        encoder[L] = time_calls(lambda _: dec.encode(feats, frames), runs, secs)
+        emitted[L] = tokens[-1]
+    return Engine(status="ok", engine="onnxruntime", provider=s.providers[0], variant=variant, threads=threads,
+                  by_length=whole, encoder_by_length=encoder, tokens_by_length=emitted)
 
 
 def cuda_runs(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int,
-              threads: int) -> dict[str, Any]:
+              threads: int) -> Gpu:
     """In-process, in the onnx-gpu venv's child: the CUDA runs per variant, with the runtime and GPU they saw."""
     import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the venv's nvidia-* wheels: only the driver is the host's
         ort.preload_dlls(directory="")
-    spec = json.loads((Path(reference_dir) / "export.json").read_text())["spec"]
-    return {"runtime": f"onnxruntime {ort.__version__} (device build: {ort.get_device()})", "device": _gpu_name(),
-            "variants": {v: ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cuda", threads) for v in variants}}
+    spec = Export.read(reference_dir).spec
+    return Gpu(runtime=f"onnxruntime {ort.__version__} (device build: {ort.get_device()})", device=_gpu_name(),
+               variants={v: ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cuda", threads) for v in variants})
 
 
 def _gpu_name() -> str | None:
@@ -193,7 +194,7 @@ def _cuda_complaint(line: str) -> str | None:
 
 
 def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int,
-                  threads: int) -> dict[str, Any]:
+                  threads: int) -> Gpu:
     """cuda_runs in a child process in the onnx-gpu venv; onnxruntime's complaints about CUDA join the reasons."""
     from . import venvs
 
@@ -212,67 +213,64 @@ def gpu_benchmark(bundle: Path, reference_dir: Path, variants: list[str], length
         log.warning("[%s] onnxruntime: %s", GPU_VENV, msg)
     if proc.returncode != 0:
         raise RuntimeError(f"the GPU benchmark ({GPU_VENV} venv) died (exit {proc.returncode}); its log is above")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for r in result["variants"].values():
-        if r["status"] == "skipped" and said:
-            hint = ("; no NVIDIA driver on this machine (libcuda.so.1): run benchmark on a GPU worker (queue gpu)"
-                    if any("libcuda.so" in m for m in said) else "")
-            r["reason"] += hint + "; onnxruntime: " + " / ".join(said)
-    log.info("GPU: %s on %s", result["runtime"], result["device"] or "no NVIDIA GPU (nvidia-smi found none)")
+    result = Gpu.from_json(json.loads(proc.stdout.strip().splitlines()[-1]), "bench-gpu")
+    hint = ("; no NVIDIA driver on this machine (libcuda.so.1): run benchmark on a GPU worker (queue gpu)"
+            if any("libcuda.so" in m for m in said) else "")
+    result = replace(result, variants={v: replace(r, reason=r.reason + hint + "; onnxruntime: " + " / ".join(said))
+                                       if r.status == "skipped" and said else r
+                                       for v, r in (result.variants or {}).items()})
+    log.info("GPU: %s on %s", result.runtime, given(result.device) or "no NVIDIA GPU (nvidia-smi found none)")
     return result
 
 
 def run_benchmark(bundle: Path, reference_dir: Path, variants: list[str], lengths: list[float], runs: int = 5,
-                  threads: int = 2, gpu: bool = False, out_path: Path | None = None) -> dict[str, Any]:
+                  threads: int = 2, gpu: bool = False, out_path: Path | None = None) -> Benchmark:
     """Every engine on every variant and clip length; benchmark.json and benchmark.png at `out_path`."""
     bundle = Path(bundle)
-    exported = json.loads((Path(reference_dir) / "export.json").read_text())
-    spec = exported["spec"]
-    result: dict[str, Any] = {"clip_lengths_s": lengths, "runs": runs, "threads": threads, "cpu": {},
-                              "ort_cpu": {}, "gpu": {}}
+    exported = Export.read(reference_dir)
+    cpu, ort_cpu = {}, {}
     for v in variants:
         proc = run_module(["bench-sherpa", "--bundle", str(bundle), "--variant", v, "--runs", str(runs), "--threads",
                            str(threads), "--lengths", ",".join(f"{x:g}" for x in lengths)], stdout=subprocess.PIPE)
         if proc.returncode != 0:
             raise RuntimeError(f"sherpa-onnx benchmark of {v} died (exit {proc.returncode}); see the log above")
-        result["cpu"][v] = json.loads(proc.stdout.strip().splitlines()[-1])  # with the child's own peak RSS
-        result["ort_cpu"][v] = ort_engine(bundle, reference_dir, v, lengths, runs, spec, "cpu", threads)
-    base = exported.get("nemo_baseline")
-    if base:  # timed at export, where NeMo was loaded: the path users would take without a conversion
-        result["nemo_cpu"] = base
-    if gpu:
-        result["gpu"] = gpu_benchmark(bundle, reference_dir, variants, lengths, runs, threads)
-    else:
-        result["gpu"] = {"status": "skipped", "reason": "GPU benchmark not requested (gpu_benchmark=false)"}
+        cpu[v] = Engine.from_json(json.loads(proc.stdout.strip().splitlines()[-1]), "bench-sherpa")  # its own RSS
+        ort_cpu[v] = ort_engine(bundle, reference_dir, v, lengths, runs, exported.spec, "cpu", threads)
+    result = Benchmark(
+        clip_lengths_s=lengths, runs=runs, threads=threads, cpu=cpu, ort_cpu=ort_cpu,
+        gpu=gpu_benchmark(bundle, reference_dir, variants, lengths, runs, threads) if gpu
+        else Gpu(status="skipped", reason="GPU benchmark not requested (gpu_benchmark=false)"),
+        # timed at export, where NeMo was loaded: the path users would take without a conversion
+        nemo_cpu=exported.nemo_baseline)
     for line in table(result).splitlines():
         log.info("%s", line)
     if out_path:
-        Path(out_path).write_text(json.dumps(result, indent=2))
+        Path(out_path).write_text(json.dumps(result.to_json(), indent=2))
         plot(result, Path(out_path).with_suffix(".png"))
     return result
 
 
-def p50s(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+def p50s(result: Benchmark) -> dict[str, dict[str, float]]:
     """The benchmark step's small manifest (XCom): sherpa-onnx CPU p50 per variant and clip length."""
-    return {v: {L: s["p50_s"] for L, s in x["by_length"].items()} for v, x in result["cpu"].items()}
+    return {v: {L: s.p50_s for L, s in (x.by_length or {}).items()} for v, x in result.cpu.items()}
 
 
-def _series(result: dict[str, Any]):
+def _series(result: Benchmark):
     """(label, {length: stats}) for every engine and variant that ran."""
-    for v, r in result["cpu"].items():
-        yield f"sherpa-onnx CPU {v}", r["by_length"]
-    for v, r in result.get("ort_cpu", {}).items():
-        yield f"onnxruntime CPU {v}", r["by_length"]
-        if "encoder_by_length" in r:
-            yield f"onnxruntime CPU {v}, encoder only", r["encoder_by_length"]
-    if "nemo_cpu" in result:
-        yield "NeMo transcribe CPU fp32 (baseline)", result["nemo_cpu"]["by_length"]
-    for v, r in result["gpu"].get("variants", {}).items():
-        if r.get("status") == "ok":
-            yield f"onnxruntime CUDA {v}", r["by_length"]
+    for v, r in result.cpu.items():
+        yield f"sherpa-onnx CPU {v}", r.by_length
+    for v, r in result.ort_cpu.items():
+        yield f"onnxruntime CPU {v}", r.by_length
+        if r.encoder_by_length is not None:
+            yield f"onnxruntime CPU {v}, encoder only", r.encoder_by_length
+    if result.nemo_cpu:
+        yield "NeMo transcribe CPU fp32 (baseline)", result.nemo_cpu.by_length
+    for v, r in (result.gpu.variants or {}).items():
+        if r.status == "ok":
+            yield f"onnxruntime CUDA {v}", r.by_length
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: Benchmark, path: Path) -> None:
     """benchmark.png: p50 latency against clip length, one line per engine and variant."""
     import matplotlib
 
@@ -282,47 +280,47 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     for label, by_len in _series(result):
         xs = sorted(float(k) for k in by_len)
-        ax.plot(xs, [by_len[f"{x:g}"]["p50_s"] * 1000 for x in xs], marker="o", label=label)
+        ax.plot(xs, [by_len[f"{x:g}"].p50_s * 1000 for x in xs], marker="o", label=label)
     ax.set_xlabel("clip length (s)")
     ax.set_ylabel("p50 latency (ms), warm")
-    ax.set_title(f"nemo2sherpa benchmark ({result['threads']} threads, {result['runs']} runs per point)")
+    ax.set_title(f"nemo2sherpa benchmark ({result.threads} threads, {result.runs} runs per point)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the plot, over no data
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
-def table(result: dict[str, Any]) -> str:
+def table(result: Benchmark) -> str:
     """The benchmark as text: one row per engine, variant and clip length (onnxruntime rows also give the
     encoder alone, `-enc`, and the tokens the greedy loop emitted; `disturbed`: timed runs during which other
     processes used over DISTURBED of the machine; `-` where calls are too short to tell)."""
     rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s   disturbed  tokens"]
 
-    def add(name: str, v: str, r: dict[str, Any]) -> None:
-        for key, label in (("by_length", name), ("encoder_by_length", f"{name}-enc")):
-            for L, s in r.get(key, {}).items():
-                tokens = r.get("tokens_by_length", {}).get(L, "") if key == "by_length" else ""
-                busy = "-" if s.get("disturbed_runs") is None else f"{s['disturbed_runs']}/{s['runs']}"
-                rows.append(f"{label:<13} {v:<8} {L:>5}s  {s['p50_s']:<9.4f} {s['p95_s']:<9.4f} {s['rtf_p50']:<8.4f} "
-                            f"{s['cold_s']:<8.4f} {busy:<10} {tokens}".rstrip())
+    def add(name: str, v: str, r: Engine) -> None:
+        for timings, label in ((r.by_length, name), (r.encoder_by_length, f"{name}-enc")):
+            for L, s in (timings or {}).items():
+                tokens = (r.tokens_by_length or {}).get(L, "") if label == name else ""
+                busy = "-" if s.disturbed_runs is None else f"{s.disturbed_runs}/{s.runs}"
+                rows.append(f"{label:<13} {v:<8} {L:>5}s  {s.p50_s:<9.4f} {s.p95_s:<9.4f} {s.rtf_p50:<8.4f} "
+                            f"{s.cold_s:<8.4f} {busy:<10} {tokens}".rstrip())
 
-    groups = [("sherpa-cpu", result.get("cpu", {})), ("ort-cpu", result.get("ort_cpu", {}))]
-    if "nemo_cpu" in result:
-        groups.append(("nemo-cpu", {result["nemo_cpu"].get("variant", BASE.name): result["nemo_cpu"]}))
+    groups = [("sherpa-cpu", result.cpu), ("ort-cpu", result.ort_cpu)]
+    if result.nemo_cpu:
+        groups.append(("nemo-cpu", {result.nemo_cpu.variant or BASE.name: result.nemo_cpu}))
     for name, by_variant in groups:
         for v, r in by_variant.items():
             add(name, v, r)
-    for v, r in result.get("cpu", {}).items():
-        if "peak_rss_bytes" in r:
-            rows.append(f"sherpa-onnx {v}: peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB, load {r['load_s']:.2f} s")
-    gpu = result.get("gpu", {})
-    if gpu.get("status") == "skipped":
-        rows.append(f"gpu: skipped ({gpu['reason']})")
-    elif gpu:
-        rows.append(f"gpu: {gpu.get('runtime')} on {gpu.get('device') or 'no NVIDIA GPU'}")
-        for v, r in gpu.get("variants", {}).items():
-            if r.get("status") == "ok":
+    for v, r in result.cpu.items():
+        if r.peak_rss_bytes is not None:
+            rows.append(f"sherpa-onnx {v}: peak RSS {r.peak_rss_bytes / 1e6:.0f} MB, load {r.load_s:.2f} s")
+    gpu = result.gpu
+    if gpu.status == "skipped":
+        rows.append(f"gpu: skipped ({gpu.reason})")
+    else:
+        rows.append(f"gpu: {gpu.runtime} on {given(gpu.device) or 'no NVIDIA GPU'}")
+        for v, r in (gpu.variants or {}).items():
+            if r.status == "ok":
                 add("ort-cuda", v, r)
             else:
-                rows.append(f"gpu {v}: skipped ({r.get('reason')})")
+                rows.append(f"gpu {v}: skipped ({r.reason})")
     return "\n".join(rows)

@@ -10,54 +10,54 @@ from __future__ import annotations
 
 from typing import Any
 
+from .records import Compatibility, Source, Validation, VariantResult, given
 from .variants import BASE, VARIANTS
 
 LICENSE_UNKNOWN = "not recorded: the source checkpoint's own license applies"
 
 
-def _figures(validated: dict[str, Any], variant: str) -> list[str]:
-    x = validated["variants"].get(variant, {})
-    d, sh = x.get("decoding", {}), x.get("sherpa", {})
-    rows = [f"- Validation: **{'PASSED' if validated['passed'] else 'FAILED'}** ({len(validated['gates'])} gates; "
+def _figures(validated: Validation, variant: str) -> list[str]:
+    x = validated.variants.get(variant) or VariantResult()
+    d, sh, sw = x.decoding, x.sherpa, x.stepwise
+    rows = [f"- Validation: **{'PASSED' if validated.passed else 'FAILED'}** ({len(validated.gates or [])} gates; "
             f"the full report is `VALIDATION.md` beside the published bundle)."]
-    if variant == BASE.name and x.get("stepwise"):
-        sw = x["stepwise"]
-        rows.append(f"- ONNX against NeMo step by step: {sw['steps']} decisions, {len(sw['mismatches'])} "
-                    f"mismatches, {len(sw['ties'])} float ties; max logit difference {sw['max_logit_diff']}.")
-    if f"wer_vs_{BASE.name}" in d:
-        rows.append(f"- WER against {BASE.name}: {d[f'wer_vs_{BASE.name}']} on all clips; by length: " + ", ".join(
-            f"{k} {b['wer']}" for k, b in d.get("wer_by_length", {}).items()) + ".")
-    if sh.get("texts"):
-        rows.append(f"- sherpa-onnx WER vs NeMo: {sh.get('wer_vs_nemo')} (on the clips the model knows: "
-                    f"{sh.get('wer_vs_nemo_gated')}); vs the reference texts {sh.get('wer_vs_reference')}.")
-    f = x.get("sherpa_frontend")
+    if variant == BASE.name and sw:
+        rows.append(f"- ONNX against NeMo step by step: {sw.steps} decisions, {len(sw.mismatches)} "
+                    f"mismatches, {len(sw.ties)} float ties; max logit difference {sw.max_logit_diff}.")
+    if d and d.wer_vs_base is not None:
+        rows.append(f"- WER against {BASE.name}: {d.wer_vs_base} on all clips; by length: " + ", ".join(
+            f"{k} {b.wer}" for k, b in (d.wer_by_length or {}).items()) + ".")
+    if sh and sh.texts:
+        rows.append(f"- sherpa-onnx WER vs NeMo: {sh.wer_vs_nemo} (on the clips the model knows: "
+                    f"{given(sh.wer_vs_nemo_gated)}); vs the reference texts {sh.wer_vs_reference}.")
+    f = x.sherpa_frontend
     if f:
-        rows.append(f"- sherpa-onnx against the reference decoder on its own features: {f['exact']}/{len(f['clips'])} "
-                    f"clips exact, {f['ties']} near-ties.")
-    e = validated.get("eval_set")
+        rows.append(f"- sherpa-onnx against the reference decoder on its own features: {f.exact}/{len(f.clips)} "
+                    f"clips exact, {f.ties} near-ties.")
+    e = validated.eval_set
     if e:
-        rows.append(f"- Evaluation set: {e['source']}, {len(e['clips'])} clips, {e['duration_s']:g} s.")
+        rows.append(f"- Evaluation set: {e.source}, {len(e.clips)} clips, {e.duration_s:g} s.")
     return rows
 
 
-def _runtimes(compat: dict[str, Any] | None, variant: str) -> list[str]:
+def _runtimes(compat: Compatibility | None, variant: str) -> list[str]:
     """The card's runtime section: this variant's layout and range (the older releases and what they do), what the
     matrix measured on this bundle, and what Rust users should link."""
     if not compat:
         return ["The runtime matrix was not run for this bundle (runtime_matrix off): sherpa-onnx "
                 "(Python) as validated is the only runtime checked."]
-    r = compat["ranges"].get(variant)
+    r = compat.ranges.get(variant)
     if r is None:
-        return [f"The runtime matrix did not run on this variant ({', '.join(compat['ranges'])} only)."]
-    out = [f"Supported for this variant ({r['layout']}): **{r['range']}**. Older releases {r['older']}.", "",
-           f"Measured on this bundle against {compat['reference']}, on the evaluation clips up to "
-           f"{compat['clips_max_s']:g} s:", "", "| runtime | in the range | result |", "|---|---|---|"]
-    for row in compat["runtimes"]:
-        x = row["variants"].get(variant)
+        return [f"The runtime matrix did not run on this variant ({', '.join(compat.ranges)} only)."]
+    out = [f"Supported for this variant ({r.layout}): **{r.range}**. Older releases {r.older}.", "",
+           f"Measured on this bundle against {compat.reference}, on the evaluation clips up to "
+           f"{compat.clips_max_s:g} s:", "", "| runtime | in the range | result |", "|---|---|---|"]
+    for row in compat.runtimes:
+        x = row.variants.get(variant)
         if x is not None:
-            out.append(f"| {row['runtime']} | {'yes' if x['in_range'] else 'no'} | {x['status']} |")
+            out.append(f"| {row.runtime} | {'yes' if x.in_range else 'no'} | {x.status} |")
     out += ["", f"Rust: the official `sherpa-onnx` crate links the C API of its own release: use one at or above "
-                f"{r['oldest']}. sherpa-rs (last release 0.6.8) links sherpa-onnx 1.12.9, which decodes TDT models "
+                f"{r.oldest}. sherpa-rs (last release 0.6.8) links sherpa-onnx 1.12.9, which decodes TDT models "
                 f"wrongly: do not use it for this model."]
     return out
 
@@ -143,18 +143,19 @@ Set the same fields on the `#[repr(C)]` config: `model_type` `"nemo_transducer"`
 '''
 
 
-def model_card(name: str, variant: str, model: str, source: dict[str, Any], validated: dict[str, Any],
-               compat: dict[str, Any] | None, wavs: list[dict[str, Any]], license_: str | None,
+def model_card(name: str, variant: str, model: str, source: Source, validated: Validation,
+               compat: Compatibility | None, wavs: list[dict[str, Any]], license_: str | None,
                archives: list[str] | None = None) -> str:
     """README.md of one archive (or, with `archives`, of the bundle folder that lists them)."""
-    m = validated["model"]
-    where = (f"[{source['repo_id']}](https://huggingface.co/{source['repo_id']}) at revision "
-             f"`{source.get('revision')}`" if source.get("repo_id") else
-             f"`{source.get('url') or source.get('name')}` (sha256 `{source.get('sha256', '?')}`)")
-    sherpa = validated["variants"].get(variant, {}).get("sherpa", {}).get("texts", [])
+    m = validated.model
+    where = (f"[{source.repo_id}](https://huggingface.co/{source.repo_id}) at revision `{source.revision}`"
+             if source.repo_id else
+             f"`{source.url or source.name}` (sha256 `{source.sha256 if source.sha256 is not None else '?'}`)")
+    x = validated.variants.get(variant)
+    sherpa = (x.sherpa.texts if x and x.sherpa else None) or []
     out = [f"# {name}", "",
-           f"{model} ({m['model_class']}, {m['encoder_layers']} encoder layers, {m['feat_dim']} mel features, vocab "
-           f"{m['vocab_size']} + blank, TDT durations {m['durations'] or 'none: RNNT'}) for "
+           f"{model} ({m.model_class}, {m.encoder_layers} encoder layers, {m.feat_dim} mel features, vocab "
+           f"{m.vocab_size} + blank, TDT durations {m.durations or 'none: RNNT'}) for "
            f"[sherpa-onnx](https://github.com/k2-fsa/sherpa-onnx), {variant} "
            f"({VARIANTS[variant].summary}), converted and validated by nemo2sherpa.", "",
            f"- Source: {where}.", f"- License: {license_ or LICENSE_UNKNOWN}.", *_figures(validated, variant)]
@@ -163,10 +164,10 @@ def model_card(name: str, variant: str, model: str, source: dict[str, Any], vali
                 ", ".join(f"`{a}`" for a in archives) + "."]
         if compat:
             out += ["", "Each variant's files and the sherpa-onnx releases that load them:", ""] + [
-                f"- {v}: {r['layout']}: {r['range']}" for v, r in compat["ranges"].items()]
+                f"- {v}: {r.layout}: {r.range}" for v, r in compat.ranges.items()]
     out += ["", "## Runtimes", "", *_runtimes(compat, variant), "", "## Test clips", "",
             "`test_wavs/` holds clips of the evaluation set; `trans.txt` their reference texts. sherpa-onnx "
             "(greedy search) transcribes them as:", ""]
     out += [f"- `{i}.wav`: {sherpa[w['index']] if w['index'] < len(sherpa) else '?'}" for i, w in enumerate(wavs)]
-    out += ["", "## Usage", "", usage(variant, int(m["feat_dim"]))]
+    out += ["", "## Usage", "", usage(variant, int(m.feat_dim))]
     return "\n".join(out) + "\n"

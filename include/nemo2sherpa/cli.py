@@ -23,6 +23,7 @@ from .benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS
 from .gates import GATE_DEFAULTS, GATES
 from .pipeline import STEP, STEPS, make_plan
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
+from .records import Export, Plan, Record, Source
 from .runtimes import KINDS
 from .variants import BASE, DEFAULT_VARIANTS, VARIANTS
 
@@ -45,8 +46,8 @@ def _floats(s: str) -> list[float]:
     return [float(x) for x in _csv(s)]
 
 
-def _source_json(a: argparse.Namespace) -> dict[str, Any]:
-    return json.loads(Path(a.source_json).read_text()) if a.source_json else {}
+def _source_json(a: argparse.Namespace) -> Source | None:
+    return Source.from_json(json.loads(Path(a.source_json).read_text()), str(a.source_json)) if a.source_json else None
 
 
 INT8_RECIPE_FLAG: Flag = ("--int8-recipe", {"choices": list(INT8_RECIPES), "default": DEFAULT_INT8_RECIPE,
@@ -122,9 +123,7 @@ def _make_variant(a):
 
 def _metadata(a):
     from .metadata import apply_metadata
-    from .modelspec import ModelSpec
-    spec = ModelSpec.from_dict(json.loads((Path(a.reference) / "export.json").read_text())["spec"])
-    return apply_metadata(Path(a.bundle), spec, _source_json(a))
+    return apply_metadata(Path(a.bundle), Export.read(Path(a.reference)).model_spec(), _source_json(a))
 
 
 def _benchmark(a):
@@ -135,8 +134,7 @@ def _benchmark(a):
 
 def _step(a):
     from .pipeline import run_step
-    src = json.loads(a.source_json.read_text()) if a.source_json else None
-    return run_step(a.step, json.loads(a.plan.read_text()), src)
+    return run_step(a.step, Plan.from_json(json.loads(a.plan.read_text()), str(a.plan)), _source_json(a))
 
 
 def _convert(a):
@@ -147,7 +145,7 @@ def _convert(a):
 
 def _package(a):
     from .archive import package
-    return package(Path(a.bundle), Path(a.reference), _csv(a.variants), _source_json(a) or {}, a.license)
+    return package(Path(a.bundle), Path(a.reference), _csv(a.variants), _source_json(a), a.license)
 
 
 def _compat(a):
@@ -161,7 +159,7 @@ def _runtimes_install(a):
     from .venvs import default_cache
 
     kinds = chosen(_csv(a.runtimes))
-    return {rt.name: install(rt, default_cache())["cmd"][0] for rt in RUNTIMES if rt.kind in kinds}
+    return {rt.name: install(rt, default_cache()).cmd[0] for rt in RUNTIMES if rt.kind in kinds}
 
 
 def _venv(a):
@@ -243,7 +241,7 @@ COMMANDS: dict[str, Command] = {
                                                                       "fails, for its reports"})],
         _convert, positional=[("src", {}), ("out", {"type": Path})]),
     "compat": Command(STEP["compat"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, RUNTIMES_FLAG], _compat),
-    "package": Command(STEP["package"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--source-json", {}),
+    "package": Command(STEP["package"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--source-json", {"required": True}),
                                               ("--license", {"help": "the checkpoint's license, for the card"})],
                        _package),
     "step": Command("one pipeline step over a plan (what a DAG task runs)", [
@@ -301,10 +299,10 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     ok = False
     try:
         results, steps = _run_steps(plan, work)
-        bundle = Path(plan["bundle"])
+        bundle = plan.bundle
         for report in ("export.json", "quantize.json"):  # what the steps learned, beside the bundle
-            if (Path(plan["reference"]) / report).exists():
-                shutil.copy2(Path(plan["reference"]) / report, bundle / report)
+            if (plan.reference / report).exists():
+                shutil.copy2(plan.reference / report, bundle / report)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
@@ -320,13 +318,13 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             "package": results.get("package")}
 
 
-def _run_steps(plan: dict[str, Any], work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _run_steps(plan: Plan, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Each step of pipeline.STEPS as a child process in its venv; their manifests and wall time / peak RSS."""
     from . import venvs
     from .child import run_module_measured, step_environment
 
     plan_json, source_json = work / "plan.json", work / "source.json"
-    plan_json.write_text(json.dumps(plan))
+    plan_json.write_text(json.dumps(plan.to_json()))
     results: dict[str, Any] = {}
     steps: dict[str, dict[str, Any]] = {}
     for step in STEPS:
@@ -367,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         c = COMMANDS[a.cmd]
         out = c.run(a)
-        print(out if c.plain else json.dumps(out, default=str))
+        print(out if c.plain else json.dumps(out.to_json() if isinstance(out, Record) else out, default=str))
         return 0
     except PermanentError as e:
         print(f"nemo2sherpa: error: {e}", file=sys.stderr)

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GateFailed
-from .runtimes import KINDS, RUNTIMES, Runtime, chosen, decode, install, ranges_of
-from .variants import EXTERNAL_WEIGHTS, TOKENS, layout, variant_files
+from .records import (Compatibility, Example, Export, ExportClip, RuntimeOnVariant, RuntimeRow, SherpaRun,
+                      Validation)
+from .runtimes import KINDS, RUNTIMES, Graphs, Runtime, chosen, decode, install, ranges_of
+from .variants import EXTERNAL_WEIGHTS, layout
 
 log = logging.getLogger("nemo2sherpa.compat")
-COMPATIBILITY = "compatibility.json"
 
 # The statuses a runtime inside the range may have: the same output on every clip; the same on every clip the
 # model knows; differences only, on a set with no clip the model knows (nothing there to hold a runtime to).
@@ -41,10 +42,10 @@ MATRIX_MAX_S = 20.0
 WORKERS = 2  # runtimes decoding at once, one thread each
 
 
-def matrix_clips(clips: list[dict[str, Any]]) -> list[int]:
+def matrix_clips(clips: list[ExportClip]) -> list[int]:
     """The indices of the clips the matrix decodes: those up to MATRIX_MAX_S, else the shortest."""
-    short = [i for i, c in enumerate(clips) if c.get("duration_s", 0.0) <= MATRIX_MAX_S]
-    return short or [min(range(len(clips)), key=lambda i: clips[i].get("duration_s", 0.0))]
+    short = [i for i, c in enumerate(clips) if c.duration_s <= MATRIX_MAX_S]
+    return short or [min(range(len(clips)), key=lambda i: clips[i].duration_s)]
 
 
 def _compare(ref: dict[str, Any], got: dict[str, Any], clips: list[str], known: set[str]) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def _compare(ref: dict[str, Any], got: dict[str, Any], clips: list[str], known: 
                            "known_clips": len(known)}
     if differ:
         i = (on_known or differ)[0]
-        out["example"] = {"clip": clips[i], "text": got["texts"][i], "reference": ref["texts"][i]}
+        out["example"] = Example(clip=clips[i], text=got["texts"][i], reference=ref["texts"][i])
     return out
 
 
@@ -79,14 +80,15 @@ def _interleaved(jobs: list[tuple[Runtime, str]], layouts: dict[str, str]) -> li
     return out
 
 
-def _reference(sherpa: dict[str, Any], picked: list[int]) -> dict[str, Any]:
+def _reference(sherpa: SherpaRun, picked: list[int]) -> dict[str, Any]:
     """validate's sherpa-onnx output on the matrix's clips."""
-    return {k: [sherpa[k][i] for i in picked] for k in ("texts", "tokens", "timestamps")}
+    return {"texts": [sherpa.texts[i] for i in picked], "tokens": [sherpa.tokens[i] for i in picked],
+            "timestamps": [sherpa.timestamps[i] for i in picked]}
 
 
 def check_runtimes(bundle: Path, reference_dir: Path, variants: list[str], runtimes: tuple[Runtime, ...] = RUNTIMES,
                    cache: Path | None = None, report: bool = True, workers: int = WORKERS,
-                   kinds: list[str] | None = None) -> dict[str, Any]:
+                   kinds: list[str] | None = None) -> Compatibility:
     """The runtime matrix over a validated bundle: compatibility.json (and VALIDATION.md re-rendered with it);
     GateFailed when a runtime inside a variant's range decodes it otherwise than the reference. `kinds`: the run's
     choice of runtime kinds (default every kind); those left out are named in the record."""
@@ -101,13 +103,13 @@ def check_runtimes(bundle: Path, reference_dir: Path, variants: list[str], runti
     if left_out:
         log.warning("runtimes left out by this run's choice: %s", ", ".join(KINDS[k].label for k in left_out))
     bundle = Path(bundle)
-    validated = json.loads((bundle / "validation.json").read_text())
-    every = json.loads((Path(reference_dir) / "export.json").read_text())["clips"]
+    validated = Validation.read(bundle)
+    every = Export.read(reference_dir).clips
     picked = matrix_clips(every)
-    clips = [every[i]["name"] for i in picked]
-    wavs = [Path(every[i]["path"]) for i in picked]
-    known = set(validated["known_clips"]) & set(clips)
-    feat_dim = int(validated["model"]["feat_dim"])
+    clips = [every[i].name for i in picked]
+    wavs = [every[i].path for i in picked]
+    known = set(validated.known_clips or []) & set(clips)
+    feat_dim = int(validated.model.feat_dim)
     layouts = {v: layout(bundle, v).name for v in variants}
     log.info("runtime matrix on %d clips up to %g s (%s), variants %s", len(clips), MATRIX_MAX_S, ", ".join(clips),
              ", ".join(f"{v} ({layouts[v]})" for v in variants))
@@ -117,66 +119,66 @@ def check_runtimes(bundle: Path, reference_dir: Path, variants: list[str], runti
 
     def run(job: tuple[Runtime, str]) -> tuple[dict[str, Any], float]:
         rt, v = job
-        enc, dec, join = (str(p) for p in variant_files(bundle, v))
-        files = {"encoder": enc, "decoder": dec, "joiner": join, "tokens": str(bundle / TOKENS), "variant": v}
         with big if layouts[v] == EXTERNAL_WEIGHTS.name else nullcontext():
             s0 = time.monotonic()
-            got = decode(rt, how[rt], files, wavs, feat_dim, threads=1 if workers > 1 else 2)
+            got = decode(rt, how[rt], Graphs.of(bundle, v), wavs, feat_dim, threads=1 if workers > 1 else 2)
             return got, time.monotonic() - s0
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         done = dict(zip(jobs, pool.map(run, jobs)))
     rows = [_row(rt, variants, layouts, done, validated, picked, clips, known) for rt in how]
-    bad = [(r, v, x) for r in rows for v, x in r["variants"].items() if x["in_range"] and x["status"] not in AGREE]
-    result = {"reference": f"sherpa-onnx (Python) {sherpa_onnx.__version__}", "ranges": ranges_of(layouts),
-              "clips": clips, "clips_max_s": MATRIX_MAX_S, "variants": variants, "runtimes": rows,
-              "kinds": kinds, "left_out": {k: f"{KINDS[k].label}: not chosen for this run" for k in left_out},
-              "known_clips": sorted(known), "passed": not bad, "seconds": round(time.monotonic() - t0, 1)}
-    (bundle / COMPATIBILITY).write_text(json.dumps(result, indent=2) + "\n")
+    bad = [(r, v, x) for r in rows for v, x in r.variants.items() if x.in_range and x.status not in AGREE]
+    result = Compatibility(reference=f"sherpa-onnx (Python) {sherpa_onnx.__version__}", ranges=ranges_of(layouts),
+                           clips=clips, clips_max_s=MATRIX_MAX_S, variants=variants, runtimes=rows, kinds=kinds,
+                           left_out={k: f"{KINDS[k].label}: not chosen for this run" for k in left_out},
+                           known_clips=sorted(known), passed=not bad, seconds=round(time.monotonic() - t0, 1))
+    (bundle / Compatibility.FILE).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if report:
         from .report import render_markdown
 
         (bundle / "VALIDATION.md").write_text(render_markdown(validated, result))
     if bad:
         raise GateFailed("runtimes inside a variant's stated range decode it otherwise than the reference: " + "; ".join(
-            f"{r['runtime']} {v} ({x['layout']}, {result['ranges'][v]['range']}): {x.get('example') or x.get('error')}"
-            for r, v, x in bad))
+            f"{r.runtime} {v} ({x.layout}, {result.ranges[v].range}): {_said(x)}" for r, v, x in bad))
     return result
 
 
-def _row(rt: Runtime, variants: list[str], layouts: dict[str, str], done: dict, validated: dict[str, Any],
-         picked: list[int], clips: list[str], known: set[str]) -> dict[str, Any]:
+def _said(x: RuntimeOnVariant) -> Any:
+    """What a runtime did wrong, as the error names it: its example, else its error."""
+    return x.example.to_json() if x.example else x.error
+
+
+def _row(rt: Runtime, variants: list[str], layouts: dict[str, str], done: dict, validated: Validation,
+         picked: list[int], clips: list[str], known: set[str]) -> RuntimeRow:
     """One runtime's row of the matrix: per variant it ran on, its status, layout and whether the variant's range
     includes it; logged."""
-    row: dict[str, Any] = {"runtime": rt.name, "kind": rt.kind, "version": rt.version, "from_folder": rt.from_folder,
-                           "note": rt.note, "variants": {}, "seconds": 0.0}
+    per: dict[str, RuntimeOnVariant] = {}
+    total = 0.0
     for v in variants:
         if (rt, v) not in done:
             continue
         got, seconds = done[(rt, v)]
-        ref = _reference(validated["variants"][v]["sherpa"], picked)
-        row["variants"][v] = {**_compare(ref, got, clips, known), "layout": layouts[v],
-                              "in_range": rt.in_range(layouts[v]), "seconds": round(seconds, 1),
-                              **({"native": got["native"]} if "native" in got else {})}
-        row["seconds"] = round(row["seconds"] + seconds, 1)
-    statuses = {x["status"] for x in row["variants"].values()}
-    row["status"] = next(s for s in ("fails", "differs", "unknown audio only", "agrees where known", "agrees")
-                         if s in statuses)
-    for v, x in row["variants"].items():
-        log.info("%-56s %-5s %-18s %s (%s range, %.1f s)%s", rt.name, v, x["status"], x["layout"],
-                 "in" if x["in_range"] else "outside", x["seconds"],
-                 f": {x.get('example') or x.get('error', '')}" if "example" in x or "error" in x else "")
-    return row
+        ref = _reference(validated.variants[v].sherpa, picked)
+        per[v] = RuntimeOnVariant(**_compare(ref, got, clips, known), layout=layouts[v],
+                                  in_range=rt.in_range(layouts[v]), seconds=round(seconds, 1), native=got.get("native"))
+        total = round(total + seconds, 1)
+    statuses = {x.status for x in per.values()}
+    status = next(s for s in ("fails", "differs", "unknown audio only", "agrees where known", "agrees") if s in statuses)
+    for v, x in per.items():
+        log.info("%-56s %-5s %-18s %s (%s range, %.1f s)%s", rt.name, v, x.status, x.layout,
+                 "in" if x.in_range else "outside", x.seconds,
+                 f": {_said(x) or ''}" if x.example or x.error is not None else "")
+    return RuntimeRow(runtime=rt.name, kind=rt.kind, version=rt.version, from_folder=rt.from_folder, note=rt.note,
+                      variants=per, seconds=total, status=status)
 
 
-def proven(result: dict[str, Any], variant: str) -> list[str]:
+def proven(result: Compatibility, variant: str) -> list[str]:
     """The runtimes the matrix showed to decode one variant as validated, inside its range."""
-    return [r["runtime"] for r in result["runtimes"]
-            if variant in r["variants"] and r["variants"][variant]["in_range"]
-            and r["variants"][variant]["status"] in PROVEN]
+    return [r.runtime for r in result.runtimes
+            if variant in r.variants and r.variants[variant].in_range and r.variants[variant].status in PROVEN]
 
 
-def summary(result: dict[str, Any]) -> dict[str, Any]:
+def summary(result: Compatibility) -> dict[str, Any]:
     """The stage's small manifest (XCom): each variant's range and each runtime's status."""
-    return {"passed": result["passed"], "ranges": {v: r["range"] for v, r in result["ranges"].items()},
-            "runtimes": {r["runtime"]: r["status"] for r in result["runtimes"]}, "seconds": result["seconds"]}
+    return {"passed": result.passed, "ranges": {v: r.range for v, r in result.ranges.items()},
+            "runtimes": {r.runtime: r.status for r in result.runtimes}, "seconds": result.seconds}

@@ -8,12 +8,13 @@ frame advances by the skip; at most `max_symbols` symbols per frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from .records import Divergence
 from .variants import TOKENS, variant_files
 
 
@@ -205,7 +206,7 @@ def follow_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int,
 
 
 def first_divergence(steps: list[Step], logits: list[np.ndarray], tokens: list[int], frames: list[int],
-                     blank: int) -> dict[str, Any] | None:
+                     blank: int) -> Divergence | None:
     """Where a recorded greedy path (greedy_path with keep_logits) first parts from another decoder's output, given
     as tokens and the frame of each: None if they agree. The other decoder's choices between two emissions are not
     seen, so every choice that explains the parting is weighed in the path's own logits and the closest is named
@@ -224,19 +225,19 @@ def first_divergence(steps: list[Step], logits: list[np.ndarray], tokens: list[i
         t, k, _ = steps[n]
         other = theirs[0] if theirs[1] == t else blank  # at frame t the other emitted its token j, or nothing
         if other != k and n >= (start + 1 if j else 0):
-            best = {"token_index": j, "step": n, "frame": int(t), "choice": "token", "path": int(k),
-                    "other": int(other), "margin": float(logits[n][k] - logits[n][other])}
-            for alt in _duration_choices(steps, logits, start if j else 0, n, blank, theirs[1]):
-                if alt["margin"] < best["margin"]:
-                    best = {"token_index": j, **alt}
-            return {**best, "margin": float(f"{best['margin']:.3g}"),
-                    "scale": float(f"{float(np.abs(logits[best['step']]).max()):.3g}")}
-    return {"token_index": j, "step": None, "frame": theirs[1], "choice": None, "path": None, "other": theirs[0],
-            "margin": None, "scale": None}
+            best = Divergence(token_index=j, step=n, frame=int(t), choice="token", path=int(k), other=int(other),
+                              margin=float(logits[n][k] - logits[n][other]), scale=None)
+            for alt in _duration_choices(steps, logits, start if j else 0, n, blank, theirs[1], j):
+                if alt.margin < best.margin:
+                    best = alt
+            return replace(best, margin=float(f"{best.margin:.3g}"),
+                           scale=float(f"{float(np.abs(logits[best.step]).max()):.3g}"))
+    return Divergence(token_index=j, step=None, frame=theirs[1], choice=None, path=None, other=theirs[0], margin=None,
+                      scale=None)
 
 
 def _duration_choices(steps: list[Step], logits: list[np.ndarray], first: int, last: int, blank: int,
-                      target: int | None) -> list[dict[str, Any]]:
+                      target: int | None, token_index: int) -> list[Divergence]:
     """TDT duration choices at steps first..last-1 that land on another frame than the path's, no later than the
     other decoder's next emission (`target`): each with its margin in the path's logits."""
     out = []
@@ -248,6 +249,6 @@ def _duration_choices(steps: list[Step], logits: list[np.ndarray], first: int, l
             continue
         for alt in range(len(durs)):
             if alt != d and (target is None or t + alt <= target):
-                out.append({"step": m, "frame": int(t), "choice": "duration", "path": int(d), "other": alt,
-                            "margin": float(durs[d] - durs[alt])})
+                out.append(Divergence(token_index=token_index, step=m, frame=int(t), choice="duration", path=int(d),
+                                      other=alt, margin=float(durs[d] - durs[alt]), scale=None))
     return out

@@ -20,12 +20,12 @@ import posixpath
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from .audio import DEFAULT_CLIPS
 from .errors import InputError
+from .records import EvalClip, EvalSet, Source
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 MAX_CLIPS = 32  # default cap: more clips mean a slower validate (NeMo, ONNX and sherpa-onnx decode each)
@@ -220,7 +220,7 @@ def _convert(item: Item, dst: Path, rate: int) -> float:
     return len(mono) / rate
 
 
-def prepare(spec: str | None, dest: Path, rate: int = 16000, max_clips: int = MAX_CLIPS) -> dict[str, Any]:
+def prepare(spec: str | None, dest: Path, rate: int = 16000, max_clips: int = MAX_CLIPS) -> EvalSet:
     """The evaluation set in `dest` (wav files + texts.tsv) and its record: source, sha256 (of every input file's
     bytes and text, in order), the clips used with their durations, how many there were. None: the built-in set
     (its four clips and LONG_CLIPS)."""
@@ -233,7 +233,7 @@ def prepare(spec: str | None, dest: Path, rate: int = 16000, max_clips: int = MA
         shutil.rmtree(raw, ignore_errors=True)
 
 
-def _record(spec: str, items: list[Item], out: Path, rate: int, max_clips: int, raw: Path) -> dict[str, Any]:
+def _record(spec: str, items: list[Item], out: Path, rate: int, max_clips: int, raw: Path) -> EvalSet:
     """The sampled clips converted into `out` (through out.partial: no half-made set behind a refusal), recorded."""
     from .source import sha256_file
 
@@ -247,19 +247,18 @@ def _record(spec: str, items: list[Item], out: Path, rate: int, max_clips: int, 
     tmp.mkdir(parents=True)
     try:
         for name, it in zip(_names(used), used):
-            clips.append({"name": name, "from": it.remote or (f"{BUILTIN}:{it.path.name}" if spec == BUILTIN
-                                                              else str(it.path)),
-                          "duration_s": round(_convert(it, tmp / f"{name}.wav", rate), 3)})
-        (tmp / "texts.tsv").write_text("".join(f"{c['name']}\t{it.text}\n" for c, it in zip(clips, used)),
+            clips.append(EvalClip(name, it.remote or (f"{BUILTIN}:{it.path.name}" if spec == BUILTIN
+                                                      else str(it.path)),
+                                  round(_convert(it, tmp / f"{name}.wav", rate), 3)))
+        (tmp / "texts.tsv").write_text("".join(f"{c.name}\t{it.text}\n" for c, it in zip(clips, used)),
                                        encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return {"source": spec, "dir": str(out), "sha256": digest.hexdigest(), "clips": clips,
-            "total_clips": len(items), "sampled": len(used) < len(items), "seed": SEED,
-            "duration_s": round(sum(c["duration_s"] for c in clips), 3)}
+    return EvalSet(source=spec, dir=out, sha256=digest.hexdigest(), clips=clips, total_clips=len(items),
+                   sampled=len(used) < len(items), seed=SEED, duration_s=round(sum(c.duration_s for c in clips), 3))
 
 
 def _builtin() -> list[tuple[str, str]]:
@@ -267,15 +266,15 @@ def _builtin() -> list[tuple[str, str]]:
     return [tuple(r.split("\t", 1)) for r in rows if r.strip()]  # type: ignore[misc]
 
 
-def with_eval_set(found: dict[str, Any], eval_set: str | None, dest: Path, max_clips: int | None) -> dict[str, Any]:
+def with_eval_set(found: Source, eval_set: str | None, dest: Path, max_clips: int | None) -> Source:
     """The source manifest with its evaluation set prepared (evalset.prepare) at the checkpoint's sample rate: the
     run's eval_set, else the registry entry's (relative to the registry file), else the built-in clips."""
     from .modelspec import ModelSpec, read_nemo_config
     from .registry import load_registry, registry_path
 
-    entry = load_registry().get(found.get("registry") or "", {})
+    entry = load_registry().get(found.registry or "", {})
     spec = eval_set or (str((registry_path().parent / entry["eval_set"]).resolve()) if entry.get("eval_set") else None)
     # A set of the user's is resampled to the checkpoint's rate; the built-in set is 16 kHz (export refuses it for a
     # model of another rate, naming the fix: an evaluation set of its own).
-    rate = ModelSpec.from_config(read_nemo_config(Path(found["path"]))).sample_rate if spec else 16000
-    return {**found, "eval_set": prepare(spec, dest, rate, max_clips or MAX_CLIPS)}
+    rate = ModelSpec.from_config(read_nemo_config(Path(found.path))).sample_rate if spec else 16000
+    return replace(found, eval_set=prepare(spec, dest, rate, max_clips or MAX_CLIPS))

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +26,8 @@ from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
 from .progress import Phases
+from .records import Engine, EvalSet, Export, ExportClip, Source
+from .reference import ClipReference, Reference
 from .variants import BASE, BPE_VOCAB, TOKENS, WEIGHTS_SUFFIX, single_file_max
 
 log = logging.getLogger("nemo2sherpa.export")
@@ -156,19 +159,16 @@ def write_bpe_vocab(model, spec: ModelSpec, path: Path) -> bool:
     return True
 
 
-def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[Reference, list[ExportClip]]:
     """PyTorch reference tensors of every module, and NeMo's features and transcripts of the evaluation clips."""
     import torch
 
-    ref: dict[str, np.ndarray] = {}
     g = torch.Generator().manual_seed(0)
     # Encoder on a fixed random batch, odd frame counts, batch 2 with unequal lengths.
     T = max(REFERENCE_FRAMES)
     feats = torch.randn(len(REFERENCE_FRAMES), spec.feat_dim, T, generator=g)
     lens = torch.tensor(REFERENCE_FRAMES, dtype=torch.int64)
     enc, enc_len = model.encoder(audio_signal=feats, length=lens)
-    ref["enc_in_features"], ref["enc_in_lengths"] = feats.numpy(), lens.numpy()
-    ref["enc_out"], ref["enc_out_lengths"] = enc.numpy(), enc_len.numpy()
 
     # Decoder: blank (the start symbol) then a few tokens, one step at a time with state.
     tokens = [spec.blank_id] + [int(x) for x in torch.randint(0, spec.vocab_size, (DECODER_STEPS - 1,), generator=g)]
@@ -180,22 +180,21 @@ def _references(model, spec: ModelSpec, clips_dir: Path | None) -> tuple[dict[st
         dec_outs.append(out.transpose(1, 2).numpy())  # [1, H, 1]
         states_h.append(state[0].numpy())
         states_c.append(state[1].numpy())
-    ref["dec_tokens"] = np.array(tokens, dtype=np.int32)
-    ref["dec_out"] = np.concatenate(dec_outs, axis=0)  # [steps, H, 1]
-    ref["dec_state_h"] = np.stack(states_h)
-    ref["dec_state_c"] = np.stack(states_c)
+    dec_out = np.concatenate(dec_outs, axis=0)  # [steps, H, 1]
 
     # Joiner on encoder frames x decoder outputs (raw logits: export turns log_softmax off).
     model.joint.log_softmax = False
     f = enc[:1, :, :5]  # [1, D, 5]
-    dec = torch.from_numpy(ref["dec_out"][:, :, 0]).T.unsqueeze(0)  # [1, H, steps]
+    dec = torch.from_numpy(dec_out[:, :, 0]).T.unsqueeze(0)  # [1, H, steps]
     logits = model.joint.joint(f.transpose(1, 2), dec.transpose(1, 2))  # [1, T, U, V']
-    ref["joint_enc"], ref["joint_dec"], ref["joint_out"] = f.numpy(), dec.numpy(), logits.numpy()
-
+    ref = Reference(enc_in_features=feats.numpy(), enc_in_lengths=lens.numpy(), enc_out=enc.numpy(),
+                    enc_out_lengths=enc_len.numpy(), dec_tokens=np.array(tokens, dtype=np.int32), dec_out=dec_out,
+                    dec_state_h=np.stack(states_h), dec_state_c=np.stack(states_c), joint_enc=f.numpy(),
+                    joint_dec=dec.numpy(), joint_out=logits.numpy())
     return ref, _clip_references(model, spec, clips_dir, ref)
 
 
-def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[str, np.ndarray]) -> dict[str, Any]:
+def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: Reference) -> list[ExportClip]:
     """NeMo's features, greedy tokens and transcripts of the evaluation clips (the decoding-parity reference), and
     the encoder on their features as one zero-padded batch (numeric parity on real input), added to `ref`."""
     import torch
@@ -203,7 +202,7 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
     # Real clips: NeMo's own features and greedy decode (the decoding-parity reference).
     if spec.family.ctc_branch and getattr(model, "cur_decoder", "rnnt") != "rnnt":  # decode the transducer branch
         model.change_decoding_strategy(decoder_type="rnnt")
-    info: dict[str, Any] = {"clips": []}
+    out: list[ExportClip] = []
     clips = load_clips(clips_dir)
     for i, clip in enumerate(clips):
         samples, rate = read_wav(clip.path)
@@ -218,46 +217,46 @@ def _clip_references(model, spec: ModelSpec, clips_dir: Path | None, ref: dict[s
         # model's own decoding (its batched label-looping greedy decoder) on that encoder output.
         enc, enc_len = model.encoder(audio_signal=feats_c, length=flen)
         hyp = nemo_greedy(model, enc, enc_len)
-        ref[f"clip{i}_features"] = feats_c.numpy()
-        ref[f"clip{i}_tokens"] = np.asarray(hyp.y_sequence, dtype=np.int64).reshape(-1)
+        nemo_ids = np.asarray(hyp.y_sequence, dtype=np.int64).reshape(-1)
         tokens, steps, logits = torch_path(model, spec, enc, enc_len)
         frames = [int(f) for f in hyp.timestamp] if _has_frames(hyp) else None
-        ref.update(path_arrays(f"clip{i}_path", steps, logits, spec.blank_id + 1, spec.joiner_output_dim))
-        info["clips"].append(
-            {"name": clip.name, "path": str(clip.path), "text": clip.text, "nemo_text": hyp.text,
-             "duration_s": round(len(samples) / rate, 3), "nemo_frames": frames,
-             "nemo_tokens": [int(t) for t in ref[f"clip{i}_tokens"]], "frames": int(flen[0]),
-             "path_steps": len(steps), "path_equals_transcribe": tokens == [int(t) for t in ref[f"clip{i}_tokens"]],
-             "transcribe_divergence": (first_divergence(steps, logits, ref[f"clip{i}_tokens"].tolist(), frames,
-                                                        spec.blank_id) if frames is not None else None)}
-        )
+        ref.clips.append(ClipReference(feats_c.numpy(), nemo_ids,
+                                       *path_arrays(steps, logits, spec.blank_id + 1, spec.joiner_output_dim)))
+        nemo_tokens = [int(t) for t in nemo_ids]
+        out.append(ExportClip(
+            name=clip.name, path=Path(clip.path), text=clip.text, nemo_text=hyp.text,
+            duration_s=round(len(samples) / rate, 3), nemo_frames=frames, nemo_tokens=nemo_tokens,
+            frames=int(flen[0]), path_steps=len(steps), path_equals_transcribe=tokens == nemo_tokens,
+            transcribe_divergence=(first_divergence(steps, logits, nemo_tokens, frames, spec.blank_id)
+                                   if frames is not None else None)))
     # The encoder on the real clips' features as one zero-padded batch (numeric parity on real, batched input): the
     # clips up to BATCH_MAX_S (a 60 s clip would pad every other to 60 s: at 1.1B, GBs for nothing); long clips are
     # held to NeMo one by one along its decoding path (validate's stepwise parity).
-    every = [ref[f"clip{i}_features"].shape[2] for i in range(len(clips))]
+    every = [c.features.shape[2] for c in ref.clips]
     short = [i for i, n in enumerate(every) if n <= BATCH_MAX_S * 100] or [int(np.argmin(every))]
     lens = [every[i] for i in short]
     batch = np.zeros((len(short), spec.feat_dim, max(lens)), np.float32)
     for row, i in enumerate(short):
-        batch[row, :, :every[i]] = ref[f"clip{i}_features"][0]
+        batch[row, :, :every[i]] = ref.clips[i].features[0]
     enc_c, enc_c_len = model.encoder(audio_signal=torch.from_numpy(batch), length=torch.tensor(lens))
-    ref["clips_enc_in"], ref["clips_enc_in_lengths"] = batch, np.asarray(lens, np.int64)
-    ref["clips_enc_out"], ref["clips_enc_out_lengths"] = enc_c.numpy(), enc_c_len.numpy()
-    return info
+    ref.clips_enc_in, ref.clips_enc_in_lengths = batch, np.asarray(lens, np.int64)
+    ref.clips_enc_out, ref.clips_enc_out_lengths = enc_c.numpy(), enc_c_len.numpy()
+    return out
 
 
 BATCH_MAX_S = 20  # clips up to this long go into the batched numeric-parity reference (100 feature frames a second)
 PATH_TOP = 16  # token logits kept per decision: a flip to a token outside NeMo's 16 best is no tie
 
 
-def path_arrays(key: str, steps: list, logits: list[np.ndarray], v1: int, width: int) -> dict[str, np.ndarray]:
+def path_arrays(steps: list, logits: list[np.ndarray], v1: int,
+                width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A recorded path as reference arrays: the decisions (frame, token, duration index), and per decision NeMo's
     PATH_TOP best token logits (ids and values, best first) and every duration logit. Bounded: a 60 s clip of an
     8192-token model keeps ~2 MB, not the 50 MB of whole logit rows."""
     full = np.stack(logits) if logits else np.zeros((0, width), np.float32)
     top = np.argsort(-full[:, :v1], axis=1, kind="stable")[:, :PATH_TOP].astype(np.int32)
-    return {key: np.asarray(steps, dtype=np.int32).reshape(-1, 3), f"{key}_top": top,
-            f"{key}_topv": np.take_along_axis(full[:, :v1], top, axis=1), f"{key}_dur": full[:, v1:]}
+    return (np.asarray(steps, dtype=np.int32).reshape(-1, 3), top, np.take_along_axis(full[:, :v1], top, axis=1),
+            full[:, v1:])
 
 
 def _has_frames(hyp) -> bool:
@@ -402,7 +401,7 @@ def _export_files(model, spec: ModelSpec, bundle_dir: Path) -> tuple[list[str], 
     return files, n_tokens
 
 
-def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) -> dict[str, Any]:
+def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) -> Engine:
     """What users would run without a conversion: NeMo's transcribe() (PyTorch, CPU), audio in, text out,
     on the first evaluation clip tiled to each length; p50/p95 after a warm-up call, like the benchmark stage."""
     import torch
@@ -413,24 +412,24 @@ def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) 
     speech, rate = read_wav(load_clips(None)[0].path)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    out: dict[str, Any] = {"engine": "NeMo transcribe (PyTorch)", "provider": "cpu", "variant": BASE.name,
-                           "threads": threads, "by_length": {}}
+    by_length = {}
     try:
         for secs in lengths:
             audio = fixed_length(speech, rate, secs)
-            out["by_length"][f"{secs:g}"] = time_calls(
+            by_length[f"{secs:g}"] = time_calls(
                 lambda _: model.transcribe([audio], batch_size=1, verbose=False), runs, secs,
                 prepare=model.eval)  # transcribe() leaves modules in training mode: untimed eval() before each
-            log.info("NeMo baseline %5gs clip: p50 %.4f s", secs, out["by_length"][f"{secs:g}"]["p50_s"])
+            log.info("NeMo baseline %5gs clip: p50 %.4f s", secs, by_length[f"{secs:g}"].p50_s)
     finally:
         model.eval()
         torch.set_num_threads(old)
-    return out
+    return Engine(engine="NeMo transcribe (PyTorch)", provider="cpu", variant=BASE.name, threads=threads,
+                  by_length=by_length)
 
 
-def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+def summary(manifest: Export) -> dict[str, Any]:
     """The export step's small manifest (XCom): the spec, parameter count, file sizes and timings."""
-    return {k: manifest[k] for k in ("spec", "params", "files", "timings_s")}
+    return {"spec": manifest.spec, "params": manifest.params, "files": manifest.files, "timings_s": manifest.timings_s}
 
 
 def checked_spec(nemo_path: Path, out_dir: Path, expect: dict[str, Any] | None = None) -> ModelSpec:
@@ -466,7 +465,7 @@ def _restore(nemo_path: Path, bundle_dir: Path, reference_dir: Path):
 
 def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
                 expect: dict[str, Any] | None = None, baseline_lengths: list[float] | None = None,
-                eval_record: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+                eval_record: EvalSet | None = None, source: Source | None = None) -> Export:
     """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
 
     `expect`: a registry entry whose figures the checkpoint's config must match (checked before NeMo loads).
@@ -486,13 +485,14 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     params = sum(p.numel() for p in model.parameters())
     log.info("restored %s (%.1f M params)", spec.model_class, params / 1e6)
     with phase("reference"):
-        ref, info = _references(model, spec, clips_dir)
-        np.savez(reference_dir / "reference.npz", **ref)
-    for c in info["clips"]:
-        log.info("NeMo greedy %s: %r", c["name"], c["nemo_text"])
+        ref, clips = _references(model, spec, clips_dir)
+        ref.save(reference_dir)
+    for c in clips:
+        log.info("NeMo greedy %s: %r", c.name, c.nemo_text)
+    baseline = None
     if baseline_lengths:  # benchmark work, done here because NeMo is loaded here
         with phase("nemo_baseline"):
-            info["nemo_baseline"] = nemo_baseline(model, [float(x) for x in baseline_lengths])
+            baseline = nemo_baseline(model, [float(x) for x in baseline_lengths])
     with phase("export"):
         files, n_tokens = _export_files(model, spec, bundle_dir)
         if source:
@@ -503,18 +503,10 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     if stray:
         raise RuntimeError(f"export left unexpected files in {bundle_dir}: {stray[:5]}")
     sizes = {f: (bundle_dir / f).stat().st_size for f in files}
-    manifest = {
-        "nemo2sherpa": __version__,
-        "nemo_path": str(nemo_path),
-        "spec": spec.to_dict(),
-        "params": params,
-        "tokens": n_tokens,
-        "files": sizes,
-        **({"eval_set": {k: v for k, v in eval_record.items() if k != "dir"}} if eval_record else {}),
-        "timings_s": {"nemo_baseline": 0.0, **phase.seconds},
-        **info,
-    }
-    (reference_dir / "export.json").write_text(json.dumps(manifest, indent=2))
+    manifest = Export(nemo2sherpa=__version__, nemo_path=str(nemo_path), spec=spec.to_dict(), params=params,
+                      tokens=n_tokens, files=sizes, eval_set=replace(eval_record, dir=None) if eval_record else None,
+                      timings_s={"nemo_baseline": 0.0, **phase.seconds}, clips=clips, nemo_baseline=baseline)
+    (reference_dir / Export.FILE).write_text(json.dumps(manifest.to_json(), indent=2))
     for f, s in sizes.items():
         log.info("%-16s %12s bytes", f, f"{s:,}")
     return manifest

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Variant, fp32_bytes, made_by, single_file_max
+from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Maker, Variant, fp32_bytes, made_by, single_file_max
 
 log = logging.getLogger("nemo2sherpa.fp16")
 
@@ -88,3 +88,6 @@ def make(variant: Variant, bundle: Path, reference: Path) -> dict[str, Any]:
     """The variant registry's entry point: the fp16 variant (it writes no report of its own)."""
     assert variant == FP16, variant
     return fp16_bundle(bundle)
+
+
+MAKER = Maker(make)

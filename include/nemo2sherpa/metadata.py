@@ -14,6 +14,7 @@ from typing import Any
 
 from . import PIPELINE_VERSION, __version__
 from .modelspec import ModelSpec
+from .records import Source
 from .variants import BASE, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.metadata")
@@ -22,20 +23,21 @@ REQUIRED_KEYS = ("vocab_size", "subsampling_factor", "pred_rnn_layers", "pred_hi
 ENCODERS = tuple(v.file("encoder") for v in VARIANTS.values())  # every variant's encoder carries the keys
 
 
-def source_url(source: dict[str, Any]) -> str:
+def source_url(source: Source | None) -> str:
     """Where the checkpoint came from, as published in the encoder's `url`: the Hub repo, or a local checkpoint's
     file name and sha256 (never the worker's path: a published model must not carry the build machine's folders)."""
-    if source.get("repo_id"):
-        return f"https://huggingface.co/{source['repo_id']}"
-    if source.get("url"):  # an object in the user's bucket
-        return f"{source['url']}?sha256={source['sha256']}"
-    name = Path(source["path"]).name if source.get("path") else "unknown.nemo"
-    return f"nemo:{name}?sha256={source['sha256']}" if source.get("sha256") else f"nemo:{name}"
+    if source and source.repo_id:
+        return f"https://huggingface.co/{source.repo_id}"
+    if source and source.url:  # an object in the user's bucket
+        return f"{source.url}?sha256={source.sha256}"
+    name = source.path.name if source and source.path else "unknown.nemo"
+    return f"nemo:{name}?sha256={source.sha256}" if source and source.sha256 else f"nemo:{name}"
 
 
-def expected_metadata(spec: ModelSpec, source: dict[str, Any]) -> dict[str, str]:
-    """The encoder metadata sherpa-onnx reads, every value derived from the spec and the source."""
-    rev = source.get("revision") or "unknown"
+def expected_metadata(spec: ModelSpec, source: Source | None) -> dict[str, str]:
+    """The encoder metadata sherpa-onnx reads, every value derived from the spec and the source (None: a bundle
+    converted without one says so)."""
+    rev = (source.revision if source else None) or "unknown"
     return {
         "vocab_size": str(spec.vocab_size),
         "subsampling_factor": str(spec.subsampling_factor),
@@ -48,7 +50,7 @@ def expected_metadata(spec: ModelSpec, source: dict[str, Any]) -> dict[str, str]
         "model_author": "NeMo",
         "url": spec.family.url(source_url(source)),
         "comment": (
-            f"converted by nemo2sherpa {__version__} ({PIPELINE_VERSION}) from {source.get('name', '?')}@{rev}; "
+            f"converted by nemo2sherpa {__version__} ({PIPELINE_VERSION}) from {source.name if source else '?'}@{rev}; "
             f"{spec.family.decoding(spec.durations)}; "
             f"blank id {spec.blank_id}"
         ),
@@ -81,7 +83,7 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
-def apply_metadata(bundle: Path, spec: ModelSpec, source: dict[str, Any]) -> dict[str, Any]:
+def apply_metadata(bundle: Path, spec: ModelSpec, source: Source | None) -> dict[str, Any]:
     """Write the metadata into every variant's encoder in the bundle (fp32's must be there); encoders that carry it
     already (export writes fp32's, quantize and fp16 copy it) are left untouched."""
     meta = expected_metadata(spec, source)

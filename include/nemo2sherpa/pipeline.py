@@ -2,9 +2,9 @@
 
 The DAG builds one virtualenv task per step from `STEPS` (task id, requirements, queue, docs); `convert`
 runs the same steps, each in the same venv, as child processes; `python -m nemo2sherpa step <name>` runs
-one over a plan. A plan is the small dict that lays out a run's workspace and choices (`make_plan`); each
-step reads its arguments from it (and, after `source`, from the source manifest) and returns a small
-manifest (XCom). Stage modules are imported inside the steps: each venv has only its own packages.
+one over a plan. A plan (records.Plan) lays out a run's workspace and choices (`make_plan`); each step reads its
+arguments from it (and, after `source`, from the source manifest, records.Source) and returns a small manifest
+(XCom). Stage modules are imported inside the steps: each venv has only its own packages.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .child import INCLUDE, held_credentials, run_module_measured
 from .evalset import MAX_CLIPS
 from .errors import PermanentError, error_for_exit
 from .gates import limits
+from .records import Export, Plan, Record, Source
 from .variants import MADE, with_base
 
 log = logging.getLogger("nemo2sherpa.pipeline")
@@ -30,7 +31,7 @@ class Step:
 
     name: str  # task id
     venv: str  # runs in the venv built from requirements/<venv>.txt
-    run: Callable[[dict[str, Any], dict[str, Any] | None], Any]  # (plan, source manifest) -> small manifest
+    run: Callable[[Plan, Source | None], Any]  # (plan, source manifest) -> small manifest
     what: str  # one line: the task's doc, the README's table
     makes: str  # what it leaves in the workspace
     verdict: bool = False  # may fail with a validation verdict (GateFailed: at once, never retried)
@@ -43,7 +44,7 @@ def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], 
               lengths: list[float], gates: dict[str, Any] | None = None,
               int8_recipe: str | None = None, eval_set: str | None = None,
               eval_max_clips: int | None = None, runtime_matrix: bool = True,
-              runtimes: list[str] | None = None) -> dict[str, Any]:
+              runtimes: list[str] | None = None) -> Plan:
     """The run's layout and choices; bad thresholds, an unknown int8 recipe, runtimes whose tools this worker cannot
     have (naming each, and how to get it) raise InputError here, before any work."""
     from .runtimes import chosen, missing_toolchains
@@ -63,51 +64,56 @@ def make_plan(ws: Path, source: str, revision: str | None, variants: list[str], 
     if missing:
         raise InputError("the runtime matrix cannot run on this worker: " + "; ".join(missing) + " (nothing was done)")
     ws = Path(ws)
-    return {"include_dir": str(INCLUDE), "ws": str(ws), "download": str(ws / "download"),
-            "bundle": str(ws / "bundle"), "reference": str(ws / "reference"),
-            "variants": with_base(variants), "source": source, "revision": revision, "gpu": bool(gpu),
-            "lengths": [float(x) for x in lengths], "gates": limits(gates), "int8_recipe": recipe_name(int8_recipe),
-            "eval_set": (eval_set or "").strip() or None, "eval": str(ws / "eval"),
-            "eval_max_clips": int(eval_max_clips or MAX_CLIPS), "runtime_matrix": bool(runtime_matrix),
-            "runtimes": kinds}
+    return Plan(include_dir=INCLUDE, ws=ws, download=ws / "download", bundle=ws / "bundle",
+                reference=ws / "reference", variants=with_base(variants), source=source, revision=revision,
+                gpu=bool(gpu), lengths=[float(x) for x in lengths], gates=limits(gates),
+                int8_recipe=recipe_name(int8_recipe), eval_set=(eval_set or "").strip() or None, eval=ws / "eval",
+                eval_max_clips=int(eval_max_clips or MAX_CLIPS), runtime_matrix=bool(runtime_matrix), runtimes=kinds)
 
 
-def _source(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _source(plan: Plan, src: Source | None) -> Source:
     from .evalset import with_eval_set
     from .source import resolve_source
 
-    found = resolve_source(plan["source"], plan["revision"], Path(plan["download"]))
-    return with_eval_set(found, plan.get("eval_set"), Path(plan.get("eval") or Path(plan["ws"]) / "eval"),
-                         plan.get("eval_max_clips"))
+    found = resolve_source(plan.source, plan.revision, plan.download)
+    return with_eval_set(found, plan.eval_set, plan.eval, plan.eval_max_clips)
 
 
-def _export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _export(plan: Plan, src: Source | None) -> Any:
     from .export import export_nemo, summary
     from .registry import load_registry
 
-    expect = load_registry().get(src["registry"]) if src.get("registry") else None
-    evalset = src.get("eval_set")
-    return summary(export_nemo(Path(src["path"]), Path(plan["bundle"]), Path(plan["reference"]),
-                               clips_dir=Path(evalset["dir"]) if evalset else None, expect=expect,
-                               baseline_lengths=plan["lengths"], eval_record=evalset, source=src))
+    src = _needed(src)
+    expect = load_registry().get(src.registry) if src.registry else None
+    evalset = src.eval_set
+    return summary(export_nemo(Path(src.path), plan.bundle, plan.reference,
+                               clips_dir=evalset.dir if evalset else None, expect=expect,
+                               baseline_lengths=plan.lengths, eval_record=evalset, source=src))
 
 
-def _validate_export(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _needed(src: Source | None) -> Source:
+    """The source manifest of a step that reads it (Step.needs_source)."""
+    if src is None:
+        raise ValueError("this step reads the source step's manifest: give it (--source-json)")
+    return src
+
+
+def _validate_export(plan: Plan, src: Source | None) -> Any:
     from .validate import summary, validate_bundle
     from .variants import BASE
 
-    return summary(validate_bundle(Path(plan["bundle"]), Path(plan["reference"]), [BASE.name], mode="pre"))
+    return summary(validate_bundle(plan.bundle, plan.reference, [BASE.name], mode="pre"))
 
 
-def make_variants(plan: dict[str, Any], src: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_variants(plan: Plan, src: Source | None = None) -> dict[str, Any]:
     """The variants made from fp32 (int8, fp16: variants.MADE), each by its module in a child process of its own:
     at 1.1B each holds the fp32 encoder in memory (quantize peaks at ~10 GB), and memory one has used is not
     always returned to the next."""
     out: dict[str, Any] = {}
-    for v in (v for v in MADE if v.name in plan["variants"]):
-        options = {k: plan.get(k) for k in v.options}  # None: the maker's default (a plan older than the option)
-        proc, usage = run_module_measured(["make-variant", v.name, "--bundle", plan["bundle"], "--reference",
-                                           plan["reference"], "--options", json.dumps(options)])
+    for v in (v for v in MADE if v.name in plan.variants):
+        options = {k: plan.option(k) for k in v.options}
+        proc, usage = run_module_measured(["make-variant", v.name, "--bundle", str(plan.bundle), "--reference",
+                                           str(plan.reference), "--options", json.dumps(options)])
         classified = error_for_exit(proc.returncode, f"making the {v.name} variant failed (exit {proc.returncode}); "
                                                      f"its one-line error is above")
         if classified:  # keeps the child's class: permanent and verdicts are not retried
@@ -125,47 +131,42 @@ def make_variants(plan: dict[str, Any], src: dict[str, Any] | None = None) -> di
     return out
 
 
-def _metadata(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _metadata(plan: Plan, src: Source | None) -> Any:
     from .metadata import apply_metadata
-    from .modelspec import ModelSpec
 
-    spec = ModelSpec.from_dict(json.loads((Path(plan["reference"]) / "export.json").read_text())["spec"])
-    return apply_metadata(Path(plan["bundle"]), spec, src or {})
+    return apply_metadata(plan.bundle, Export.read(plan.reference).model_spec(), src)
 
 
-def _validate(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _validate(plan: Plan, src: Source | None) -> Any:
     from .validate import summary, validate_bundle
 
-    b = Path(plan["bundle"])
-    return summary(validate_bundle(b, Path(plan["reference"]), plan["variants"], mode="full", source=src,
-                                   report_path=b / "validation.json", **plan.get("gates", {})))
+    return summary(validate_bundle(plan.bundle, plan.reference, plan.variants, mode="full", source=src,
+                                   report_path=plan.bundle / "validation.json", **plan.gates))
 
 
-def _compat(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _compat(plan: Plan, src: Source | None) -> Any:
     from .compat import check_runtimes, summary
 
-    if not plan.get("runtime_matrix", True):
+    if not plan.runtime_matrix:
         log.info("runtime matrix off for this run (runtime_matrix): no runtime but the reference was checked")
         return {"skipped": "runtime_matrix is off"}
-    return summary(check_runtimes(Path(plan["bundle"]), Path(plan["reference"]), plan["variants"],
-                                  kinds=plan.get("runtimes")))
+    return summary(check_runtimes(plan.bundle, plan.reference, plan.variants, kinds=plan.runtimes))
 
 
-def _package(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _package(plan: Plan, src: Source | None) -> Any:
     from .archive import package
     from .registry import load_registry
 
-    src = src or {}
-    entry = load_registry().get(src.get("registry") or "", {})
-    return package(Path(plan["bundle"]), Path(plan["reference"]), plan["variants"], src, entry.get("license"))
+    src = _needed(src)
+    entry = load_registry().get(src.registry or "", {})
+    return package(plan.bundle, plan.reference, plan.variants, src, entry.get("license"))
 
 
-def _benchmark(plan: dict[str, Any], src: dict[str, Any] | None) -> Any:
+def _benchmark(plan: Plan, src: Source | None) -> Any:
     from .benchmark import p50s, run_benchmark
 
-    b = Path(plan["bundle"])
-    return p50s(run_benchmark(b, Path(plan["reference"]), plan["variants"], plan["lengths"], gpu=plan["gpu"],
-                              out_path=b / "benchmark.json"))
+    return p50s(run_benchmark(plan.bundle, plan.reference, plan.variants, plan.lengths, gpu=plan.gpu,
+                              out_path=plan.bundle / "benchmark.json"))
 
 
 STEPS: tuple[Step, ...] = (
@@ -201,11 +202,12 @@ STEPS: tuple[Step, ...] = (
 STEP: dict[str, Step] = {s.name: s for s in STEPS}
 
 
-def run_step(name: str, plan: dict[str, Any], src: dict[str, Any] | None = None) -> Any:
-    """One step over a plan, in this process (the step's venv): its small manifest."""
+def run_step(name: str, plan: Plan, src: Source | None = None) -> Any:
+    """One step over a plan, in this process (the step's venv): its small manifest, as JSON (XCom, stdout)."""
     if name not in STEP:
         raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEP)}")
     held = held_credentials()
     log.info("step %s: %s", name, "credentials and Airflow settings in its environment: " + ", ".join(held) if held
              else "holds no credential, Airflow connection or variable")
-    return STEP[name].run(plan, src)
+    out = STEP[name].run(plan, src)
+    return out.to_json() if isinstance(out, Record) else out

@@ -1,4 +1,5 @@
-"""Stage 7, publish: the bundle to s3://<bucket>/<prefix>/<model>/<revision>/, manifest last.
+"""Stage 7, publish to S3: the S3 target (S3Target, a targets.Target), bundles under
+s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/, manifest last.
 
 Every object carries its sha256 in metadata; `manifest.json` (names, sizes, sha256s, source,
 pipeline version, gate summary) is uploaded only after the store acknowledged every file and every
@@ -20,14 +21,17 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import PIPELINE_VERSION, __version__
-from .errors import PermanentError, TransientError
+from .errors import InputError, PermanentError, TransientError
 from .progress import Progress
-from .s3input import classified
+from .records import FileDigest
+from .s3input import classified, split_url
 from .source import sha256_file
+from .targets import MANIFEST, PublishResult, published_state
 from .variants import ARCHIVE_FORMATS, SHARED, VARIANT_FILES, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.publish")
@@ -39,7 +43,6 @@ ARCHIVES = tuple(f"sherpa-onnx-nemo-*.{fmt}" for fmt in ARCHIVE_FORMATS)
 # Upload order: every variant's files (variants.VARIANTS), tokens.txt and bpe.vocab, then the reports; a file not in the bundle
 # is left out.
 PUBLISHED = (*(n for v in VARIANTS.values() for n in v.published), *SHARED, *REPORTS)
-MANIFEST = "manifest.json"
 # A key prefix: segments of letters, digits, '.', '_' and '-', none of them '.' or '..', none empty (no '//').
 PREFIX_PATTERN = r"^(?!.*(^|/)\.{1,2}(/|$))(?!.*//)[A-Za-z0-9._/-]*$"
 LATEST = "latest.json"
@@ -50,14 +53,69 @@ def bundle_key(prefix: str, model: str, revision: str) -> str:
     name that would make a key of '.' or '..' segments, or empty ones (PREFIX_PATTERN)."""
     import re
 
-    from .errors import InputError
-
     parts = [p.strip("/") for p in (prefix, model, f"{revision}-{PIPELINE_VERSION}") if p and p.strip("/")]
     key = "/".join(parts)
     if not re.match(PREFIX_PATTERN, key) or "/" in model.strip("/"):
         raise InputError(f"bundle key {key!r} (prefix {prefix!r}, model {model!r}) has an empty, '.' or '..' segment "
                          f"or other characters than letters, digits, '.', '_', '-': fix the prefix")
     return key
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """The S3 target (targets.Target): bundles under s3://<bucket>/<bundle_key(prefix, model, revision)>/, through a
+    boto3 client; the caller decides where its credentials come from (an Airflow connection in the DAGs and the
+    report plugin). `create_bucket`: publish creates a missing bucket, else fails naming it."""
+
+    client: Any
+    bucket: str
+    prefix: str = ""
+    create_bucket: bool = True
+
+    def where(self, model: str, revision: str) -> str:
+        """s3://<bucket>/<key>/ of the model's bundle at this revision."""
+        return f"s3://{self.bucket}/{bundle_key(self.prefix, model, revision)}/"
+
+    def manifest(self, model: str, revision: str) -> dict[str, Any] | None:
+        """The manifest published under the bundle's key, or None."""
+        return read_manifest(self.client, self.bucket, bundle_key(self.prefix, model, revision))
+
+    def read(self, uri: str) -> bytes | None:
+        """The object at an s3:// URI in this target's bucket, or None where there is none."""
+        bucket, key = split_url(uri)
+        if bucket != self.bucket:
+            raise InputError(f"{uri} is not in bucket {self.bucket!r}, which this S3 target reads: read it through "
+                             f"a target over bucket {bucket!r}")
+        found = _read(self.client, bucket, key)
+        return found[0] if found else None
+
+    def publish(self, bundle: Path, source: dict[str, Any], variants: list[str], run_id: str,
+                summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
+        """publish_run under the bundle's key; the store's failures classified (s3input.classified)."""
+        key = bundle_key(self.prefix, source["name"], source["revision"])
+        try:
+            return publish_run(self.client, bundle, self.bucket, key, source, variants, run_id, summary,
+                               self.create_bucket, force)
+        except Exception as e:  # noqa: BLE001 - classified: a 5xx retries, a refusal does not
+            c = classified(e)
+            if c is e:
+                raise
+            raise c from e
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What publish_bundle did under one key: the bundle's URI, every object written (the files, the manifest,
+    latest.json), the manifest's entries, the names already there intact (`skipped`: not uploaded again), the
+    names published under validate's digests, the incomplete uploads aborted, whether a manifest was withdrawn."""
+
+    uri: str
+    objects: list[str]
+    files: list[dict[str, Any]]
+    skipped: list[str]
+    validated: list[str]
+    aborted: list[str]
+    withdrawn: bool
 
 
 def _ensure_bucket(client, bucket: str, create: bool) -> None:
@@ -89,7 +147,7 @@ def transfer_config():
 
 def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
                    summary: dict[str, Any] | None = None, create_bucket: bool = True,
-                   existing: dict[str, Any] | None = None, run_id: str = "") -> dict[str, Any]:
+                   existing: dict[str, Any] | None = None, run_id: str = "") -> Upload:
     """Upload the bundle under s3://bucket/key/, manifest last, then the model's latest pointer.
 
     A manifest already there is removed before any file is written (a re-publish, a variant added): while files
@@ -142,8 +200,8 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
     uris = [f"s3://{bucket}/{key}/{e['name']}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}", latest]
     log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
              time.monotonic() - t_all)
-    return {"bucket": bucket, "key": key, "uri": f"s3://{bucket}/{key}/", "objects": uris, "files": entries,
-            "skipped": skipped, "aborted": aborted, "validated": validated, "withdrawn": withdrawn}
+    return Upload(uri=f"s3://{bucket}/{key}/", objects=uris, files=entries, skipped=skipped, validated=validated,
+                  aborted=aborted, withdrawn=withdrawn)
 
 
 def _manifest(source: dict[str, Any], entries: list[dict[str, Any]], carried: list[dict[str, Any]],
@@ -183,6 +241,12 @@ def read_manifest(client, bucket: str, key: str) -> dict[str, Any] | None:
 
 def _read_json(client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
     """A JSON object and its ETag, or None where there is none."""
+    found = _read(client, bucket, key)
+    return (json.loads(found[0]), found[1]) if found else None
+
+
+def _read(client, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """An object's bytes and its ETag, or None where there is none."""
     from botocore.exceptions import ClientError
 
     try:
@@ -191,30 +255,31 @@ def _read_json(client, bucket: str, key: str) -> tuple[dict[str, Any], str] | No
         if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
             return None  # nothing there yet (the bucket is made, or refused, by publish_bundle)
         raise classified(e) from e
-    return json.loads(obj["Body"].read()), obj.get("ETag", "")
+    return obj["Body"].read(), obj.get("ETag", "")
 
 
 def publish_run(client, bundle: Path, bucket: str, key: str, source: dict[str, Any], variants: list[str],
                 run_id: str, summary: dict[str, Any] | None = None, create_bucket: bool = True,
-                force: bool = False) -> dict[str, Any]:
+                force: bool = False) -> PublishResult:
     """The publish task: converges on the complete state (every file, the manifest, latest.json) whichever write
     failed before. A bundle already published with every variant asked for is up to date (unless `force`): its
     latest.json is written if it is missing or behind (write_latest); `announce` says whether the caller should emit
     the bundle's asset event (this run published it: a retry after a later write failed, or a fresh publish). One
     that lacks a variant gets it added, its other files untouched."""
+    uri = f"s3://{bucket}/{key}/"
     existing = None if force else read_manifest(client, bucket, key)
-    if existing is not None:
-        missing = published_state(existing, variants)
-        if missing is None:
-            latest = write_latest(client, bucket, key, existing)
-            log.info("s3://%s/%s/ already published with %s: up to date; set force to redo", bucket, key,
-                     ", ".join(variants))
-            return {"uri": f"s3://{bucket}/{key}/", "skipped": True, "objects": [latest],
-                    "announce": bool(run_id) and existing.get("run_id") == run_id}
+    missing = published_state(existing, variants) if existing is not None else None
+    if existing is not None and missing is None:
+        latest = write_latest(client, bucket, key, existing)
+        log.info("s3://%s/%s/ already published with %s: up to date; set force to redo", bucket, key,
+                 ", ".join(variants))
+        return PublishResult(uri=uri, manifest_uri=f"{uri}{MANIFEST}", objects=[latest], skipped=True,
+                             announce=bool(run_id) and existing.get("run_id") == run_id)
+    if missing:
         log.info("s3://%s/%s/ is %s: adding to it (its other files stay as they are)", bucket, key, missing)
     out = publish_bundle(client, bundle, bucket, key, source, summary, create_bucket, existing, run_id)
-    return {**out, "skipped": False, "announce": True,
-            "added_to": published_state(existing, variants) if existing is not None else None}
+    return PublishResult(uri=uri, manifest_uri=f"{uri}{MANIFEST}", objects=out.objects, skipped=False,
+                         announce=True, files=out.files, validated=out.validated, added_to=missing)
 
 
 def _check_additions(existing: dict[str, Any], digests: dict[str, tuple[int, str]], bundle: Path,
@@ -258,7 +323,8 @@ def validated_digests(bundle: Path) -> dict[str, tuple[int, str]]:
     report = Path(bundle) / "validation.json"
     if not report.exists():
         return {}
-    return {f["name"]: (f["size"], f["sha256"]) for f in json.loads(report.read_text()).get("files", [])}
+    files = [FileDigest.from_json(f, f"{report} files") for f in json.loads(report.read_text()).get("files", [])]
+    return {f.name: (f.size, f.sha256) for f in files}
 
 
 def _changed(name: str, what: str) -> ChangedAfterValidation:
@@ -341,15 +407,6 @@ def _variant_files(entries: list[dict[str, Any]], existing: dict[str, Any] | Non
     out = {v: [n for n in x.published if n in names] for v, x in VARIANTS.items()
            if set(VARIANT_FILES[v]) <= names}
     return {**(existing or {}).get("variants", {}), **out}
-
-
-def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:
-    """None if a published manifest already holds every requested variant, else why a conversion is due."""
-    if manifest is None:
-        return "not published yet"
-    have = {f["name"] for f in manifest.get("files", [])}
-    missing = [v for v in variants if not set(VARIANT_FILES[v]) <= have]
-    return f"published without {', '.join(missing)}" if missing else None
 
 
 def latest_key(key: str) -> str:
@@ -436,31 +493,3 @@ def verify_download(local_dir: Path) -> list[str]:
     if bad:
         raise RuntimeError(f"files that do not match manifest.json: {bad}")
     return [e["name"] for e in manifest["files"]]
-
-
-def run_summary(out: dict[str, Any], source: dict[str, Any], validated: dict[str, Any],
-                bench: dict[str, Any]) -> str:
-    """The last thing a run's log shows: what was published where, with the figures that vouch for it."""
-    lines = [f"== nemo2sherpa: {source.get('name')} @ {source.get('revision')} (pipeline {PIPELINE_VERSION}) ==",
-             "files:"]
-    for f in out["files"]:
-        lines.append(f"  {f['name']:<20} {f['size']:>15,} bytes  sha256 {f['sha256'][:16]}  {out['uri']}{f['name']}")
-    lines.append(f"  {MANIFEST:<20} (written last)  {out['uri']}{MANIFEST}")
-    if out.get("validated"):
-        lines.append(f"validated bytes: {len(out['validated'])} files carry the sha256s validate recorded (every upload "
-                     f"re-hashed and matched): {', '.join(out['validated'])}")
-    v = validated or {}
-    lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; "
-                 f"token match vs NeMo {v.get('token_match')}; int8 WER vs fp32 {v.get('wer_vs_fp32')}; "
-                 f"sherpa-onnx WER vs NeMo {v.get('sherpa_wer_vs_nemo')}")
-    for variant, diffs in (v.get("max_abs_diff") or {}).items():
-        lines.append(f"  {variant} max abs diff vs PyTorch: " + ", ".join(f"{k} {x:.2e}" for k, x in (diffs or {}).items()))
-    if v.get("encoder_rel_err"):
-        lines.append("  encoder relative error vs PyTorch (evaluation clips): " + ", ".join(
-            f"{variant} {x:.2e}" for variant, x in v["encoder_rel_err"].items() if x is not None))
-    if v.get("int8_recipe"):
-        lines.append(f"  int8 recipe: {v['int8_recipe']}")
-    for variant, by_len in (bench or {}).items():
-        lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
-    lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")
-    return "\n".join(lines)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import PermanentError
-from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Variant, fp32_bytes, made_by
+from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Maker, Variant, fp32_bytes, made_by
 
 log = logging.getLogger("nemo2sherpa.quantize")
 
@@ -327,6 +327,7 @@ def encoder_outputs_match(original: Path, rewritten: Path, feat_dim: int, frames
     import onnxruntime as ort
 
     from .errors import GateFailed
+    from .reference import encoder_batch
 
     def run(path: Path, x, lengths):
         opts = ort.SessionOptions()
@@ -336,9 +337,8 @@ def encoder_outputs_match(original: Path, rewritten: Path, feat_dim: int, frames
         return s.run(None, {names[0]: x, names[1]: lengths})
 
     if reference is not None and Path(reference).exists():
-        ref = np.load(reference)
-        want, want_len = ref["enc_out"], ref["enc_out_lengths"]
-        got, _ = run(rewritten, ref["enc_in_features"], ref["enc_in_lengths"])
+        features, lengths, want, want_len = encoder_batch(Path(reference))
+        got, _ = run(rewritten, features, lengths)
     else:
         x = np.random.default_rng(0).standard_normal((1, feat_dim, frames)).astype(np.float32)
         lengths = np.array([frames], np.int64)
@@ -499,3 +499,6 @@ def describe(q: dict[str, Any]) -> str:
         f"within {enc['rewrite_max_rel_diff']:g} (relative)" if enc else "")
         + f"; integer ops in the {INT8.name} encoder: "
         + (", ".join(f"{k} {n}" for k, n in ops.items()) or "none") + ".")
+
+
+MAKER = Maker(make, REPORT, recorded, headline, describe)

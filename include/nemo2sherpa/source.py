@@ -10,11 +10,12 @@ import hashlib
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from .errors import InputError, TransientError
 from .progress import Progress
+from .records import Source
 from .registry import load_registry
 from .s3input import client as s3_client, fetch, split_url
 
@@ -64,27 +65,27 @@ def utc(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
-def resolve_source(source: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+def resolve_source(source: str, revision: str | None, download_dir: Path) -> Source:
     """The checkpoint on local disk and its manifest (kind, name, revision, its date, sha256, size, path)."""
     kind, value = classify(source)
     if kind == "registry":
         entry = load_registry()[value]
-        return {**resolve_source(entry["repo_id"], revision or entry.get("revision"), download_dir), "name": value,
-                "registry": value}
+        found = resolve_source(entry["repo_id"], revision or entry.get("revision"), download_dir)
+        return replace(found, name=value, registry=value)
     if kind == "local":
         p = Path(value)
         t0 = time.monotonic()
         digest = sha256_file(p)
         log.info("local checkpoint %s: %s bytes, sha256 %s (%.1f s)", p, f"{p.stat().st_size:,}", digest,
                  time.monotonic() - t0)
-        return {"kind": "local", "name": p.stem, "path": str(p), "revision": f"sha256-{digest[:16]}",
-                "sha256": digest, "size": p.stat().st_size, "revision_date": utc(p.stat().st_mtime)}
+        return Source(kind="local", name=p.stem, path=p, revision=f"sha256-{digest[:16]}", sha256=digest,
+                      size=p.stat().st_size, revision_date=utc(p.stat().st_mtime))
     if kind == "s3":
         return download_s3(value, download_dir)
     return download_hub(value, revision, download_dir)
 
 
-def download_s3(url: str, download_dir: Path) -> dict[str, Any]:
+def download_s3(url: str, download_dir: Path) -> Source:
     """A .nemo in the user's bucket, through the S3 credentials of the environment (s3input): downloaded whole,
     its sha256 is its revision, as for a local file (an object's ETag is not a content hash for multipart
     uploads)."""
@@ -95,8 +96,8 @@ def download_s3(url: str, download_dir: Path) -> dict[str, Any]:
              time.monotonic() - t0)
     bucket, key = split_url(url)
     modified = s3_client().head_object(Bucket=bucket, Key=key)["LastModified"].timestamp()
-    return {"kind": "s3", "name": path.stem, "url": url, "path": str(path), "revision": f"sha256-{digest[:16]}",
-            "sha256": digest, "size": path.stat().st_size, "revision_date": utc(modified)}
+    return Source(kind="s3", name=path.stem, url=url, path=path, revision=f"sha256-{digest[:16]}", sha256=digest,
+                  size=path.stat().st_size, revision_date=utc(modified))
 
 
 class _DownloadProgress(Progress):
@@ -159,7 +160,7 @@ def _nemo_file(info, repo_id: str):
     return nemo[0]
 
 
-def upstream_revision(source: str, revision: str | None = None) -> dict[str, Any]:
+def upstream_revision(source: str, revision: str | None = None) -> Source:
     """What a source resolves to upstream right now, without downloading it: for a registry model or a repo
     id the Hub's commit sha (the scheduled refresh compares it with what is published); for a local file its
     content hash, and for an s3:// object too (read into a temporary folder: an ETag is no content hash)."""
@@ -167,18 +168,18 @@ def upstream_revision(source: str, revision: str | None = None) -> dict[str, Any
 
     kind, value = classify(source)
     if kind == "local":  # resolving a local file reads it, nothing more
-        return {"source": source, **resolve_source(source, revision, Path("."))}
+        return replace(resolve_source(source, revision, Path(".")), source=source)
     if kind == "s3":
         with tempfile.TemporaryDirectory(prefix="nemo2sherpa-s3-") as tmp:
-            return {"source": source, **{k: v for k, v in download_s3(value, Path(tmp)).items() if k != "path"}}
+            return replace(download_s3(value, Path(tmp)), source=source, path=None)
     entry = load_registry()[value] if kind == "registry" else {"repo_id": value}
     info = hub_info(entry["repo_id"], revision or entry.get("revision"))
     _nemo_file(info, entry["repo_id"])
     name = value if kind == "registry" else value.split("/")[-1]
-    return {"source": source, "kind": kind, "name": name, "repo_id": entry["repo_id"], "revision": info.sha}
+    return Source(source=source, kind=kind, name=name, repo_id=entry["repo_id"], revision=info.sha)
 
 
-def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict[str, Any]:
+def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> Source:
     """Download a Hub repo's .nemo at a revision (resumable, sha256 checked against the Hub's LFS metadata)."""
     from huggingface_hub import hf_hub_download
 
@@ -198,6 +199,5 @@ def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> dict
     log.info("downloaded %s/%s@%s: %s bytes in %.1f s (%.1f MB/s)", repo_id, f.rfilename, info.sha, f"{size:,}", dt,
              size / 1e6 / max(dt, 1e-6))
     when = getattr(info, "last_modified", None)
-    return {"kind": "hub", "name": repo_id.split("/")[-1], "repo_id": repo_id, "path": str(path),
-            "revision": info.sha, "sha256": digest, "size": size,
-            **({"revision_date": utc(when.timestamp())} if when else {})}
+    return Source(kind="hub", name=repo_id.split("/")[-1], repo_id=repo_id, path=path, revision=info.sha,
+                  sha256=digest, size=size, revision_date=utc(when.timestamp()) if when else None)

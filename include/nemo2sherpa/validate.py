@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ from .hotwords import decoy_phrases
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
 from .progress import Phases
+from .reference import Reference
+from .records import (ClipRow, Decoding, Drift, Export, ExportClip, FileDigest, Frontend, FrontendClip, Gate,
+                      ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff, Stepwise, Timestamps,
+                      Validation, VariantResult)
 from .source import sha256_file
 from .report import render_markdown
 from .sherpa import check_in_subprocess
@@ -91,19 +95,19 @@ class Report:
     """The gates of one validation, in order, each logged as it is decided."""
 
     def __init__(self) -> None:
-        self.gates: list[dict[str, Any]] = []
+        self.gates: list[Gate] = []
 
     def gate(self, name: str, ok: bool, value: Any = None, threshold: Any = None, detail: str = "") -> bool:
         """Record (and log) one gate; returns whether it passed."""
-        self.gates.append({"gate": name, "passed": bool(ok), "value": value, "threshold": threshold, "detail": detail})
+        self.gates.append(Gate(gate=name, passed=bool(ok), value=value, threshold=threshold, detail=detail))
         (log.info if ok else log.error)("%-34s %-4s value=%s threshold=%s %s", name, "PASS" if ok else "FAIL",
                                          value, threshold, detail)
         return ok
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[Gate]:
         """The gates that failed."""
-        return [g for g in self.gates if not g["passed"]]
+        return [g for g in self.gates if not g.passed]
 
 
 def _dtype(t: str) -> str:
@@ -198,80 +202,76 @@ def encoder_errors(got: np.ndarray, want: np.ndarray, lengths: np.ndarray) -> tu
     return max(float(np.abs(d).max()) for d in delta), rel
 
 
-def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: dict[str, np.ndarray], r: Report,
+def numeric_parity(dec: GreedyDecoder, variant: str, spec: ModelSpec, ref: Reference, r: Report,
                    tol: float | None) -> tuple[dict[str, float], float]:
     """Max abs diff of each module vs PyTorch, and the encoder's relative error on the real clips (on the random
     batch for a reference made without clips)."""
-    diffs: dict[str, float] = {}
     # Encoder: a random batch of 2 with unequal odd frame counts, then the real clips' NeMo features.
-    diffs["encoder"], rel_err = _encoder_parity(dec, variant, r, ref["enc_in_features"], ref["enc_in_lengths"],
-                                                ref["enc_out"], ref["enc_out_lengths"], "encoder lengths",
-                                                "random features")
-    if "clips_enc_in" in ref:
-        diffs["encoder_clips"], rel_err = _encoder_parity(dec, variant, r, ref["clips_enc_in"],
-                                                          ref["clips_enc_in_lengths"], ref["clips_enc_out"],
-                                                          ref["clips_enc_out_lengths"], "encoder lengths (clips)",
-                                                          "real clips")
-        diffs["encoder"] = max(diffs["encoder"], diffs["encoder_clips"])
+    encoder, rel_err = _encoder_parity(dec, variant, r, ref.enc_in_features, ref.enc_in_lengths, ref.enc_out,
+                                       ref.enc_out_lengths, "encoder lengths", "random features")
+    on_clips = {}
+    if ref.clips_enc_in is not None:
+        on_clips["encoder_clips"], rel_err = _encoder_parity(dec, variant, r, ref.clips_enc_in,
+                                                             ref.clips_enc_in_lengths, ref.clips_enc_out,
+                                                             ref.clips_enc_out_lengths, "encoder lengths (clips)",
+                                                             "real clips")
+        encoder = max(encoder, *on_clips.values())
     # Decoder, step by step with state.
     state = dec.zero_state(spec.pred_rnn_layers, spec.pred_hidden)
     d = 0.0
-    for i, tok in enumerate(ref["dec_tokens"]):
+    for i, tok in enumerate(ref.dec_tokens):
         out, state = dec.predict(int(tok), state)
-        d = max(d, float(np.abs(out - ref["dec_out"][i : i + 1]).max()),
-                float(np.abs(state[0] - ref["dec_state_h"][i]).max()), float(np.abs(state[1] - ref["dec_state_c"][i]).max()))
-    diffs["decoder"] = d
+        d = max(d, float(np.abs(out - ref.dec_out[i : i + 1]).max()),
+                float(np.abs(state[0] - ref.dec_state_h[i]).max()), float(np.abs(state[1] - ref.dec_state_c[i]).max()))
     # Joiner on a T x U grid.
-    out = dec.joint(ref["joint_enc"], ref["joint_dec"])
-    diffs["joiner"] = float(np.abs(out - ref["joint_out"]).max())
-    diffs = {k: float(f"{v:.3g}") for k, v in diffs.items()}
+    joiner = float(np.abs(dec.joint(ref.joint_enc, ref.joint_dec) - ref.joint_out).max())
+    diffs = {k: float(f"{v:.3g}") for k, v in {"encoder": encoder, **on_clips, "decoder": d, "joiner": joiner}.items()}
     for k in ("encoder", "decoder", "joiner"):
         r.gate(f"{variant}: {k} max abs diff", tol is None or diffs[k] <= tol, value=diffs[k], threshold=tol,
                detail="" if tol is not None else f"reported ({variant} is gated by WER drift)")
     return diffs, float(f"{rel_err:.3g}")
 
 
-def encode_clips(dec: GreedyDecoder, ref: dict[str, np.ndarray], n: int) -> list[tuple[np.ndarray, int]]:
+def encode_clips(dec: GreedyDecoder, ref: Reference) -> list[tuple[np.ndarray, int]]:
     """The variant's encoder on NeMo's features of each clip, one at a time: (output [1, D, T'], its length), run
     once for both decoding-parity checks."""
     out = []
-    for i in range(n):
-        feats = ref[f"clip{i}_features"]
-        enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
+    for clip in ref.clips:
+        enc, enc_len = dec.encode(clip.features, np.array([clip.features.shape[2]], dtype=np.int64))
         out.append((enc, int(enc_len[0])))
     return out
 
 
-def stepwise_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray],
-                    clips: list[dict[str, Any]], encoded: list[tuple[np.ndarray, int]]) -> dict[str, Any] | None:
+def stepwise_parity(dec: GreedyDecoder, spec: ModelSpec, ref: Reference,
+                    clips: list[ExportClip], encoded: list[tuple[np.ndarray, int]]) -> Stepwise | None:
     """ONNX along NeMo's own greedy path (teacher forcing: at every step both see the same encoder frame and the
     same token history; recorded at export by export.torch_path): each token and duration choice compared. A
     differing choice is a tie when NeMo's margin between its two best there is within twice the logit difference
     measured at that step and within TIE_MAX; every tie is recorded, anything else is a mismatch. None for a
     reference made without paths."""
-    if any(f"clip{i}_path" not in ref for i in range(len(clips))):
+    if any(c.path is None for c in ref.clips):
         return None
     v1, steps, max_delta = spec.blank_id + 1, 0, 0.0
-    ties: list[dict[str, Any]] = []
-    mismatches: list[dict[str, Any]] = []
+    ties: list[StepDiff] = []
+    mismatches: list[StepDiff] = []
     for i, c in enumerate(clips):
         enc = encoded[i][0]
-        key = f"clip{i}_path"
-        path, top, topv, dur = ref[key], ref[f"{key}_top"], ref[f"{key}_topv"], ref[f"{key}_dur"]
+        clip = ref.clips[i]
+        path, top, topv, dur = clip.path, clip.path_top, clip.path_topv, clip.path_dur
         got_all = dec.follow(enc, spec.pred_rnn_layers, spec.pred_hidden, path)
         for n, (got, (t, k, d)) in enumerate(zip(got_all, path.tolist())):
             tok, durs = got[:v1], got[v1:]
             delta = float(max(np.abs(tok[top[n]] - topv[n]).max(), np.abs(durs - dur[n]).max() if len(durs) else 0))
             max_delta = max(max_delta, delta)
             for what, choice, chosen, margin in _differing(tok, durs, k, d, top[n], topv[n], dur[n]):
-                rec = {"clip": c["name"], "step": n, "frame": int(t), "choice": what, "nemo": int(choice),
-                       "onnx": chosen, "margin": float(f"{margin:.3g}"), "logit_diff": float(f"{delta:.3g}")}
+                rec = StepDiff(clip=c.name, step=n, frame=int(t), choice=what, nemo=int(choice), onnx=chosen,
+                               margin=float(f"{margin:.3g}"), logit_diff=float(f"{delta:.3g}"))
                 (ties if margin <= min(2 * delta, TIE_MAX) else mismatches).append(rec)
         steps += len(path)
-    parted = [{"clip": c["name"], **c["transcribe_divergence"], "last_frame": int(encoded[i][1]) - 1}
-              for i, c in enumerate(clips) if c.get("transcribe_divergence")]
-    return {"steps": steps, "ties": ties, "mismatches": mismatches, "max_logit_diff": float(f"{max_delta:.3g}"),
-            "tie_max": TIE_MAX, "clips": len(clips), "transcribe_divergence": parted}
+    parted = [replace(c.transcribe_divergence, clip=c.name, last_frame=int(encoded[i][1]) - 1)
+              for i, c in enumerate(clips) if c.transcribe_divergence]
+    return Stepwise(steps=steps, ties=ties, mismatches=mismatches, max_logit_diff=float(f"{max_delta:.3g}"),
+                    tie_max=TIE_MAX, clips=len(clips), transcribe_divergence=parted)
 
 
 def _differing(tok: np.ndarray, durs: np.ndarray, k: int, d: int, top: np.ndarray, topv: np.ndarray,
@@ -290,25 +290,25 @@ def _differing(tok: np.ndarray, durs: np.ndarray, k: int, d: int, top: np.ndarra
     return out
 
 
-def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: dict[str, np.ndarray], clips: list[dict[str, Any]],
-                    pieces: list[str], encoded: list[tuple[np.ndarray, int]]) -> dict[str, Any]:
+def decoding_parity(dec: GreedyDecoder, spec: ModelSpec, ref: Reference, clips: list[ExportClip],
+                    pieces: list[str], encoded: list[tuple[np.ndarray, int]]) -> Decoding:
     """The greedy decoder over the ONNX sessions on NeMo's features of every clip (encode_clips), free-running,
     against NeMo's token ids."""
     exact, total_tokens, agree = 0, 0, 0
     per_clip = []
     for i, c in enumerate(clips):
         hyp = dec.decode_encoded(*encoded[i], spec.pred_rnn_layers, spec.pred_hidden)
-        want = ref[f"clip{i}_tokens"].tolist()
+        want = ref.clips[i].tokens.tolist()
         same = hyp == want
         exact += same
         total_tokens += max(len(want), len(hyp))
         agree += sum(a == b for a, b in zip(hyp, want))
-        per_clip.append({"clip": c["name"], "exact": same, "text": ids_to_text(hyp, pieces), "onnx_tokens": hyp})
-    texts = [p["text"] for p in per_clip]
-    return {"clips": len(clips), "exact_clips": exact,
-            "token_match_rate": round(agree / total_tokens, 4) if total_tokens else 1.0,
-            "wer_vs_nemo": word_error_rate([c["nemo_text"] for c in clips], texts),
-            "wer_vs_reference": word_error_rate([c.get("text", "") for c in clips], texts), "per_clip": per_clip}
+        per_clip.append(PerClip(clip=c.name, exact=same, text=ids_to_text(hyp, pieces), onnx_tokens=hyp))
+    texts = [p.text for p in per_clip]
+    return Decoding(clips=len(clips), exact_clips=exact,
+                    token_match_rate=round(agree / total_tokens, 4) if total_tokens else 1.0,
+                    wer_vs_nemo=word_error_rate([c.nemo_text for c in clips], texts),
+                    wer_vs_reference=word_error_rate([c.text for c in clips], texts), per_clip=per_clip)
 
 
 def check_bpe_vocab(bundle: Path, tokens: list[str], exported: bool, r: Report) -> bool:
@@ -326,7 +326,7 @@ def check_bpe_vocab(bundle: Path, tokens: list[str], exported: bool, r: Report) 
                   detail="sherpa-onnx's hotwords split phrases with these pieces")
 
 
-def check_metadata(bundle: Path, variant: str, spec: ModelSpec, source: dict[str, Any], r: Report) -> bool:
+def check_metadata(bundle: Path, variant: str, spec: ModelSpec, source: Source | None, r: Report) -> bool:
     """Metadata gates on the variant's encoder: the keys sherpa-onnx needs, each equal to the spec's value."""
     enc = variant_files(bundle, variant)[0]
     meta = read_metadata(enc)
@@ -349,8 +349,8 @@ PRE_RECORD = "validate_export.json"  # reference/: validate_export's fp32 result
 
 
 def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode: str = "full",
-                    source: dict[str, Any] | None = None, report_path: Path | None = None,
-                    **given_limits: float | None) -> dict[str, Any]:
+                    source: Source | None = None, report_path: Path | None = None,
+                    **given_limits: float | None) -> Validation:
     """mode: "pre" (after export: structure + parity) or "full" (after metadata: + metadata + sherpa-onnx).
 
     `given_limits`: the run's gate limits by param name (gates.GATES: int8_wer_max, ...; the others at their
@@ -360,49 +360,49 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
     """
     bundle, reference_dir = Path(bundle), Path(reference_dir)
     lim = limits(given_limits)
-    exp = json.loads((reference_dir / "export.json").read_text())
-    spec = ModelSpec.from_dict(exp["spec"])
-    ref = dict(np.load(reference_dir / "reference.npz"))
-    clips = exp["clips"]
+    exp = Export.read(reference_dir)
+    spec = exp.model_spec()
+    ref = Reference.load(reference_dir)
+    clips = exp.clips
     known = known_clips(clips)  # what the runtime gates hold, decided once
     r, phase = Report(), Phases(log, "validate phase ")
-    result = _result_head(exp, mode, lim, clips, source or {}, reference_dir, variants)
-    result["known_clips"] = sorted(known)  # compat and package read it
+    result = _result_head(exp, mode, lim, clips, source, reference_dir, variants)
+    result.known_clips = sorted(known)  # compat and package read it
     hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
     base_digests = hashing.submit(file_digests, bundle, [BASE.name])
     other_digests = hashing.submit(file_digests, bundle, [v for v in variants if v != BASE.name], False)
     check_tokens(bundle, spec, r)
     pieces = read_tokens(bundle)
-    hotwords = check_bpe_vocab(bundle, pieces[:-1], BPE_VOCAB in exp.get("files", {}), r)
-    ctx = _Context(bundle, spec, ref, clips, known, pieces, lim, r, phase, source or {})
+    hotwords = check_bpe_vocab(bundle, pieces[:-1], BPE_VOCAB in exp.files, r)
+    ctx = _Context(bundle, spec, ref, clips, known, pieces, lim, r, phase, source)
     runtime = ThreadPoolExecutor(1, thread_name_prefix="sherpa-onnx") if mode == "full" else None
-    decoy = decoy_phrases(bundle, [c["nemo_text"] for c in clips] + [c.get("text", "") for c in clips]) \
+    decoy = decoy_phrases(bundle, [c.nemo_text for c in clips] + [c.text for c in clips]) \
         if hotwords else None
     pre = _pre_record(reference_dir, base_digests) if mode == "full" and BASE.name in variants else None
-    wavs = [Path(c["path"]) for c in clips]
+    wavs = [c.path for c in clips]
     for v in base_first(variants):
         # sherpa-onnx in child processes, one model at a time, beside the in-process gates: greedy search now, beam
         # search and hotwords once greedy is done (while its output is checked on sherpa-onnx's own features).
         greedy = runtime.submit(check_in_subprocess, bundle, v, wavs, None, ("greedy",)) if runtime else None
-        result["variants"][v] = vr = {}
-        dec = _onnx_gates(ctx, v, vr, result, pre if v == BASE.name else None)
+        result.variants[v], dec = _onnx_gates(ctx, v, result, pre if v == BASE.name else None)
+        vr = result.variants[v]
         if greedy is not None:
             with phase(f"{v}: sherpa-onnx greedy child (waited for)"):
-                checks = greedy.result()
+                checks = _runs(greedy.result())
             beam = runtime.submit(check_in_subprocess, bundle, v, wavs, decoy, ("beam",))
             _runtime_gates(ctx, v, vr, dec, checks)
             with phase(f"{v}: sherpa-onnx beam search child (waited for)"):
-                checks.update(beam.result())
-            vr["sherpa_seconds"] = {k: {t: x.get(t) for t in ("load_s", "decode_s")} for k, x in checks.items()}
-            if vr["sherpa"].get("texts"):
-                vr["sherpa_beam"] = _beam_gates(v, clips, known, vr["sherpa"]["texts"], checks, hotwords, r)
-    result["by_length"] = by_length(result, clips, known)
+                checks.update(_runs(beam.result()))
+            vr.sherpa_seconds = {k: {"load_s": x.load_s, "decode_s": x.decode_s} for k, x in checks.items()}
+            if vr.sherpa.texts:
+                vr.sherpa_beam = _beam_gates(v, clips, known, vr.sherpa.texts, checks, hotwords, r)
+    result.by_length = by_length(result, clips, known)
     with phase("sha256 of every file (waited for)"):
-        result["files"] = base_digests.result() + other_digests.result()
+        result.files = base_digests.result() + other_digests.result()
     hashing.shutdown()
     if runtime:
         runtime.shutdown()
-    result["timings_s"] = phase.seconds
+    result.timings_s = phase.seconds
     if mode == "pre" and not r.failed and BASE.name in variants:
         _write_pre_record(reference_dir, result, r)
     return _finish(result, r, report_path)
@@ -414,181 +414,180 @@ class _Context:
 
     bundle: Path
     spec: ModelSpec
-    ref: dict[str, np.ndarray]
-    clips: list[dict[str, Any]]
+    ref: Reference
+    clips: list[ExportClip]
     known: set[str]
     pieces: list[str]
     lim: dict[str, float | None]
     r: Report
     phase: Phases
-    source: dict[str, Any]
+    source: Source | None
 
 
-def _onnx_gates(ctx: _Context, v: str, vr: dict[str, Any], result: dict[str, Any],
-                pre: dict[str, Any] | None) -> GreedyDecoder | None:
+def _onnx_gates(ctx: _Context, v: str, result: Validation,
+                pre: PreValidation | None) -> tuple[VariantResult, GreedyDecoder | None]:
     """Structure, numeric and decoding parity of one variant over its onnxruntime sessions (or, for fp32 given
-    validate_export's record of the same bytes, its results and gates); the greedy decoder over the sessions."""
+    validate_export's record of the same bytes, its results and gates): its results, and the greedy decoder over the
+    sessions."""
     if pre is not None:
         with ctx.phase(f"{v}: sessions (parity gates: validate_export's, the same bytes)"):
-            vr.update(pre["variant"])
-            for g in pre["gates"]:
-                ctx.r.gate(g["gate"], g["passed"], g["value"], g["threshold"],
-                           (g["detail"] + "; " if g["detail"] else "") + "held by validate_export on these bytes")
-            return GreedyDecoder.for_spec(Sessions.load(ctx.bundle, v), ctx.spec)
+            for g in pre.gates:
+                ctx.r.gate(g.gate, g.passed, g.value, g.threshold,
+                           (g.detail + "; " if g.detail else "") + "held by validate_export on these bytes")
+            return pre.variant, GreedyDecoder.for_spec(Sessions.load(ctx.bundle, v), ctx.spec)
+    vr = VariantResult()
     with ctx.phase(f"{v}: structure, sessions"):
         dec = check_structure(ctx.bundle, v, ctx.spec, ctx.r)
     if dec is None:
-        return None
+        return vr, None
     with ctx.phase(f"{v}: numeric parity"):
-        vr["max_abs_diff"], vr["encoder_rel_err"] = numeric_parity(dec, v, ctx.spec, ctx.ref, ctx.r,
-                                                                   VARIANTS[v].parity_tol)
+        vr.max_abs_diff, vr.encoder_rel_err = numeric_parity(dec, v, ctx.spec, ctx.ref, ctx.r, VARIANTS[v].parity_tol)
     with ctx.phase(f"{v}: encoder on the clips, decoding parity"):
-        encoded = encode_clips(dec, ctx.ref, len(ctx.clips))
-        vr["decoding"] = decoding_parity(dec, ctx.spec, ctx.ref, ctx.clips, ctx.pieces, encoded)
-        vr["stepwise"] = stepwise_parity(dec, ctx.spec, ctx.ref, ctx.clips, encoded)
-    _decoding_gates(v, vr["decoding"], vr["stepwise"], result["variants"].get(BASE.name, {}).get("decoding"),
-                    ctx.lim, ctx.clips, ctx.known, ctx.r)
-    return dec
+        encoded = encode_clips(dec, ctx.ref)
+        vr.decoding = decoding_parity(dec, ctx.spec, ctx.ref, ctx.clips, ctx.pieces, encoded)
+        vr.stepwise = stepwise_parity(dec, ctx.spec, ctx.ref, ctx.clips, encoded)
+    base = result.variants.get(BASE.name)
+    _decoding_gates(v, vr.decoding, vr.stepwise, base.decoding if base else None, ctx.lim, ctx.clips, ctx.known,
+                    ctx.r)
+    return vr, dec
 
 
-def _runtime_gates(ctx: _Context, v: str, vr: dict[str, Any], dec: GreedyDecoder | None,
-                   checks: dict[str, Any]) -> None:
+def _runs(checks: dict[str, Any]) -> dict[str, SherpaRun]:
+    """The sherpa-onnx child's answers (sherpa.check_in_subprocess) as records."""
+    return {k: SherpaRun.from_json(x, f"sherpa-onnx {k}") for k, x in checks.items()}
+
+
+def _runtime_gates(ctx: _Context, v: str, vr: VariantResult, dec: GreedyDecoder | None,
+                   checks: dict[str, SherpaRun]) -> None:
     """sherpa-onnx's greedy gates on one variant from its child's output: metadata, decoding (WER vs NeMo), its own
     front end against the reference decoder, timestamps."""
-    vr["sherpa"] = _sherpa_gates(ctx.bundle, v, ctx.spec, ctx.source, ctx.clips, ctx.known,
-                                 ctx.lim[SHERPA_WER.param], ctx.r, checks["greedy"])
-    if vr["sherpa"].get("tokens") and dec is not None:
+    vr.sherpa = _sherpa_gates(ctx.bundle, v, ctx.spec, ctx.source, ctx.clips, ctx.known,
+                              ctx.lim[SHERPA_WER.param], ctx.r, checks["greedy"])
+    if vr.sherpa.tokens and dec is not None:
         with ctx.phase(f"{v}: sherpa-onnx on its own features"):
-            vr["sherpa_frontend"] = frontend_parity(dec, ctx.spec, ctx.clips, vr["sherpa"], ctx.pieces, v, ctx.r)
-        vr["timestamps"] = timestamp_agreement(ctx.spec, ctx.clips, vr["sherpa"], ctx.pieces)
+            vr.sherpa_frontend = frontend_parity(dec, ctx.spec, ctx.clips, vr.sherpa, ctx.pieces, v, ctx.r)
+        vr.timestamps = timestamp_agreement(ctx.spec, ctx.clips, vr.sherpa, ctx.pieces)
 
 
-def _pre_record(reference_dir: Path, base_digests) -> dict[str, Any] | None:
+def _pre_record(reference_dir: Path, base_digests) -> PreValidation | None:
     """validate_export's fp32 record, when the fp32 files (and tokens) are byte for byte those it validated."""
     path = Path(reference_dir) / PRE_RECORD
     if not path.exists():
         return None
-    rec = json.loads(path.read_text())
-    now = {d["name"]: d["sha256"] for d in base_digests.result()}
-    if rec.get("files") != now:
+    rec = PreValidation.from_json(json.loads(path.read_text()), str(path))
+    now = {d.name: d.sha256 for d in base_digests.result()}
+    if rec.files != now:
         log.info("the fp32 files changed since validate_export: every fp32 gate is held again")
         return None
     return rec
 
 
-def _write_pre_record(reference_dir: Path, result: dict[str, Any], r: Report) -> None:
+def _write_pre_record(reference_dir: Path, result: Validation, r: Report) -> None:
     """What a later full validation of the same bytes may reuse: the fp32 results, their gates, the files' sha256."""
-    rec = {"files": {d["name"]: d["sha256"] for d in result["files"]}, "variant": result["variants"][BASE.name],
-           "gates": [g for g in r.gates if g["gate"].startswith(f"{BASE.name}: ")]}
-    Path(reference_dir, PRE_RECORD).write_text(json.dumps(rec, default=str))
+    rec = PreValidation(files={d.name: d.sha256 for d in result.files or []}, variant=result.variants[BASE.name],
+                        gates=[g for g in r.gates if g.gate.startswith(f"{BASE.name}: ")])
+    Path(reference_dir, PRE_RECORD).write_text(json.dumps(rec.to_json(), default=str))
 
 
-def _result_head(exp: dict[str, Any], mode: str, lim: dict[str, float | None], clips: list[dict[str, Any]],
-                 source: dict[str, Any], reference_dir: Path, variants: list[str]) -> dict[str, Any]:
+def _result_head(exp: Export, mode: str, lim: dict[str, float | None], clips: list[ExportClip],
+                 source: Source | None, reference_dir: Path, variants: list[str]) -> Validation:
     """validation.json before the gates: the model, the thresholds, the clips, the source, how variants were made."""
-    result: dict[str, Any] = {
-        "mode": mode, "model": {k: exp["spec"][k] for k in ("model_class", "feat_dim", "vocab_size", "durations",
-                                                           "pred_rnn_layers", "pred_hidden", "encoder_layers",
-                                                           "enc_hidden")},
-        "thresholds": {f"{BASE.name}_max_abs_diff": BASE.parity_tol, f"{BASE.name}_token_match": 1.0,
-                       **{g.key: lim[g.param] for g in GATES}},
-        "clips": [{"clip": c["name"], "reference": c.get("text", ""), "nemo": c["nemo_text"],
-                   "duration_s": c.get("duration_s")} for c in clips],
-        "variants": {},
-    }
-    if source:
-        result["source"] = {k: source.get(k) for k in ("kind", "name", "repo_id", "url", "revision", "sha256") if k in source}
-    if exp.get("eval_set"):
-        result["eval_set"] = exp["eval_set"]
+    made = {}
     for name in variants:  # how each made variant was made (int8: recipe, rewrite check, integer ops), if it says
         maker = VARIANTS[name].maker() if VARIANTS[name].module else None
-        made = reference_dir / getattr(maker, "REPORT", "-")
-        if maker is not None and hasattr(maker, "REPORT") and made.exists():
-            result[name] = maker.recorded(json.loads(made.read_text()))
-    return result
+        if maker is not None and maker.report and (reference_dir / maker.report).exists():
+            made[name] = maker.recorded(json.loads((reference_dir / maker.report).read_text()))
+    return Validation(
+        mode=mode, model=ModelFigures.from_json({k: exp.spec[k] for k in (
+            "model_class", "feat_dim", "vocab_size", "durations", "pred_rnn_layers", "pred_hidden", "encoder_layers",
+            "enc_hidden")}),
+        thresholds={f"{BASE.name}_max_abs_diff": BASE.parity_tol, f"{BASE.name}_token_match": 1.0,
+                    **{g.key: lim[g.param] for g in GATES}},
+        clips=[ClipRow(clip=c.name, reference=c.text, nemo=c.nemo_text, duration_s=c.duration_s) for c in clips],
+        source=source.identity(("kind", "name", "repo_id", "url", "revision", "sha256")) if source else None,
+        eval_set=exp.eval_set, made=made)
 
 
-def _decoding_gates(v: str, d: dict[str, Any], sw: dict[str, Any] | None, base: dict[str, Any] | None,
-                    lim: dict[str, float | None], clips: list[dict[str, Any]], known: set[str], r: Report) -> None:
+def _decoding_gates(v: str, d: Decoding, sw: Stepwise | None, base: Decoding | None,
+                    lim: dict[str, float | None], clips: list[ExportClip], known: set[str], r: Report) -> None:
     """fp32: NeMo's choices at every step of its path, ties explained (free-running token match reported). A made
     variant: its WER against fp32's text, within its drift limit."""
+    exact = f"{d.exact_clips}/{d.clips} clips exact"
     if v == BASE.name and sw is None:  # a reference without NeMo's path: the free-running tokens, exactly
-        r.gate(f"{v}: greedy tokens == NeMo", d["exact_clips"] == d["clips"], value=d["token_match_rate"],
-               threshold=1.0, detail=f"{d['exact_clips']}/{d['clips']} clips exact")
+        r.gate(f"{v}: greedy tokens == NeMo", d.exact_clips == d.clips, value=d.token_match_rate, threshold=1.0,
+               detail=exact)
         return
     if v == BASE.name:
         _transcribe_gate(v, sw, r)
-        first = sw["mismatches"][0] if sw["mismatches"] else None
-        r.gate(f"{v}: greedy decoding == NeMo step by step", not sw["mismatches"],
-               value=f"{len(sw['mismatches'])} mismatches, {len(sw['ties'])} ties in {sw['steps']} steps",
+        first = sw.mismatches[0] if sw.mismatches else None
+        r.gate(f"{v}: greedy decoding == NeMo step by step", not sw.mismatches,
+               value=f"{len(sw.mismatches)} mismatches, {len(sw.ties)} ties in {sw.steps} steps",
                threshold=f"0 mismatches (a tie: NeMo's margin <= 2 x the logit difference there and <= "
-                         f"{sw['tie_max']:g})",
-               detail=(f"first mismatch: clip {first['clip']} step {first['step']} (frame {first['frame']}): "
-                       f"{first['choice']} {first['onnx']} vs NeMo's {first['nemo']}, margin {first['margin']}, logit "
-                       f"difference {first['logit_diff']}" if first else
-                       f"free-running: token match {d['token_match_rate']}, {d['exact_clips']}/{d['clips']} "
-                       f"clips exact"))
+                         f"{sw.tie_max:g})",
+               detail=(f"first mismatch: clip {first.clip} step {first.step} (frame {first.frame}): "
+                       f"{first.choice} {first.onnx} vs NeMo's {first.nemo}, margin {first.margin}, logit "
+                       f"difference {first.logit_diff}" if first else
+                       f"free-running: token match {d.token_match_rate}, {exact}"))
         return
-    log.info("%s: token match vs NeMo %.4f (%d/%d clips exact)", v, d["token_match_rate"], d["exact_clips"], d["clips"])
+    log.info("%s: token match vs NeMo %.4f (%d/%d clips exact)", v, d.token_match_rate, d.exact_clips, d.clips)
     if base is None:
         r.gate(f"{v}: WER vs {BASE.name}", False,
                detail=f"{BASE.name} was not validated in this run: validate {BASE.name} too")
         return
-    ref_texts, texts = [c["text"] for c in base["per_clip"]], [c["text"] for c in d["per_clip"]]
-    d[f"wer_vs_{BASE.name}"] = word_error_rate(ref_texts, texts)
+    ref_texts, texts = [c.text for c in base.per_clip], [c.text for c in d.per_clip]
+    d.wer_vs_base = word_error_rate(ref_texts, texts)
 
     def drift(ix: list[int]) -> float | None:
         return word_error_rate([ref_texts[i] for i in ix], [texts[i] for i in ix]) if ix else None
 
     # Drift grows with clip length (field reports: int8 Parakeet bundles degrade past ~20 s): gated in every length
     # bucket, on the clips the model knows there (known_clips); every clip's figure reported.
-    d["wer_by_length"] = {label: {"clips": len(ix), "wer": drift(ix), "gated_clips": len(kx), "wer_gated": drift(kx)}
-                          for label, ix in length_buckets(clips).items()
-                          for kx in [[i for i in ix if clips[i]["name"] in known]]}
-    gated = [b["wer_gated"] for b in d["wer_by_length"].values() if b["wer_gated"] is not None]
+    d.wer_by_length = {label: Drift(clips=len(ix), wer=drift(ix), gated_clips=len(kx), wer_gated=drift(kx))
+                       for label, ix in length_buckets(clips).items()
+                       for kx in [[i for i in ix if clips[i].name in known]]}
+    gated = [b.wer_gated for b in d.wer_by_length.values() if b.wer_gated is not None]
     limit = lim[DRIFT[v].param]
     r.gate(f"{v}: WER vs {BASE.name} (drift)", limit is None or all(w <= limit for w in gated),
-           value="; ".join(f"{label}: {b['wer_gated']} on {b['gated_clips']} known clips" if b["gated_clips"] else
-                           f"{label}: no clip the model knows ({b['wer']} on {b['clips']}, reported)"
-                           for label, b in d["wer_by_length"].items()),
+           value="; ".join(f"{label}: {b.wer_gated} on {b.gated_clips} known clips" if b.gated_clips else
+                           f"{label}: no clip the model knows ({b.wer} on {b.clips}, reported)"
+                           for label, b in d.wer_by_length.items()),
            threshold=f"{limit} in every length bucket" if limit is not None else None,
-           detail=f"{d[f'wer_vs_{BASE.name}']} on all {len(clips)} clips; token match vs NeMo "
-                  f"{d['token_match_rate']}, {d['exact_clips']}/{d['clips']} clips exact")
+           detail=f"{d.wer_vs_base} on all {len(clips)} clips; token match vs NeMo {d.token_match_rate}, {exact}")
 
 
 LENGTH_BUCKETS = ((30.0, "< 30 s"), (60.0, "30-60 s"), (float("inf"), ">= 60 s"))  # (upper bound, label)
 
 
-def length_buckets(clips: list[dict[str, Any]]) -> dict[str, list[int]]:
+def length_buckets(clips: list[ExportClip]) -> dict[str, list[int]]:
     """The clips' indices by length (LENGTH_BUCKETS), in the buckets' order, only buckets that hold a clip."""
     found: dict[str, list[int]] = {}
     for i, c in enumerate(clips):
-        found.setdefault(next(label for top, label in LENGTH_BUCKETS if c.get("duration_s", 0.0) < top), []).append(i)
+        found.setdefault(next(label for top, label in LENGTH_BUCKETS if c.duration_s < top), []).append(i)
     return {label: found[label] for _, label in LENGTH_BUCKETS if label in found}
 
 
-def by_length(result: dict[str, Any], clips: list[dict[str, Any]], known: set[str]) -> dict[str, dict[str, Any]]:
+def by_length(result: Validation, clips: list[ExportClip], known: set[str]) -> dict[str, dict[str, Any]]:
     """Per length bucket: its clips, NeMo's WER against the reference texts, each made variant's WER against fp32
     (what its drift gate holds in every bucket) and each variant's sherpa-onnx WER against NeMo."""
-    per = result["variants"]
+    per = result.variants
     out = {}
     for label, ix in length_buckets(clips).items():
-        row: dict[str, Any] = {"clips": len(ix), "clips the model knows": sum(clips[i]["name"] in known for i in ix),
+        row: dict[str, Any] = {"clips": len(ix), "clips the model knows": sum(clips[i].name in known for i in ix),
                                "NeMo WER vs reference": word_error_rate(
-            [clips[i].get("text", "") for i in ix], [clips[i]["nemo_text"] for i in ix])}
+            [clips[i].text for i in ix], [clips[i].nemo_text for i in ix])}
         for v, x in per.items():
-            if label in x.get("decoding", {}).get("wer_by_length", {}):
-                row[f"{v} WER vs {BASE.name}"] = x["decoding"]["wer_by_length"][label]["wer"]
+            if x.decoding and label in (x.decoding.wer_by_length or {}):
+                row[f"{v} WER vs {BASE.name}"] = x.decoding.wer_by_length[label].wer
         for v, x in per.items():
-            if len(x.get("sherpa", {}).get("texts", [])) == len(clips):
-                row[f"{v} sherpa-onnx WER vs NeMo"] = word_error_rate([clips[i]["nemo_text"] for i in ix],
-                                                                 [x["sherpa"]["texts"][i] for i in ix])
+            if x.sherpa and len(x.sherpa.texts or []) == len(clips):
+                row[f"{v} sherpa-onnx WER vs NeMo"] = word_error_rate([clips[i].nemo_text for i in ix],
+                                                                 [x.sherpa.texts[i] for i in ix])
         out[label] = row
     return out
 
 
-def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[dict[str, Any]], sh: dict[str, Any],
-                    pieces: list[str], v: str, r: Report) -> dict[str, Any]:
+def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[ExportClip], sh: SherpaRun,
+                    pieces: list[str], v: str, r: Report) -> Frontend:
     """sherpa-onnx proven on its own front end: the library's greedy decoder over the same graphs, fed the features
     sherpa-onnx computes (frontend.sherpa_features) and following sherpa-onnx's own greedy rule, must give
     sherpa-onnx's tokens at sherpa-onnx's frames (its timestamps) on every clip, whatever the audio, or part from
@@ -600,40 +599,39 @@ def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[dict[str, A
 
     rows = []
     for c, (ids, frames) in zip(clips, sherpa_ids_frames(sh, pieces, spec)):
-        samples, rate = read_wav(Path(c["path"]))
+        samples, rate = read_wav(c.path)
         feats = sherpa_features(samples, rate, spec.feat_dim)
         enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
         _, steps, logits = dec.path(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, keep_logits=True,
                                     rule="sherpa-onnx")
         div = first_divergence(steps, logits, ids, frames, spec.blank_id)
-        tie = div is not None and div["margin"] is not None and div["margin"] <= SHERPA_TIE_REL * max(div["scale"],
-                                                                                                    1e-12)
-        rows.append({"clip": c["name"], "exact": div is None, "tie": tie, "divergence": div, "tokens": len(ids)})
-    exact, ties = sum(x["exact"] for x in rows), sum(x["tie"] for x in rows)
-    bad = [x for x in rows if not x["exact"] and not x["tie"]]
+        tie = div is not None and div.margin is not None and div.margin <= SHERPA_TIE_REL * max(div.scale, 1e-12)
+        rows.append(FrontendClip(clip=c.name, exact=div is None, tie=tie, divergence=div, tokens=len(ids)))
+    exact, ties = sum(x.exact for x in rows), sum(x.tie for x in rows)
+    bad = [x for x in rows if not x.exact and not x.tie]
     r.gate(f"{v}: sherpa-onnx == reference decoder on its own features", not bad,
            value=f"{exact}/{len(rows)} clips exact (tokens and timestamps), {ties} ties",
            threshold=f"every clip exact, or parted at a near-tie (margin <= {SHERPA_TIE_REL:g} x the logits' scale)",
-           detail=(f"first: clip {bad[0]['clip']} token {bad[0]['divergence']['token_index']} (frame "
-                   f"{bad[0]['divergence']['frame']}), margin {bad[0]['divergence']['margin']}" if bad
+           detail=(f"first: clip {bad[0].clip} token {bad[0].divergence.token_index} (frame "
+                   f"{bad[0].divergence.frame}), margin {bad[0].divergence.margin}" if bad
                    else "sherpa-onnx's kaldi-native-fbank front end reproduced (frontend.py)"))
-    rel = [x["divergence"]["margin"] / max(x["divergence"]["scale"], 1e-12) for x in rows
-           if x["divergence"] and x["divergence"]["margin"] is not None]
-    return {"clips": rows, "exact": exact, "ties": ties, "failed": len(bad),
-            "max_relative_margin": round(max(rel), 5) if rel else None, "tie_rel": SHERPA_TIE_REL}
+    rel = [x.divergence.margin / max(x.divergence.scale, 1e-12) for x in rows
+           if x.divergence and x.divergence.margin is not None]
+    return Frontend(clips=rows, exact=exact, ties=ties, failed=len(bad),
+                    max_relative_margin=round(max(rel), 5) if rel else None, tie_rel=SHERPA_TIE_REL)
 
 
-def sherpa_ids_frames(sh: dict[str, Any], pieces: list[str], spec: ModelSpec) -> list[tuple[list[int], list[int]]]:
+def sherpa_ids_frames(sh: SherpaRun, pieces: list[str], spec: ModelSpec) -> list[tuple[list[int], list[int]]]:
     """sherpa-onnx's output per clip as token ids and encoder frames: its tokens are pieces with the word marker
     shown as a space, its timestamps seconds (a frame is 10 ms x the subsampling factor)."""
     index = {p: i for i, p in enumerate(pieces)}
     seconds_per_frame = 0.01 * spec.subsampling_factor
     return [([index.get("\u2581" + t[1:] if t.startswith(" ") else t, -1) for t in toks],
-             [int(round(x / seconds_per_frame)) for x in stamps]) for toks, stamps in zip(sh["tokens"], sh["timestamps"])]
+             [int(round(x / seconds_per_frame)) for x in stamps]) for toks, stamps in zip(sh.tokens, sh.timestamps)]
 
 
-def timestamp_agreement(spec: ModelSpec, clips: list[dict[str, Any]], sh: dict[str, Any],
-                        pieces: list[str]) -> dict[str, Any]:
+def timestamp_agreement(spec: ModelSpec, clips: list[ExportClip], sh: SherpaRun,
+                        pieces: list[str]) -> Timestamps:
     """sherpa-onnx's token times against NeMo's own (transcribe()'s token frames) on the clips where both emit the
     same tokens: the offset per token, its mean (a bias a dictation app would see as the cursor running early or
     late), mean absolute and largest. Reported, not gated: the two runtimes compute different features, so a token
@@ -641,149 +639,146 @@ def timestamp_agreement(spec: ModelSpec, clips: list[dict[str, Any]], sh: dict[s
     seconds_per_frame = 0.01 * spec.subsampling_factor
     offsets, compared = [], []
     for c, (ids, frames) in zip(clips, sherpa_ids_frames(sh, pieces, spec)):
-        if c.get("nemo_frames") is None or ids != c["nemo_tokens"] or len(frames) != len(c["nemo_frames"]):
+        if c.nemo_frames is None or ids != c.nemo_tokens or len(frames) != len(c.nemo_frames):
             continue
-        compared.append(c["name"])
-        offsets += [(a - b) * seconds_per_frame for a, b in zip(frames, c["nemo_frames"])]
-    out: dict[str, Any] = {"clips_compared": compared, "tokens": len(offsets), "seconds_per_frame": seconds_per_frame}
-    if offsets:
-        out.update(mean_offset_s=round(float(np.mean(offsets)), 4),
+        compared.append(c.name)
+        offsets += [(a - b) * seconds_per_frame for a, b in zip(frames, c.nemo_frames)]
+    figures = dict(mean_offset_s=round(float(np.mean(offsets)), 4),
                    mean_abs_offset_s=round(float(np.mean(np.abs(offsets))), 4),
                    max_abs_offset_s=round(float(np.max(np.abs(offsets))), 4),
-                   same_frame=round(float(np.mean(np.asarray(offsets) == 0)), 4))
+                   same_frame=round(float(np.mean(np.asarray(offsets) == 0)), 4)) if offsets else {}
+    out = Timestamps(clips_compared=compared, tokens=len(offsets), seconds_per_frame=seconds_per_frame, **figures)
     log.info("timestamps vs NeMo: %d tokens on %d clips with the same tokens, mean offset %s s, mean |offset| %s s",
-             len(offsets), len(compared), out.get("mean_offset_s"), out.get("mean_abs_offset_s"))
+             len(offsets), len(compared), out.mean_offset_s, out.mean_abs_offset_s)
     return out
 
 
-def _transcribe_gate(v: str, sw: dict[str, Any], r: Report) -> None:
+def _transcribe_gate(v: str, sw: Stepwise, r: Report) -> None:
     """NeMo's transcribe() against its own modules run step by step: the same tokens, or parted at a near-tie."""
-    parted = sw.get("transcribe_divergence", [])
+    parted = sw.transcribe_divergence
     # At a clip's last encoder frame NeMo's label-looping decoder ends the utterance by its own bookkeeping: seen
     # emitting another token there than its modules' joint chooses (a random-weight 0.6b shape, 61 s clip, margin 5%
     # of the logits' scale, encoder output identical); recorded, not held against the conversion.
-    wide = [d for d in parted if d["margin"] is not None and d["margin"] > NEMO_TIE_REL * max(d["scale"], 1e-12)
-            and d["frame"] < d.get("last_frame", float("inf"))]
+    wide = [d for d in parted if d.margin is not None and d.margin > NEMO_TIE_REL * max(d.scale, 1e-12)
+            and d.frame < (d.last_frame if d.last_frame is not None else float("inf"))]
     r.gate(f"{v}: NeMo transcribe() == its modules step by step", not wide,
-           value=f"{len(parted)} of {sw['clips']} clips parted" + "".join(
-               f"; {d['clip']} at token {d['token_index']} (frame {d['frame']}), margin {d['margin']} of "
-               f"{d['scale']}" for d in parted[:3]),
+           value=f"{len(parted)} of {sw.clips} clips parted" + "".join(
+               f"; {d.clip} at token {d.token_index} (frame {d.frame}), margin {d.margin} of {d.scale}"
+               for d in parted[:3]),
            threshold=f"parted only at near-ties (margin <= {NEMO_TIE_REL:g} x the logits' scale) or at a clip's "
                      f"last frame",
            detail="NeMo's own decoder and its modules, not the ONNX graphs: the path the ONNX graphs are held to is "
                   "the modules'")
 
 
-def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: dict[str, Any], clips: list[dict[str, Any]],
-                  known: set[str], limit: float | None, r: Report, sh: dict[str, Any]) -> dict[str, Any]:
+def _sherpa_gates(bundle: Path, v: str, spec: ModelSpec, source: Source | None, clips: list[ExportClip],
+                  known: set[str], limit: float | None, r: Report, sh: SherpaRun) -> SherpaRun:
     """Metadata gates, then sherpa-onnx's greedy decoding of every clip (`sh`, from its child process: it exits the
     process on a bad bundle, and what it makes of one, an exit or garbage text, is worth showing in the report), its
     WER vs NeMo within `limit` on the clips the model knows."""
     check_metadata(bundle, v, spec, source, r)
-    texts = sh.get("texts", [])
-    decoded = sh["ok"] and len(texts) == len(clips)
+    texts = sh.texts or []
+    decoded = sh.ok and len(texts) == len(clips)
     r.gate(f"{v}: sherpa-onnx loads and decodes every clip", decoded,
-           value=f"{len(texts)}/{len(clips)} clips" if sh["ok"] else f"exit {sh.get('exit_code')}",
-           threshold=f"{len(clips)}/{len(clips)}", detail=sh.get("error", ""))
+           value=f"{len(texts)}/{len(clips)} clips" if sh.ok else f"exit {sh.exit_code}",
+           threshold=f"{len(clips)}/{len(clips)}", detail=sh.error or "")
     if decoded:
-        sh["wer_vs_nemo"] = word_error_rate([c["nemo_text"] for c in clips], texts)
-        sh["wer_vs_reference"] = word_error_rate([c.get("text", "") for c in clips], texts)
+        sh.wer_vs_nemo = word_error_rate([c.nemo_text for c in clips], texts)
+        sh.wer_vs_reference = word_error_rate([c.text for c in clips], texts)
         # Gated on the clips the model knows (known_clips); the figures on every clip are reported.
-        held = [i for i, c in enumerate(clips) if c["name"] in known]
-        sh["gated_clips"] = [clips[i]["name"] for i in held]
-        sh["wer_vs_nemo_gated"] = word_error_rate([clips[i]["nemo_text"] for i in held],
-                                                  [texts[i] for i in held]) if held else None
-        r.gate(f"{v}: sherpa-onnx WER vs NeMo", limit is None or not held or sh["wer_vs_nemo_gated"] <= limit,
-               value=(f"{sh['wer_vs_nemo_gated']} on the {len(held)} clips the model knows" if held else
+        held = [i for i, c in enumerate(clips) if c.name in known]
+        sh.gated_clips = [clips[i].name for i in held]
+        sh.wer_vs_nemo_gated = word_error_rate([clips[i].nemo_text for i in held],
+                                               [texts[i] for i in held]) if held else None
+        r.gate(f"{v}: sherpa-onnx WER vs NeMo", limit is None or not held or sh.wer_vs_nemo_gated <= limit,
+               value=(f"{sh.wer_vs_nemo_gated} on the {len(held)} clips the model knows" if held else
                       "not applicable: NeMo transcribes no clip of this set right"), threshold=limit,
-               detail=f"on all {len(clips)} clips {sh['wer_vs_nemo']}, vs reference texts {sh['wer_vs_reference']} "
+               detail=f"on all {len(clips)} clips {sh.wer_vs_nemo}, vs reference texts {sh.wer_vs_reference} "
                       f"(sherpa-onnx's fbank front end differs from NeMo's)")
     return sh
 
 
-def known_clips(clips: list[dict[str, Any]]) -> set[str]:
+def known_clips(clips: list[ExportClip]) -> set[str]:
     """The clips the runtime gates hold (sherpa-onnx's WER vs NeMo, a variant's drift, beam-search health): those
     whose reference text NeMo transcribes with a WER <= KNOWN_WER_MAX, where a difference from NeMo is the
     runtime's or the variant's fault and not the model's ignorance of the audio; every clip of a set without
     reference texts (nothing tells known audio from unknown there)."""
-    if not any(c.get("text", "").split() for c in clips):
-        return {c["name"] for c in clips}
-    return {c["name"] for c in clips if c.get("text", "").split()
-            and word_error_rate([c["text"]], [c["nemo_text"]]) <= KNOWN_WER_MAX}
+    if not any(c.text.split() for c in clips):
+        return {c.name for c in clips}
+    return {c.name for c in clips if c.text.split()
+            and word_error_rate([c.text], [c.nemo_text]) <= KNOWN_WER_MAX}
 
 
-def _beam_gates(v: str, clips: list[dict[str, Any]], known: set[str], greedy: list[str], checks: dict[str, Any],
-                hotwords: bool, r: Report) -> dict[str, Any]:
+def _beam_gates(v: str, clips: list[ExportClip], known: set[str], greedy: list[str], checks: dict[str, SherpaRun],
+                hotwords: bool, r: Report) -> SherpaRun:
     """sherpa-onnx's modified beam search (what hotwords need) on every clip (`checks`, from its child process):
     none empty or collapsed, its WER vs greedy reported; then with a list of words nobody said (per stream, through
     bpe.vocab): it loads, and what it changes is reported."""
     from .hotwords import collapsed
 
     beam = checks["beam"]
-    texts = beam.get("texts", [])
-    bad = [c["name"] for c, g, b in zip(clips, greedy, texts) if collapsed(g, b)]
+    texts = beam.texts or []
+    bad = [c.name for c, g, b in zip(clips, greedy, texts) if collapsed(g, b)]
     # Gated where the right transcript is known and NeMo gets it: there a collapse is the runtime's fault. On
     # audio a model does not know (random weights, another domain) beam and greedy legitimately differ: reported.
-    ok = beam["ok"] and len(texts) == len(clips)
-    beam["collapsed"], beam["gated_clips"] = bad, sorted(known)
-    beam["wer_vs_greedy"] = word_error_rate(greedy, texts) if ok else None
+    ok = beam.ok and len(texts) == len(clips)
+    beam.collapsed, beam.gated_clips = bad, sorted(known)
+    beam.wer_vs_greedy = word_error_rate(greedy, texts) if ok else None
     gated_bad = [b for b in bad if b in known]
     r.gate(f"{v}: sherpa-onnx beam search: no clip empty or collapsed", ok and not gated_bad,
            value=f"{len(gated_bad)} of {len(known)} clips NeMo transcribes right" + (
-               f": {', '.join(gated_bad)}" if gated_bad else "") if beam["ok"] else f"exit {beam.get('exit_code')}",
-           threshold="0", detail=f"sherpa-onnx {beam.get('runtime', '?')}; WER beam vs greedy "
-           f"{beam['wer_vs_greedy']}; collapsed on all clips: {', '.join(bad) or 'none'}" if ok
-           else beam.get("error", ""))
+               f": {', '.join(gated_bad)}" if gated_bad else "") if beam.ok else f"exit {beam.exit_code}",
+           threshold="0", detail=f"sherpa-onnx {beam.runtime or '?'}; WER beam vs greedy "
+           f"{beam.wer_vs_greedy}; collapsed on all clips: {', '.join(bad) or 'none'}" if ok else beam.error or "")
     if not hotwords:
         return beam
-    hot = checks.get("hotwords") or {"ok": False, "error": "not run"}
-    loaded = hot["ok"] and len(hot.get("texts", [])) == len(clips)
-    hot["changed"] = [c["name"] for c, a, b in zip(clips, texts, hot.get("texts", [])) if a != b]
+    hot = checks.get("hotwords") or SherpaRun(ok=False, error="not run")
+    loaded = hot.ok and len(hot.texts or []) == len(clips)
+    hot.changed = [c.name for c, a, b in zip(clips, texts, hot.texts or []) if a != b]
     r.gate(f"{v}: sherpa-onnx decodes with hotwords ({BPE_VOCAB})", loaded,
-           value=f"{len(hot.get('texts', []))}/{len(clips)} clips" if hot["ok"] else f"exit {hot.get('exit_code')}",
-           threshold=f"{len(clips)}/{len(clips)}", detail=(f"a list of {len(hot.get('phrases', []))} words nobody "
-                                                           f"said changed {len(hot['changed'])} clips" if loaded
-                                                           else hot.get("error", "")))
-    beam["decoy_hotwords"] = {k: hot.get(k) for k in ("phrases", "changed", "texts", "ok", "decode_s")}
+           value=f"{len(hot.texts or [])}/{len(clips)} clips" if hot.ok else f"exit {hot.exit_code}",
+           threshold=f"{len(clips)}/{len(clips)}", detail=(f"a list of {len(hot.phrases or [])} words nobody "
+                                                           f"said changed {len(hot.changed)} clips" if loaded
+                                                           else hot.error or ""))
+    beam.decoy_hotwords = {"phrases": hot.phrases, "changed": hot.changed, "texts": hot.texts, "ok": hot.ok,
+                           "decode_s": hot.decode_s}
     return beam
 
 
-def _finish(result: dict[str, Any], r: Report, report_path: Path | None) -> dict[str, Any]:
+def _finish(result: Validation, r: Report, report_path: Path | None) -> Validation:
     """Verdict, reports written and logged; GateFailed naming every failed gate."""
-    result["gates"] = r.gates
-    result["passed"] = not r.failed
+    result.gates = r.gates
+    result.passed = not r.failed
     md = render_markdown(result)
     if report_path:
-        Path(report_path).write_text(json.dumps(result, indent=2, default=str))
+        Path(report_path).write_text(json.dumps(result.to_json(), indent=2, default=str))
         Path(report_path).with_name("VALIDATION.md").write_text(md)
     for line in md.splitlines():
         log.info("%s", line)
-    log.info("validation (%s): %d gates, %d failed", result["mode"], len(r.gates), len(r.failed))
+    log.info("validation (%s): %d gates, %d failed", result.mode, len(r.gates), len(r.failed))
     if r.failed:
-        raise GateFailed("; ".join(f"{g['gate']}: {g['value']} (want {g['threshold']}) {g['detail']}".strip()
-                                   for g in r.failed))
+        raise GateFailed("; ".join(f"{g.gate}: {g.value} (want {g.threshold}) {g.detail}".strip() for g in r.failed))
     return result
 
 
-def summary(result: dict[str, Any]) -> dict[str, Any]:
+def summary(result: Validation) -> dict[str, Any]:
     """The validate step's small manifest (XCom, the publish summary): verdict and headline figures per variant."""
-    per = result["variants"]
-    out = {"passed": result["passed"], "gates": len(result["gates"]), "mode": result["mode"],
-           "thresholds": result["thresholds"],
-           "max_abs_diff": {v: x.get("max_abs_diff") for v, x in per.items()},
-           "encoder_rel_err": {v: x.get("encoder_rel_err") for v, x in per.items()}}
+    per = result.variants
+    out = {"passed": result.passed, "gates": len(result.gates or []), "mode": result.mode,
+           "thresholds": result.thresholds, "max_abs_diff": {v: x.max_abs_diff for v, x in per.items()},
+           "encoder_rel_err": {v: x.encoder_rel_err for v, x in per.items()}}
     for v in VARIANTS.values():  # how a made variant was made, in one figure (int8: int8_recipe)
-        if v.module and hasattr(v.maker(), "headline"):
-            out.update(v.maker().headline(result.get(v.name, {})))
-    out["token_match"] = {v: x.get("decoding", {}).get("token_match_rate") for v, x in per.items()}
-    out[f"wer_vs_{BASE.name}"] = {v: x["decoding"][f"wer_vs_{BASE.name}"] for v, x in per.items()
-                                  if f"wer_vs_{BASE.name}" in x.get("decoding", {})}
-    out["sherpa_wer_vs_nemo"] = {v: x["sherpa"].get("wer_vs_nemo") for v, x in per.items() if "sherpa" in x}
+        if v.module:
+            out.update(v.maker().headline(result.made.get(v.name, {})))
+    out["token_match"] = {v: x.decoding.token_match_rate if x.decoding else None for v, x in per.items()}
+    out[f"wer_vs_{BASE.name}"] = {v: x.decoding.wer_vs_base for v, x in per.items()
+                                  if x.decoding and x.decoding.wer_vs_base is not None}
+    out["sherpa_wer_vs_nemo"] = {v: x.sherpa.wer_vs_nemo for v, x in per.items() if x.sherpa}
     return out
 
 
-def file_digests(bundle: Path, variants: list[str], shared: bool = True) -> list[dict[str, Any]]:
+def file_digests(bundle: Path, variants: list[str], shared: bool = True) -> list[FileDigest]:
     """Name, size and sha256 of the shared files (tokens.txt, bpe.vocab; unless not `shared`) and every file of the
     given variants that exists."""
     paths = [Path(bundle) / n for n in SHARED if shared] + [p for v in variants for p in variant_paths(bundle, v)]
-    return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths if p.exists()]
+    return [FileDigest(name=p.name, size=p.stat().st_size, sha256=sha256_file(p)) for p in paths if p.exists()]

@@ -2,9 +2,9 @@
 
 Everything that handles variants reads this registry: the DAG's and the refresh DAG's choices, the
 plan, the step that makes the reduced variants (each by its own module, in a child process of its
-own), validate's gates, metadata, benchmark and publish. Adding a variant is one module with a
-`make(variant, bundle, reference, **options)` function, plus one entry here. Pure Python: the Airflow
-side imports it.
+own), validate's gates, metadata, benchmark and publish. Adding a variant is one module that declares its
+`MAKER` (a Maker: how it is made from fp32, and what validate keeps of its report), plus one entry here. Pure
+Python: the Airflow side imports it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import Any, Callable
 
 MODULES = ("encoder", "decoder", "joiner")  # the three graphs of a sherpa-onnx NeMo transducer bundle
 TOKENS = "tokens.txt"  # every variant's: `piece id` per line, <blk> last
@@ -47,6 +47,27 @@ EXTERNAL_WEIGHTS = Layout("external weights", "the encoder's weights in a .weigh
 LAYOUTS: dict[str, Layout] = {x.name: x for x in (SINGLE_FILE, EXTERNAL_WEIGHTS)}
 
 
+def _nothing(report: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _no_words(report: dict[str, Any]) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Maker:
+    """How a variant is made from fp32, declared by the module that makes it (its `MAKER`): `make(variant, bundle,
+    reference, **options)` and, where it leaves a report in reference/, what validation.json keeps of it, the validate
+    step's one figure from that, and VALIDATION.md's line on it."""
+
+    make: Callable[..., dict[str, Any]]
+    report: str | None = None  # the report it writes in reference/ (int8: quantize.json)
+    recorded: Callable[[dict[str, Any]], dict[str, Any]] = _nothing  # report -> what validation.json keeps
+    headline: Callable[[dict[str, Any]], dict[str, Any]] = _nothing  # recorded -> the validate step's figure
+    describe: Callable[[dict[str, Any]], str | None] = _no_words  # recorded -> VALIDATION.md's line
+
+
 @dataclass(frozen=True)
 class Variant:
     """One variant: its file names, how it is made, how validate judges it."""
@@ -54,7 +75,7 @@ class Variant:
     name: str
     suffix: str  # file names: encoder{suffix}.onnx (+ encoder{suffix}.weights when over 2 GB)
     summary: str  # one line for the trigger form and --help
-    module: str | None = None  # nemo2sherpa.<module> makes it from fp32 (make(); optional REPORT, recorded, describe)
+    module: str | None = None  # nemo2sherpa.<module> makes it from fp32: its MAKER
     options: tuple[str, ...] = ()  # the plan's keys its make() takes as keyword arguments
     parity_tol: float | None = None  # max abs diff vs PyTorch, gated; None: reported, the variant is gated by drift
     drift_max: float | None = None  # default WER-drift limit vs fp32: the gate (and run param) `<name>_wer_max`
@@ -75,11 +96,11 @@ class Variant:
         """Every file of the variant a bundle may hold, in upload order: each .onnx, then its external weights."""
         return tuple(n for f in self.files for n in (f, f.replace(".onnx", WEIGHTS_SUFFIX)))
 
-    def maker(self) -> ModuleType:
-        """The module that makes this variant from fp32 (import it only in the venv that runs it)."""
+    def maker(self) -> Maker:
+        """How this variant is made from fp32: its module's MAKER (import it only in the venv that runs it)."""
         if not self.module:
             raise ValueError(f"the {self.name} variant is made by export, not from another variant")
-        return importlib.import_module(f"{__package__}.{self.module}")
+        return importlib.import_module(f"{__package__}.{self.module}").MAKER
 
 
 # Release archives, measured (2026-12-04, this machine): bz2 -9 packs 5.5-6.8 MB/s on one core (the 1.1B's 5.4 GB of

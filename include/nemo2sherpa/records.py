@@ -1,0 +1,672 @@
+"""What flows between the steps, declared once: typed records, each with one `to_json` / `from_json`.
+
+A record is a dataclass over `Record` (frozen, unless a step fills it in as it goes: validate's results). `to_json` gives the JSON object a step hands on (XCom, a file in the
+workspace); `from_json` reads one back, checking its kind and version (`KIND`, written as "record"), every field's
+presence and type, and that it holds no field this reader does not know, failing with the field's name
+(RecordError). Fields keep the JSON's names; a Python keyword is aliased (`json_key`). An optional field at None is
+left out of the JSON; one whose absence differs from null defaults to ABSENT. Pure Python: the Airflow side imports
+it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .errors import PermanentError
+from .variants import BASE
+
+if TYPE_CHECKING:
+    from .modelspec import ModelSpec
+
+R = TypeVar("R", bound="Record")
+
+
+class RecordError(PermanentError):
+    """A record that does not have the shape its reader expects: a file or XCom value from another version of
+    nemo2sherpa, or edited by hand. Names the record and the field."""
+
+
+class _Absent:
+    """A field a record leaves out of its JSON (where null would say something else)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+
+def given(value: Any) -> Any:
+    """A field's value, None for one left out (ABSENT)."""
+    return None if value is ABSENT else value
+
+
+def json_key(name: str, **kw: Any) -> Any:
+    """A field whose JSON name is not a Python name (`from`)."""
+    return field(metadata={"json": name}, **kw)
+
+
+def _key(f: dataclasses.Field) -> str:
+    return f.metadata.get("json", f.name)
+
+
+class Record:
+    """The base of every record: JSON in and out by the dataclass's fields (see the module's docstring)."""
+
+    KIND: ClassVar[str | None] = None  # "<name>/<version>", written as "record" and checked on read; None: neither
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-able object (fields in their declared order; an optional field at None left out)."""
+        out: dict[str, Any] = {"record": self.KIND} if self.KIND else {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is ABSENT or (value is None and f.default is None):
+                continue
+            out[_key(f)] = _dump(value)
+        return out
+
+    @classmethod
+    def from_json(cls: type[R], data: Any, what: str | None = None) -> R:
+        """The record read from JSON, checked; RecordError naming the field that is missing, unknown or mistyped."""
+        what = what or cls.__name__
+        if not isinstance(data, dict):
+            raise RecordError(f"{what}: expected a JSON object, got {type(data).__name__}")
+        if cls.KIND and data.get("record") != cls.KIND:
+            raise RecordError(f"{what}: record {data.get('record')!r}, this nemo2sherpa reads {cls.KIND!r}: it was "
+                              f"written by another version; start the run again")
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        unknown = sorted(set(data) - {_key(f) for f in fields} - {"record"})
+        if unknown:
+            raise RecordError(f"{what}: unknown field(s) {', '.join(unknown)}")
+        hints = _hints(cls)
+        values = {}
+        for f in fields:
+            if _key(f) not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore
+                    raise RecordError(f"{what}: field {_key(f)!r} missing")
+                continue
+            values[f.name] = _load(hints[f.name], data[_key(f)], f"{what}.{_key(f)}")
+        return cls(**values)
+
+
+_hints = functools.cache(typing.get_type_hints)  # each record class's field types, resolved once
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_dump(x) for x in value]
+    if isinstance(value, dict):
+        return {k: _dump(x) for k, x in value.items()}
+    return value
+
+
+_SCALARS = {str: (str,), int: (int,), float: (int, float), bool: (bool,)}
+
+
+def _load(tp: Any, value: Any, where: str) -> Any:
+    """`value` read as type `tp` (a record, Path, list, tuple, dict, a scalar, a union with None, Any)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _load(rest[0], value, where)
+        for a in rest:  # a union of scalars: the first that takes it
+            if a in _SCALARS and isinstance(value, _SCALARS[a]):
+                return value
+        raise RecordError(f"{where}: {value!r} is none of {', '.join(getattr(a, '__name__', str(a)) for a in rest)}")
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp.from_json(value, where)
+    if tp is Path:
+        return Path(_load(str, value, where))
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
+        items = [_load(args[0] if args else Any, x, f"{where}[{i}]") for i, x in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}: expected an object, got {type(value).__name__}")
+        return {k: _load(args[1] if args else Any, x, f"{where}.{k}") for k, x in value.items()}
+    if tp in _SCALARS:
+        if not isinstance(value, _SCALARS[tp]) or (tp is not bool and isinstance(value, bool)):
+            raise RecordError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    return value
+
+
+@dataclass(frozen=True)
+class EvalClip(Record):
+    """One clip of a prepared evaluation set: its name in the set's folder, where it came from, its length."""
+
+    name: str
+    origin: str = json_key("from")
+    duration_s: float = json_key("duration_s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSet(Record):
+    """A prepared evaluation set (evalset.prepare): what it was made from, its content hash, its clips; `dir` the
+    folder of wav files + texts.tsv (the workspace's, so not published)."""
+
+    source: str
+    dir: Path | None = None
+    sha256: str
+    clips: list[EvalClip]
+    total_clips: int
+    sampled: bool
+    seed: int
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source(Record):
+    """The source step's result: the checkpoint on this worker and where it came from (kind local / s3 / hub; a
+    registry model keeps its registry name), then the prepared evaluation set. Fields in the order every kind
+    writes them (the published manifest keeps that order)."""
+
+    KIND: ClassVar[str | None] = "source/1"
+    source: str | None = None  # what the run named (upstream_revision's answer)
+    kind: str
+    name: str
+    repo_id: str | None = None
+    url: str | None = None
+    path: Path | None = None  # the .nemo on the worker (upstream_revision's answer has none)
+    revision: str
+    sha256: str | None = None
+    size: int | None = None
+    revision_date: str | None = None
+    registry: str | None = None  # the registry entry it resolved from
+    eval_set: EvalSet | None = None
+
+    def identity(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        """The named fields that are set, in `keys`' order: what a report or manifest says of the source."""
+        data = self.to_json()
+        return {k: data[k] for k in keys if k in data}
+
+
+@dataclass(frozen=True)
+class Plan(Record):
+    """A run's layout and choices (pipeline.make_plan): where each step reads and writes, and what the run asked
+    for. The DAG hands it to every task through XCom; `convert` through plan.json."""
+
+    KIND: ClassVar[str | None] = "plan/1"
+    include_dir: Path
+    ws: Path
+    download: Path
+    bundle: Path
+    reference: Path
+    variants: list[str]
+    source: str
+    revision: str | None
+    gpu: bool
+    lengths: list[float]
+    gates: dict[str, float | None]
+    int8_recipe: str
+    eval_set: str | None
+    eval: Path
+    eval_max_clips: int
+    runtime_matrix: bool
+    runtimes: list[str]
+    run_key: str | None = None  # with an object-store workspace: the run's folder under it
+    remote: str | None = None  # ... and that folder's URL
+
+    def option(self, name: str) -> Any:
+        """One of the run's choices by name (a variant maker's options: variants.Variant.options)."""
+        return getattr(self, name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Divergence(Record):
+    """Where a recorded greedy path first parts from another decoder's output (decode.first_divergence): the token
+    where they part, the step and frame, which choice (a token, a duration) explains it, the path's and the other's,
+    the margin in the path's logits (a float tie when tiny) and their scale; null where the other emitted past the
+    path's end. Lists of them name the clip, and the clip's last encoder frame."""
+
+    clip: str | None = None
+    token_index: int
+    step: int | None
+    frame: int | None
+    choice: str | None
+    path: int | None
+    other: int | None
+    margin: float | None
+    scale: float | None
+    last_frame: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportClip(Record):
+    """One evaluation clip as export saw it: NeMo's features' length, its transcript, tokens and token frames, the
+    decoding path validate follows (its reference arrays are in reference.npz, by the clip's index)."""
+
+    name: str
+    path: Path
+    text: str
+    nemo_text: str
+    duration_s: float
+    nemo_frames: list[int] | None
+    nemo_tokens: list[int]
+    frames: int
+    path_steps: int
+    path_equals_transcribe: bool
+    transcribe_divergence: Divergence | None  # None: transcribe() and the path agree, or no frames to tell
+
+
+@dataclass(frozen=True, kw_only=True)
+class Export(Record):
+    """reference/export.json (and the bundle's copy): what export made, from what, and NeMo's answers on the clips."""
+
+    FILE: ClassVar[str] = "export.json"
+    nemo2sherpa: str
+    nemo_path: str
+    spec: dict[str, Any]  # modelspec.ModelSpec.to_dict: read it with `model_spec()`
+    params: int
+    tokens: int
+    files: dict[str, int]
+    eval_set: EvalSet | None = None
+    timings_s: dict[str, float]
+    clips: list[ExportClip]
+    nemo_baseline: Engine | None = None  # NeMo transcribe()'s timings, for the benchmark
+
+    @classmethod
+    def read(cls, reference: Path) -> "Export":
+        """The export record in a reference folder."""
+        path = Path(reference) / cls.FILE
+        return cls.from_json(json.loads(path.read_text()), str(path))
+
+    def model_spec(self) -> ModelSpec:
+        """The model's spec (modelspec.ModelSpec)."""
+        from .modelspec import ModelSpec
+
+        return ModelSpec.from_dict(self.spec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Example(Record):
+    """A clip a runtime decoded otherwise than the reference: what it said, and what the reference said."""
+
+    clip: str
+    text: str
+    reference: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOnVariant(Record):
+    """One runtime on one variant: agrees / differs (the clips, an example) / fails (its error), its layout and
+    whether the variant's stated range includes it."""
+
+    status: str
+    error: str | None = None
+    exit_code: int | None = None
+    clips: int | None = None
+    differing: list[str] | None = None
+    known_clips: int | None = None
+    example: Example | None = None
+    layout: str
+    in_range: bool
+    seconds: float
+    native: Any = None  # the Node addon's own release, where it says
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeRow(Record):
+    """One runtime of the matrix, on every variant it ran on."""
+
+    runtime: str
+    kind: str
+    version: str
+    from_folder: bool
+    note: str
+    variants: dict[str, RuntimeOnVariant]
+    seconds: float
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayoutRange(Record):
+    """A variant's layout and the sherpa-onnx releases that decode it (runtimes.RANGES)."""
+
+    layout: str
+    range: str
+    oldest: str
+    older: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compatibility(Record):
+    """compatibility.json: the runtime matrix over a validated bundle (compat.check_runtimes)."""
+
+    FILE: ClassVar[str] = "compatibility.json"
+    reference: str
+    ranges: dict[str, LayoutRange]
+    clips: list[str]
+    clips_max_s: float
+    variants: list[str]
+    runtimes: list[RuntimeRow]
+    kinds: list[str]
+    left_out: dict[str, str]
+    known_clips: list[str]
+    passed: bool
+    seconds: float
+
+    @classmethod
+    def read(cls, bundle: Path) -> "Compatibility | None":
+        """The bundle's runtime matrix, or None where it did not run."""
+        path = Path(bundle) / cls.FILE
+        return cls.from_json(json.loads(path.read_text()), str(path)) if path.exists() else None
+
+
+# validation.json, as validate writes it: the run's model and limits, every variant's results, every gate, the files.
+@dataclass(frozen=True, kw_only=True)
+class Gate(Record):
+    """One gate: its name, verdict, value and threshold (any JSON), and what explains it."""
+
+    gate: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileDigest(Record):
+    """A file validate passed: its name, size and sha256 (publish uploads exactly these bytes)."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipRow(Record):
+    """A clip of the evaluation set as the report lists it: its reference text and NeMo's transcript."""
+
+    clip: str
+    reference: str
+    nemo: str
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFigures(Record):
+    """The model's figures the reports show (from export's spec)."""
+
+    model_class: str
+    feat_dim: int
+    vocab_size: int
+    durations: list[int]
+    pred_rnn_layers: int
+    pred_hidden: int
+    encoder_layers: int
+    enc_hidden: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerClip(Record):
+    """The ONNX greedy decoder on one clip: whether its tokens are NeMo's, its text and tokens."""
+
+    clip: str
+    exact: bool
+    text: str
+    onnx_tokens: list[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drift(Record):
+    """A made variant's WER against fp32 in one length bucket: on every clip, and on the clips the model knows."""
+
+    clips: int
+    wer: float | None
+    gated_clips: int
+    wer_gated: float | None
+
+
+@dataclass(kw_only=True)
+class Decoding(Record):
+    """Free-running greedy decoding over the ONNX graphs against NeMo; a made variant's drift against fp32."""
+
+    clips: int
+    exact_clips: int
+    token_match_rate: float
+    wer_vs_nemo: float
+    wer_vs_reference: float
+    per_clip: list[PerClip]
+    wer_vs_base: float | None = json_key(f"wer_vs_{BASE.name}", default=None)  # made variants: WER against the base
+    wer_by_length: dict[str, Drift] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepDiff(Record):
+    """A step of NeMo's path where ONNX chose otherwise: a tie (within the measured logit difference) or not."""
+
+    clip: str
+    step: int
+    frame: int
+    choice: str
+    nemo: int
+    onnx: int
+    margin: float
+    logit_diff: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stepwise(Record):
+    """ONNX along NeMo's own greedy path: steps, ties, mismatches; where NeMo's transcribe() parted from its
+    modules."""
+
+    steps: int
+    ties: list[StepDiff]
+    mismatches: list[StepDiff]
+    max_logit_diff: float
+    tie_max: float
+    clips: int
+    transcribe_divergence: list[Divergence]  # where transcribe() parted from the path, per clip
+
+
+@dataclass(kw_only=True)
+class SherpaRun(Record):
+    """sherpa-onnx in its child process on every clip (greedy search, or beam search with or without hotwords), and
+    what validate measured of it."""
+
+    variant: str | None = None
+    load_s: float | None = None
+    method: str | None = None
+    hotwords: Any = ABSENT  # beam search: the hotwords it ran with (null: none)
+    phrases: list[str] | None = None
+    runtime: str | None = None
+    texts: list[str] | None = None
+    tokens: list[list[str]] | None = None
+    timestamps: list[list[float]] | None = None
+    decode_s: float | None = None
+    ok: bool
+    exit_code: int | None = None
+    error: str | None = None
+    wer_vs_nemo: float | None = None
+    wer_vs_reference: float | None = None
+    collapsed: list[str] | None = None
+    gated_clips: list[str] | None = None
+    wer_vs_nemo_gated: float | None = ABSENT
+    wer_vs_greedy: float | None = ABSENT
+    changed: list[str] | None = None
+    decoy_hotwords: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontendClip(Record):
+    """sherpa-onnx against the reference decoder on its own features, one clip."""
+
+    clip: str
+    exact: bool
+    tie: bool
+    divergence: Divergence | None
+    tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Frontend(Record):
+    """sherpa-onnx against the reference decoder on sherpa-onnx's own features, every clip."""
+
+    clips: list[FrontendClip]
+    exact: int
+    ties: int
+    failed: int
+    max_relative_margin: float | None
+    tie_rel: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timestamps(Record):
+    """sherpa-onnx's token times against NeMo's on the clips where both emit the same tokens (reported)."""
+
+    clips_compared: list[str]
+    tokens: int
+    seconds_per_frame: float
+    mean_offset_s: float | None = None
+    mean_abs_offset_s: float | None = None
+    max_abs_offset_s: float | None = None
+    same_frame: float | None = None
+
+
+@dataclass(kw_only=True)
+class VariantResult(Record):
+    """One variant's results, in the order validate finds them."""
+
+    max_abs_diff: dict[str, float] | None = None
+    encoder_rel_err: float | None = None
+    decoding: Decoding | None = None
+    stepwise: Stepwise | None = None
+    sherpa: SherpaRun | None = None
+    sherpa_frontend: Frontend | None = None
+    timestamps: Timestamps | None = None
+    sherpa_seconds: dict[str, dict[str, float | None]] | None = None
+    sherpa_beam: SherpaRun | None = None
+
+
+@dataclass(kw_only=True)
+class Validation(Record):
+    """validation.json: the verdict, every gate, every variant's figures and the files validate passed. How each made
+    variant was made (its maker's report, variants.Maker.recorded) sits under the variant's name (`made`)."""
+
+    FILE: ClassVar[str] = "validation.json"
+    mode: str
+    model: ModelFigures
+    thresholds: dict[str, float | None]
+    clips: list[ClipRow]
+    variants: dict[str, VariantResult] = field(default_factory=dict)
+    source: dict[str, Any] | None = None
+    eval_set: EvalSet | None = None
+    made: dict[str, dict[str, Any]] = field(default_factory=dict)
+    known_clips: list[str] | None = None
+    by_length: dict[str, dict[str, Any]] | None = None
+    files: list[FileDigest] | None = None
+    timings_s: dict[str, float] | None = None
+    gates: list[Gate] | None = None
+    passed: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON, each made variant's report under its own name (where `made` stands)."""
+        out: dict[str, Any] = {}
+        for k, v in super().to_json().items():
+            out.update(v if k == "made" else {k: v})
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, what: str | None = None) -> "Validation":
+        """The record from JSON; the top-level keys named after a variant are its maker's report (`made`)."""
+        from .variants import VARIANTS
+
+        if isinstance(data, dict):
+            made = {k: v for k, v in data.items() if k in VARIANTS}
+            data = {**{k: v for k, v in data.items() if k not in VARIANTS}, "made": made}
+        return super().from_json(data, what)
+
+    @classmethod
+    def read(cls, bundle: Path) -> "Validation":
+        """The bundle's validation.json."""
+        path = Path(bundle) / cls.FILE
+        return cls.from_json(json.loads(path.read_text()), str(path))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreValidation(Record):
+    """reference/validate_export.json: what validate_export held on the fp32 files (their sha256s), for validate to
+    reuse on the same bytes."""
+
+    files: dict[str, str]
+    variant: VariantResult
+    gates: list[Gate]
+
+
+# benchmark.json: latency per engine, variant and clip length.
+@dataclass(frozen=True, kw_only=True)
+class Timing(Record):
+    """Warm latency of one engine at one clip length (the first, cold call apart), and the other load it saw."""
+
+    p50_s: float
+    p95_s: float
+    rtf_p50: float
+    runs: int
+    cold_s: float
+    other_load_max: float | None
+    disturbed_runs: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine(Record):
+    """One engine on one variant: its timings per clip length (onnxruntime: also the encoder alone and the tokens the
+    greedy loop emitted), or why it was skipped."""
+
+    status: str | None = None
+    reason: str | None = None
+    engine: str | None = None
+    provider: str | None = None
+    variant: str | None = None
+    threads: int | None = None
+    load_s: float | None = None
+    by_length: dict[str, Timing] | None = None
+    encoder_by_length: dict[str, Timing] | None = None
+    tokens_by_length: dict[str, int] | None = None
+    peak_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gpu(Record):
+    """onnxruntime CUDA: the runtime and device it saw and each variant's timings, or why it was skipped."""
+
+    status: str | None = None
+    reason: str | None = None
+    runtime: str | None = None
+    device: str | None = ABSENT  # nvidia-smi's answer (null: no NVIDIA GPU)
+    variants: dict[str, Engine] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Benchmark(Record):
+    """benchmark.json: every engine on every variant and clip length."""
+
+    FILE: ClassVar[str] = "benchmark.json"
+    clip_lengths_s: list[float]
+    runs: int
+    threads: int
+    cpu: dict[str, Engine]
+    ort_cpu: dict[str, Engine]
+    gpu: Gpu
+    nemo_cpu: Engine | None = None

@@ -1,0 +1,128 @@
+"""Publish targets: where validated bundles go, behind one small interface (S3 is publish.S3Target).
+
+A `Target` answers what publishing and its readers need, whatever the store: where a model's bundle is (`where`),
+the manifest published there (`manifest`: the refresh DAG decides by it), a published file's bytes (`read`: the
+report plugin), and publishing a bundle (`publish`, converging whichever write failed on an earlier try, its
+errors classified as nemo2sherpa.errors says). `publish_to` is the DAG's publish task, whatever the target: the
+bundle published, then the run's summary printed for the task's log. A new target is one module implementing
+`Target`, plus its tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from . import PIPELINE_VERSION
+from .variants import VARIANT_FILES
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish did. `skipped`: the bundle was already published with every variant asked for (nothing
+    uploaded); `announce`: this run published it, so its asset event is due (a fresh publish, or a retry after a
+    later write failed); `added_to`: why an existing bundle was added to (a variant it lacked), else None. `files`
+    are the manifest's entries of what this run published (name, size, sha256), `validated` the names published
+    under the digests validate recorded; both empty when skipped."""
+
+    uri: str
+    manifest_uri: str
+    objects: list[str]
+    skipped: bool
+    announce: bool
+    files: list[dict[str, Any]] = field(default_factory=list)
+    validated: list[str] = field(default_factory=list)
+    added_to: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What the run keeps of it (the publish task's XCom, which the report plugin reads): where the bundle is,
+        the objects written, whether it was already up to date."""
+        return {"uri": self.uri, "objects": self.objects, "skipped": self.skipped}
+
+    def asset_event(self, source: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The bundle's asset event: its URI (without the trailing '/') and what it carries (model, revision,
+        pipeline version, the manifest's URI)."""
+        return self.uri.rstrip("/"), {"model": source["name"], "revision": source["revision"],
+                                      "pipeline_version": PIPELINE_VERSION, "manifest": self.manifest_uri}
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A place bundles are published to: what the publish task, the refresh DAG and the report plugin ask of it."""
+
+    def where(self, model: str, revision: str) -> str:
+        """The URI of the model's bundle at this revision (and this pipeline version), ending in '/'."""
+
+    def manifest(self, model: str, revision: str) -> dict[str, Any] | None:
+        """The manifest published for the model at this revision, or None where there is none."""
+
+    def read(self, uri: str) -> bytes | None:
+        """A published object's bytes (a bundle's URI, from `where`, and a file name), or None where there is none."""
+
+    def publish(self, bundle: Path, source: dict[str, Any], variants: list[str], run_id: str,
+                summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
+        """Publish the bundle of `source` (its name and revision say where), its manifest written last: up to date
+        when already published with every variant (unless `force`), a variant added to one that lacks it, else the
+        whole bundle. `run_id` is recorded in the manifest, `summary` (the gates' figures) too. Raises errors
+        classified as nemo2sherpa.errors says (transient: retried)."""
+
+
+def publish_to(target: Target, bundle: Path, source: dict[str, Any], variants: list[str], run_id: str,
+               validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> PublishResult:
+    """The publish task, whatever the target: the bundle published with validate's and the benchmark's figures in
+    its manifest, then the run's summary printed (the task's log shows what was published where)."""
+    result = target.publish(Path(bundle), source, variants, run_id,
+                            {"validation": validated, "benchmark_p50_s": bench}, force)
+    print("\n".join(summary_lines(result, bundle, variants, source, validated, bench)))
+    return result
+
+
+def summary_lines(result: PublishResult, bundle: Path, variants: list[str], source: dict[str, Any],
+                  validated: dict[str, Any], bench: dict[str, Any]) -> list[str]:
+    """What the publish task's log ends with: up to date; or what was added to, the objects published, the local
+    bundle folder and the run's summary (run_summary)."""
+    if result.skipped:
+        return [f"{result.uri} already published with {', '.join(variants)}: up to date; set force to redo"]
+    added = [f"{result.uri} is {result.added_to}: adding to it (its other files stay as they are)"]
+    return [*(added if result.added_to else []), "published:", *(f"  {u}" for u in result.objects),
+            f"local bundle folder: {bundle}", run_summary(result, source, validated, bench)]
+
+
+def run_summary(result: PublishResult, source: dict[str, Any], validated: dict[str, Any],
+                bench: dict[str, Any]) -> str:
+    """The last thing a run's log shows: what was published where, with the figures that vouch for it."""
+    lines = [f"== nemo2sherpa: {source.get('name')} @ {source.get('revision')} (pipeline {PIPELINE_VERSION}) ==",
+             "files:"]
+    for f in result.files:
+        lines.append(f"  {f['name']:<20} {f['size']:>15,} bytes  sha256 {f['sha256'][:16]}  {result.uri}{f['name']}")
+    lines.append(f"  {MANIFEST:<20} (written last)  {result.manifest_uri}")
+    if result.validated:
+        lines.append(f"validated bytes: {len(result.validated)} files carry the sha256s validate recorded (every "
+                     f"upload re-hashed and matched): {', '.join(result.validated)}")
+    v = validated or {}
+    lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; "
+                 f"token match vs NeMo {v.get('token_match')}; int8 WER vs fp32 {v.get('wer_vs_fp32')}; "
+                 f"sherpa-onnx WER vs NeMo {v.get('sherpa_wer_vs_nemo')}")
+    for variant, diffs in (v.get("max_abs_diff") or {}).items():
+        lines.append(f"  {variant} max abs diff vs PyTorch: " + ", ".join(f"{k} {x:.2e}" for k, x in (diffs or {}).items()))
+    if v.get("encoder_rel_err"):
+        lines.append("  encoder relative error vs PyTorch (evaluation clips): " + ", ".join(
+            f"{variant} {x:.2e}" for variant, x in v["encoder_rel_err"].items() if x is not None))
+    if v.get("int8_recipe"):
+        lines.append(f"  int8 recipe: {v['int8_recipe']}")
+    for variant, by_len in (bench or {}).items():
+        lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
+    lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")
+    return "\n".join(lines)
+
+
+def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:
+    """None if a published manifest already holds every requested variant, else why a conversion is due."""
+    if manifest is None:
+        return "not published yet"
+    have = {f["name"] for f in manifest.get("files", [])}
+    missing = [v for v in variants if not set(VARIANT_FILES[v]) <= have]
+    return f"published without {', '.join(missing)}" if missing else None

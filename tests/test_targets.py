@@ -1,0 +1,105 @@
+"""The publish target interface (nemo2sherpa.targets): the S3 target implements it, and any target is published to
+through the function the DAG's publish task calls (publish_to), which prints the run's summary whatever the target."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from nemo2sherpa import PIPELINE_VERSION
+from nemo2sherpa.errors import InputError
+from nemo2sherpa.publish import S3Target, bundle_key
+from nemo2sherpa.targets import MANIFEST, PublishResult, Target, publish_to, published_state
+from nemo2sherpa.variants import BASE, VARIANT_FILES
+
+
+class MemoryTarget:
+    """A Target over a dict: what a second target implements, with none of a store's faults."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def where(self, model: str, revision: str) -> str:
+        return f"mem://{model}/{revision}/"
+
+    def manifest(self, model: str, revision: str) -> dict | None:
+        raw = self.read(f"{self.where(model, revision)}{MANIFEST}")
+        return json.loads(raw) if raw else None
+
+    def read(self, uri: str) -> bytes | None:
+        return self.objects.get(uri)
+
+    def publish(self, bundle: Path, source: dict, variants: list[str], run_id: str, summary: dict | None = None,
+                force: bool = False) -> PublishResult:
+        uri = self.where(source["name"], source["revision"])
+        existing = None if force else self.manifest(source["name"], source["revision"])
+        if existing is not None and published_state(existing, variants) is None:
+            return PublishResult(uri, f"{uri}{MANIFEST}", [], skipped=True, announce=existing["run_id"] == run_id)
+        files = [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                 for p in sorted(bundle.iterdir())]
+        for f in files:
+            self.objects[f"{uri}{f['name']}"] = (bundle / f["name"]).read_bytes()
+        self.objects[f"{uri}{MANIFEST}"] = json.dumps({"run_id": run_id, "files": files, "summary": summary}).encode()
+        return PublishResult(uri, f"{uri}{MANIFEST}", [f"{uri}{f['name']}" for f in files] + [f"{uri}{MANIFEST}"],
+                             skipped=False, announce=True, files=files)
+
+
+def test_targets_implement_the_interface():
+    assert isinstance(S3Target(client=None, bucket="b"), Target)
+    assert isinstance(MemoryTarget(), Target)
+    assert not isinstance(object(), Target)
+
+
+def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
+    """publish_to: the target publishes (the gates' figures in its manifest), the run's summary is printed as the
+    task's log shows it, and the record gives the XCom and the asset event."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    names = sorted([*VARIANT_FILES[BASE.name], "tokens.txt"])
+    for n in names:
+        (bundle / n).write_text(f"{n}\n")
+    src = {"name": "m", "revision": "r"}
+    validated = {"passed": True, "gates": 3, "token_match": 1.0}
+    bench = {BASE.name: {"1": 0.012}}
+    target = MemoryTarget()
+
+    result = publish_to(target, bundle, src, [BASE.name], "run-1", validated, bench)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:len(names) + 3] == ["published:", *(f"  mem://m/r/{n}" for n in names),
+                                        "  mem://m/r/manifest.json", f"local bundle folder: {bundle}"]
+    assert printed[len(names) + 3] == f"== nemo2sherpa: m @ r (pipeline {PIPELINE_VERSION}) =="
+    assert f"  {MANIFEST:<20} (written last)  mem://m/r/manifest.json" in printed
+    assert f"sherpa-onnx CPU p50 {BASE.name}: 1 s clip 12.0 ms" in printed
+    assert target.manifest("m", "r")["summary"] == {"validation": validated, "benchmark_p50_s": bench}
+    assert target.read("mem://m/r/tokens.txt") == (bundle / "tokens.txt").read_bytes()
+    assert result.to_json() == {"uri": "mem://m/r/", "objects": result.objects, "skipped": False}
+    assert result.asset_event(src) == ("mem://m/r", {"model": "m", "revision": "r",
+                                                     "pipeline_version": PIPELINE_VERSION,
+                                                     "manifest": "mem://m/r/manifest.json"})
+
+    again = publish_to(target, bundle, src, [BASE.name], "run-2", validated, bench)
+    up_to_date = f"mem://m/r/ already published with {BASE.name}: up to date; set force to redo\n"
+    assert capsys.readouterr().out == up_to_date
+    assert again.skipped and not again.announce
+
+
+def test_the_s3_target_answers_where_manifest_and_read(s3, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "tokens.txt").write_text("a 0\n<blk> 1\n")
+    target = S3Target(s3.client(), "targets", "ci")
+    src = {"name": "m", "revision": "r"}
+    result = target.publish(bundle, src, [], "run-1")
+    uri = target.where("m", "r")
+    assert result.uri == uri == f"s3://targets/{bundle_key('ci', 'm', 'r')}/" and result.announce
+    assert result.manifest_uri == f"{uri}{MANIFEST}" and result.objects[-2] == result.manifest_uri
+    assert target.manifest("m", "r")["run_id"] == "run-1" and target.manifest("m", "other") is None
+    assert target.read(f"{uri}tokens.txt") == (bundle / "tokens.txt").read_bytes()
+    assert target.read(f"{uri}VALIDATION.md") is None
+    with pytest.raises(InputError, match="not in bucket 'targets'"):
+        target.read("s3://elsewhere/ci/m/tokens.txt")
+    again = target.publish(bundle, src, [], "run-2")
+    assert again.skipped and not again.announce and again.objects == ["s3://targets/ci/m/latest.json"]
