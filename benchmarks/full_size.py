@@ -98,10 +98,11 @@ def publish(bundle: Path, source: dict, work: Path) -> tuple[dict, dict, str | N
 
     with S3Server(work / "s3", log=work / "rclone.log") as s3:
         code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from nemo2sherpa.publish import bundle_key, "
-                "publish_bundle; import boto3; c = boto3.client('s3', endpoint_url=sys.argv[2], aws_access_key_id="
-                "sys.argv[3], aws_secret_access_key=sys.argv[4], region_name='us-east-1'); src = json.loads(sys.argv[6]); "
-                "out = publish_bundle(c, sys.argv[5], 'nemo2sherpa', bundle_key('bundles', src['name'], "
-                "src['revision']), src); print(json.dumps({'objects': len(out.objects), 'uri': out.uri}))")
+                "publish_bundle; from nemo2sherpa.records import Source; import boto3; c = boto3.client('s3', "
+                "endpoint_url=sys.argv[2], aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4], "
+                "region_name='us-east-1'); src = Source.from_json(json.loads(sys.argv[6])); out = publish_bundle(c, "
+                "sys.argv[5], 'nemo2sherpa', bundle_key('bundles', src.name, src.revision), src); "
+                "print(json.dumps({'objects': len(out.objects), 'uri': out.uri}))")
         proc, usage = run_measured([sys.executable, "-c", code, str(ROOT / "include"), s3.endpoint, s3.key,
                                     s3.secret, str(bundle), json.dumps(source)])
     lines = proc.stdout.strip().splitlines()

@@ -245,17 +245,18 @@ def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from nemo2sherpa.publish import S3Target
+    from nemo2sherpa.records import Plan, Source
     from nemo2sherpa.targets import publish_to
 
     ctx = get_current_context()
     p = ctx["params"]
+    plan, source = Plan.from_json(plan), Source.from_json(src)
     target = S3Target(S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn(), p["bucket"], p["prefix"], p["create_bucket"])
-    result = publish_to(target, Path(plan["bundle"]), src, plan["variants"], ctx["run_id"], validated, bench,
-                        p["force"])
+    result = publish_to(target, plan.bundle, source, plan.variants, ctx["run_id"], validated, bench, p["force"])
     if result.announce:
-        uri, extra = result.asset_event(src)
+        uri, extra = result.asset_event(source)
         ctx["outlet_events"][BUNDLES].add(Asset(uri), extra=extra)
-    return {**result.to_json(), "bundle": plan["bundle"], "aws_conn_id": p["aws_conn_id"]}
+    return {**result.to_json(), "bundle": str(plan.bundle), "aws_conn_id": p["aws_conn_id"]}
 
 
 def _plan(ctx) -> dict:

@@ -25,6 +25,8 @@ INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
 if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
+from nemo2sherpa.records import Benchmark, Compatibility, Manifest, Validation  # noqa: E402 (pure Python)
+
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 PREFIX = "/nemo2sherpa"
 PUBLISH_TASK = "publish"
@@ -96,7 +98,6 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
     from markdown_it import MarkdownIt
 
     from nemo2sherpa.benchmark import table
-    from nemo2sherpa.records import Benchmark
 
     esc = html.escape
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>nemo2sherpa bundle report</title><style>"
@@ -105,25 +106,25 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
     if pub is None:
         return head + ("<p><b>No bundle published by this run</b> (its publish task has not succeeded, or this "
                        "is not a conversion run). The task logs say why.</p></body></html>")
-    manifest_raw = get("manifest.json")
+    manifest_raw = get(Manifest.FILE)
     if manifest_raw is None:
         return head + (f"<p><b>{esc(pub['uri'])} has no manifest.json</b>: the bundle is not (or no longer) "
                        "published there. Readers trust a bundle only through its manifest.</p></body></html>")
-    m = json.loads(manifest_raw)
-    src = m["source"]
+    m = Manifest.from_json(json.loads(manifest_raw), Manifest.FILE)
+    src = m.source
     base = f"{quote(run_id, safe='')}/files/"  # relative to the page: works behind a proxy prefix
     parts = [head, f"<p>model <b>{esc(src['name'])}</b>, revision <code>{esc(src['revision'])}</code>, pipeline "
-                   f"{esc(m['pipeline_version'])}, published {esc(m['published_at'])}"
+                   f"{esc(str(m.pipeline_version))}, published {esc(str(m.published_at))}"
                    f"{' (already published: this run skipped the upload)' if pub.get('skipped') else ''}</p>",
              headline(m, get, base),
              f"<p>bundle <code>{esc(pub['uri'])}</code> &middot; <a href='{base}manifest.json'>manifest.json</a></p>",
              "<h2>Files</h2><table><tr><th>file</th><th>bytes</th><th>sha256</th></tr>"]
-    for f in m["files"]:
-        name = esc(f["name"])
-        cell = f"<a href='{base}{name}'>{name}</a>" if f["name"] in SERVED else name
-        parts.append(f"<tr><td>{cell}</td><td>{f['size']:,}</td><td><code>{esc(f['sha256'])}</code></td></tr>")
+    for f in m.files:
+        name = esc(f.name)
+        cell = f"<a href='{base}{name}'>{name}</a>" if f.name in SERVED else name
+        parts.append(f"<tr><td>{cell}</td><td>{f.size:,}</td><td><code>{esc(f.sha256)}</code></td></tr>")
     parts.append("</table>")
-    names = {f["name"] for f in m["files"]}
+    names = {f.name for f in m.files}
     if "benchmark.json" in names:
         parts.append("<h2>Benchmark</h2>")
         if "benchmark.png" in names:
@@ -142,17 +143,16 @@ def _record(get, cls):
     return cls.from_json(json.loads(raw), cls.FILE) if raw else None
 
 
-def headline(m: dict[str, Any], get, base: str) -> str:
+def headline(m: Manifest, get, base: str) -> str:
     """What a user decides by, first: the verdict, then per variant its size, drift from fp32, sherpa-onnx's p50 on
     a 10 s clip (or the longest timed), the runtimes it is proven on, and its release archive."""
     from nemo2sherpa.archive import archive_name
     from nemo2sherpa.compat import proven as proven_on
-    from nemo2sherpa.records import Benchmark, Compatibility, Validation
     from nemo2sherpa.variants import BASE, VARIANTS
 
     esc = html.escape
     val, bench, compat = _record(get, Validation), _record(get, Benchmark), _record(get, Compatibility)
-    sizes = {f["name"]: f["size"] for f in m["files"]}
+    sizes = {f.name: f.size for f in m.files}
     ok = bool(val and val.passed)
     out = [f"<div class='card'><span class='badge {'pass' if ok else 'fail'}'>{'PASSED' if ok else 'FAILED'}</span> "
            f"{len(val.gates or []) if val else 0} validation gates</div>",
@@ -169,7 +169,7 @@ def headline(m: dict[str, Any], get, base: str) -> str:
         p50 = f"{lengths[at].p50_s * 1000:.0f} ms at {at} s" if at else "-"
         proven = proven_on(compat, v) if compat else []
         supported = (compat.ranges[v].range if v in compat.ranges else "-") if compat else "not measured"
-        arch = next((n for n in sizes if n.startswith(archive_name(m["source"]["name"], v) + ".tar")), None)
+        arch = next((n for n in sizes if n.startswith(archive_name(m.source["name"], v) + ".tar")), None)
         out.append(f"<tr><td><b>{esc(v)}</b></td><td>{size / 1e6:,.1f} MB</td><td>{esc(drift)}</td><td>{esc(p50)}"
                    f"</td><td>{esc(supported)}</td><td>{len(proven)} + the reference</td><td>{esc(arch or '-')}</td></tr>")
     return "\n".join(out) + "</table>"

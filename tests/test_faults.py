@@ -17,6 +17,7 @@ from conftest import FIXTURE, INCLUDE, run_cli
 from nemo2sherpa.child import step_environment
 from nemo2sherpa.errors import PERMANENT, TRANSIENT, VERDICT, GateFailed, InputError, TransientError, failure_kind
 from nemo2sherpa.publish import LATEST, MANIFEST, PREFIX_PATTERN, bundle_key, latest_key, publish_run
+from nemo2sherpa.records import Source
 from nemo2sherpa.workspace import run_segment
 
 
@@ -191,8 +192,8 @@ class _Store:
         return self.client.delete_object(**kw)
 
 
-def _source(revision: str, date: str) -> dict:
-    return {"kind": "hub", "name": "tiny-tdt", "repo_id": "acme/tiny-tdt", "revision": revision, "revision_date": date}
+def _source(revision: str, date: str) -> Source:
+    return Source(kind="hub", name="tiny-tdt", repo_id="acme/tiny-tdt", revision=revision, revision_date=date)
 
 
 @pytest.mark.parametrize("failing", [MANIFEST, LATEST])

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +18,11 @@ from s3server import S3Server
 from nemo2sherpa.errors import PERMANENT, TRANSIENT, PermanentError, failure_kind
 from nemo2sherpa.publish import (MANIFEST, ChangedAfterValidation, PublishError, bundle_key, publish_bundle,
                                  verify_download)
+from nemo2sherpa.records import Source
 
 
 def test_publish_uploads_with_sha256_and_manifest_last(full_bundle, s3, tmp_path):
-    src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
+    src = Source(kind="local", name="tiny-tdt", revision="sha256-abc", path=Path("/x"))
     key = bundle_key("bundles", "tiny-tdt", "sha256-abc")
     out = publish_bundle(s3.client(), full_bundle / "bundle", "nemo2sherpa", key, src)
     assert out.objects[-2].endswith(f"{key}/manifest.json")
@@ -63,10 +65,10 @@ def test_publish_uploads_the_validated_bytes_or_nothing(full_bundle, s3, tmp_pat
     shutil.copytree(full_bundle / "bundle", bundle)
     want = _validated(bundle, ["encoder.onnx", "joiner.int8.onnx", "tokens.txt"])
     c = s3.client()
-    src = {"name": "tiny-tdt", "revision": "r"}
+    src = Source(kind="local", name="tiny-tdt", revision="r")
     with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
         out = publish_bundle(c, bundle, "nemo2sherpa", "v/ok", src)
-    assert {f["name"]: f["sha256"] for f in out.files if f["name"] in want} == want
+    assert {f.name: f.sha256 for f in out.files if f.name in want} == want
     assert sorted(out.validated) == sorted(want)
     uploaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploaded ")]
     assert {m.split()[1] for m in uploaded if m.endswith("(= validated)")} == set(want)
@@ -93,12 +95,12 @@ def test_wrong_credentials_give_a_clear_error(full_bundle, s3):
     bad = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.key, aws_secret_access_key="wrong",
                        region_name="us-east-1")
     with pytest.raises(PermanentError, match="refused access.*check the connection's keys"):
-        publish_bundle(bad, full_bundle / "bundle", "nemo2sherpa", "k", {"name": "x"})
+        publish_bundle(bad, full_bundle / "bundle", "nemo2sherpa", "k", Source(kind="local", name="x", revision="x"))
 
 
 def test_missing_bucket_without_create_is_a_clear_error(full_bundle, s3):
     with pytest.raises(PermanentError, match="does not exist: create it, or let publish create it .*create_bucket"):
-        publish_bundle(s3.client(), full_bundle / "bundle", "nobucket", "k", {"name": "x"}, create_bucket=False)
+        publish_bundle(s3.client(), full_bundle / "bundle", "nobucket", "k", Source(kind="local", name="x", revision="x"), create_bucket=False)
 
 
 def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_path):
@@ -107,7 +109,7 @@ def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_
 
     bundle = tmp_path / "bundle"
     shutil.copytree(full_bundle / "bundle", bundle)
-    src = {"kind": "local", "name": "tiny-tdt", "revision": "sha256-abc", "path": "/x"}
+    src = Source(kind="local", name="tiny-tdt", revision="sha256-abc", path=Path("/x"))
     c = s3.client()
     first = publish_bundle(c, bundle, "nemo2sherpa", "re/run", src)
     assert first.skipped == []
@@ -115,7 +117,7 @@ def test_a_rerun_uploads_only_what_is_missing_or_different(full_bundle, s3, tmp_
     c.delete_object(Bucket="nemo2sherpa", Key="re/run/joiner.onnx")  # ... and before this file
     c.put_object(Bucket="nemo2sherpa", Key="re/run/tokens.txt", Body=b"stale", Metadata={"sha256": "0" * 64})
     second = publish_bundle(c, bundle, "nemo2sherpa", "re/run", src)
-    names = [f["name"] for f in second.files]
+    names = [f.name for f in second.files]
     assert set(names) - set(second.skipped) == {"joiner.onnx", "tokens.txt"}
     assert c.get_object(Bucket="nemo2sherpa", Key="re/run/tokens.txt")["Body"].read() == (bundle / "tokens.txt").read_bytes()
     assert second.objects[-2].endswith("re/run/manifest.json")
@@ -130,7 +132,7 @@ def test_upload_progress_is_logged_with_rate(s3, tmp_path, caplog):
         f.truncate(80 << 20)  # a big file (sparse zeros): progress lines every 10%
     (bundle / "tokens.txt").write_text("a 0\n<blk> 1\n")  # a small one: no progress lines
     with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
-        publish_bundle(s3.client(), bundle, "nemo2sherpa", "progress/run", {"name": "p", "revision": "r"})
+        publish_bundle(s3.client(), bundle, "nemo2sherpa", "progress/run", Source(kind="local", name="p", revision="r"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploading ")]
     assert 5 <= len(lines) <= 10 and all("encoder.weights" in x and "MB/s" in x for x in lines)
     assert "100%" in lines[-1]
@@ -163,7 +165,7 @@ def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
         return c.list_multipart_uploads(Bucket="faults", Prefix=f"{key}/").get("Uploads", [])
 
     with pytest.raises(PublishError, match=r"stopped answering .*\(S3 went away mid-upload\).* no manifest.json") as err:
-        publish_bundle(DiesMidUpload(), bundle, "faults", key, {"name": "m", "revision": "rev"})
+        publish_bundle(DiesMidUpload(), bundle, "faults", key, Source(kind="local", name="m", revision="rev"))
     assert failure_kind(err.value) == TRANSIENT  # the task retries: the store may be back
     assert open_uploads() == []
     names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
@@ -172,7 +174,7 @@ def test_a_failed_publish_leaves_no_manifest_and_no_open_uploads(s3, tmp_path):
     killed = c.create_multipart_upload(Bucket="faults", Key=f"{key}/encoder.weights")  # as a SIGKILL leaves it
     c.upload_part(Bucket="faults", Key=f"{key}/encoder.weights", UploadId=killed["UploadId"], PartNumber=1,
                   Body=b"0" * (5 << 20))
-    out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+    out = publish_bundle(c, bundle, "faults", key, Source(kind="local", name="m", revision="rev"))
     assert out.aborted == [f"{key}/encoder.weights"] and open_uploads() == []
     assert out.objects[-2].endswith(f"{key}/manifest.json")
 
@@ -220,7 +222,7 @@ def test_s3_down_mid_upload_fails_clean_then_a_rerun_completes(tmp_path, caplog)
         try:
             with caplog.at_level(logging.INFO, logger="nemo2sherpa.publish"):
                 with pytest.raises(PublishError) as err:
-                    publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+                    publish_bundle(c, bundle, "faults", key, Source(kind="local", name="m", revision="rev"))
         finally:
             logging.getLogger("nemo2sherpa.publish").removeHandler(killer)
         msg = str(err.value)
@@ -230,7 +232,7 @@ def test_s3_down_mid_upload_fails_clean_then_a_rerun_completes(tmp_path, caplog)
         server.start()  # same port, same files on disk
         names = [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
         assert f"{key}/{MANIFEST}" not in names
-        out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+        out = publish_bundle(c, bundle, "faults", key, Source(kind="local", name="m", revision="rev"))
         assert out.uri == f"s3://faults/{key}/"
         _converged(c, "faults", key, bundle)
     finally:
@@ -263,6 +265,6 @@ def test_a_publish_killed_mid_upload_then_rerun_converges(s3, tmp_path):
     left = c.list_multipart_uploads(Bucket="faults", Prefix=f"{key}/").get("Uploads", [])
     assert [u["Key"] for u in left] == [f"{key}/encoder.weights"]
     assert f"{key}/{MANIFEST}" not in [o["Key"] for o in c.list_objects_v2(Bucket="faults").get("Contents", [])]
-    out = publish_bundle(c, bundle, "faults", key, {"name": "m", "revision": "rev"})
+    out = publish_bundle(c, bundle, "faults", key, Source(kind="local", name="m", revision="rev"))
     assert out.aborted == [f"{key}/encoder.weights"]
     _converged(c, "faults", key, bundle)

@@ -12,6 +12,7 @@ import pytest
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.errors import InputError
 from nemo2sherpa.publish import S3Target, bundle_key
+from nemo2sherpa.records import FileDigest, Manifest, Source
 from nemo2sherpa.targets import MANIFEST, PublishResult, Target, publish_to, published_state
 from nemo2sherpa.variants import BASE, VARIANT_FILES
 
@@ -25,25 +26,26 @@ class MemoryTarget:
     def where(self, model: str, revision: str) -> str:
         return f"mem://{model}/{revision}/"
 
-    def manifest(self, model: str, revision: str) -> dict | None:
+    def manifest(self, model: str, revision: str) -> Manifest | None:
         raw = self.read(f"{self.where(model, revision)}{MANIFEST}")
-        return json.loads(raw) if raw else None
+        return Manifest.from_json(json.loads(raw)) if raw else None
 
     def read(self, uri: str) -> bytes | None:
         return self.objects.get(uri)
 
-    def publish(self, bundle: Path, source: dict, variants: list[str], run_id: str, summary: dict | None = None,
+    def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str, summary: dict | None = None,
                 force: bool = False) -> PublishResult:
-        uri = self.where(source["name"], source["revision"])
-        existing = None if force else self.manifest(source["name"], source["revision"])
+        uri = self.where(source.name, source.revision)
+        existing = None if force else self.manifest(source.name, source.revision)
         if existing is not None and published_state(existing, variants) is None:
-            return PublishResult(uri, f"{uri}{MANIFEST}", [], skipped=True, announce=existing["run_id"] == run_id)
-        files = [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+            return PublishResult(uri, f"{uri}{MANIFEST}", [], skipped=True, announce=existing.run_id == run_id)
+        files = [FileDigest(name=p.name, size=p.stat().st_size, sha256=hashlib.sha256(p.read_bytes()).hexdigest())
                  for p in sorted(bundle.iterdir())]
         for f in files:
-            self.objects[f"{uri}{f['name']}"] = (bundle / f["name"]).read_bytes()
-        self.objects[f"{uri}{MANIFEST}"] = json.dumps({"run_id": run_id, "files": files, "summary": summary}).encode()
-        return PublishResult(uri, f"{uri}{MANIFEST}", [f"{uri}{f['name']}" for f in files] + [f"{uri}{MANIFEST}"],
+            self.objects[f"{uri}{f.name}"] = (bundle / f.name).read_bytes()
+        manifest = Manifest(format="test/1", run_id=run_id, files=files, summary=summary or {})
+        self.objects[f"{uri}{MANIFEST}"] = json.dumps(manifest.to_json()).encode()
+        return PublishResult(uri, f"{uri}{MANIFEST}", [f"{uri}{f.name}" for f in files] + [f"{uri}{MANIFEST}"],
                              skipped=False, announce=True, files=files)
 
 
@@ -61,7 +63,7 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
     names = sorted([*VARIANT_FILES[BASE.name], "tokens.txt"])
     for n in names:
         (bundle / n).write_text(f"{n}\n")
-    src = {"name": "m", "revision": "r"}
+    src = Source(kind="local", name="m", revision="r")
     validated = {"passed": True, "gates": 3, "token_match": 1.0}
     bench = {BASE.name: {"1": 0.012}}
     target = MemoryTarget()
@@ -73,7 +75,7 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
     assert printed[len(names) + 3] == f"== nemo2sherpa: m @ r (pipeline {PIPELINE_VERSION}) =="
     assert f"  {MANIFEST:<20} (written last)  mem://m/r/manifest.json" in printed
     assert f"sherpa-onnx CPU p50 {BASE.name}: 1 s clip 12.0 ms" in printed
-    assert target.manifest("m", "r")["summary"] == {"validation": validated, "benchmark_p50_s": bench}
+    assert target.manifest("m", "r").summary == {"validation": validated, "benchmark_p50_s": bench}
     assert target.read("mem://m/r/tokens.txt") == (bundle / "tokens.txt").read_bytes()
     assert result.to_json() == {"uri": "mem://m/r/", "objects": result.objects, "skipped": False}
     assert result.asset_event(src) == ("mem://m/r", {"model": "m", "revision": "r",
@@ -91,12 +93,12 @@ def test_the_s3_target_answers_where_manifest_and_read(s3, tmp_path):
     bundle.mkdir()
     (bundle / "tokens.txt").write_text("a 0\n<blk> 1\n")
     target = S3Target(s3.client(), "targets", "ci")
-    src = {"name": "m", "revision": "r"}
+    src = Source(kind="local", name="m", revision="r")
     result = target.publish(bundle, src, [], "run-1")
     uri = target.where("m", "r")
     assert result.uri == uri == f"s3://targets/{bundle_key('ci', 'm', 'r')}/" and result.announce
     assert result.manifest_uri == f"{uri}{MANIFEST}" and result.objects[-2] == result.manifest_uri
-    assert target.manifest("m", "r")["run_id"] == "run-1" and target.manifest("m", "other") is None
+    assert target.manifest("m", "r").run_id == "run-1" and target.manifest("m", "other") is None
     assert target.read(f"{uri}tokens.txt") == (bundle / "tokens.txt").read_bytes()
     assert target.read(f"{uri}VALIDATION.md") is None
     with pytest.raises(InputError, match="not in bucket 'targets'"):

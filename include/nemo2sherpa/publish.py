@@ -28,7 +28,7 @@ from typing import Any
 from . import PIPELINE_VERSION, __version__
 from .errors import InputError, PermanentError, TransientError
 from .progress import Progress
-from .records import FileDigest
+from .records import FileDigest, Latest, Manifest, Source
 from .s3input import classified, split_url
 from .source import sha256_file
 from .targets import MANIFEST, PublishResult, published_state
@@ -76,7 +76,7 @@ class S3Target:
         """s3://<bucket>/<key>/ of the model's bundle at this revision."""
         return f"s3://{self.bucket}/{bundle_key(self.prefix, model, revision)}/"
 
-    def manifest(self, model: str, revision: str) -> dict[str, Any] | None:
+    def manifest(self, model: str, revision: str) -> Manifest | None:
         """The manifest published under the bundle's key, or None."""
         return read_manifest(self.client, self.bucket, bundle_key(self.prefix, model, revision))
 
@@ -89,10 +89,10 @@ class S3Target:
         found = _read(self.client, bucket, key)
         return found[0] if found else None
 
-    def publish(self, bundle: Path, source: dict[str, Any], variants: list[str], run_id: str,
+    def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
                 summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
         """publish_run under the bundle's key; the store's failures classified (s3input.classified)."""
-        key = bundle_key(self.prefix, source["name"], source["revision"])
+        key = bundle_key(self.prefix, source.name, source.revision)
         try:
             return publish_run(self.client, bundle, self.bucket, key, source, variants, run_id, summary,
                                self.create_bucket, force)
@@ -111,7 +111,7 @@ class Upload:
 
     uri: str
     objects: list[str]
-    files: list[dict[str, Any]]
+    files: list[FileDigest]
     skipped: list[str]
     validated: list[str]
     aborted: list[str]
@@ -145,9 +145,9 @@ def transfer_config():
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
 
 
-def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str, Any],
+def publish_bundle(client, bundle: Path, bucket: str, key: str, source: Source,
                    summary: dict[str, Any] | None = None, create_bucket: bool = True,
-                   existing: dict[str, Any] | None = None, run_id: str = "") -> Upload:
+                   existing: Manifest | None = None, run_id: str = "") -> Upload:
     """Upload the bundle under s3://bucket/key/, manifest last, then the model's latest pointer.
 
     A manifest already there is removed before any file is written (a re-publish, a variant added): while files
@@ -187,7 +187,7 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
             raise c from e
         raise
     manifest = _manifest(source, entries, carried, existing, summary, run_id)
-    body = json.dumps(manifest, indent=2).encode()
+    body = json.dumps(manifest.to_json(), indent=2).encode()
     (bundle / MANIFEST).write_bytes(body)
     try:
         client.put_object(Bucket=bucket, Key=f"{key}/{MANIFEST}", Body=body, ContentType="application/json")
@@ -197,31 +197,23 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: dict[str
             raise
         raise c from e
     latest = write_latest(client, bucket, key, manifest)
-    uris = [f"s3://{bucket}/{key}/{e['name']}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}", latest]
+    uris = [f"s3://{bucket}/{key}/{e.name}" for e in entries] + [f"s3://{bucket}/{key}/{MANIFEST}", latest]
     log.info("published %d files to s3://%s/%s/ in %.1f s (manifest last)", len(entries), bucket, key,
              time.monotonic() - t_all)
     return Upload(uri=f"s3://{bucket}/{key}/", objects=uris, files=entries, skipped=skipped, validated=validated,
                   aborted=aborted, withdrawn=withdrawn)
 
 
-def _manifest(source: dict[str, Any], entries: list[dict[str, Any]], carried: list[dict[str, Any]],
-              existing: dict[str, Any] | None, summary: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
+def _manifest(source: Source, entries: list[FileDigest], carried: list[FileDigest], existing: Manifest | None,
+              summary: dict[str, Any] | None, run_id: str) -> Manifest:
     """manifest.json: what is published (every file, with sha256), from what, by which run, each variant's files."""
-    manifest = {
-        "format": "nemo2sherpa-bundle/1",
-        "nemo2sherpa": __version__,
-        "pipeline_version": PIPELINE_VERSION,
-        "source": {k: v for k, v in source.items() if k in ("kind", "name", "repo_id", "url", "revision",
-                                                            "revision_date", "sha256", "size")},
-        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_id": run_id,
-        "files": entries + carried,
-        "variants": _variant_files(entries + carried, existing),
-        "summary": summary or {},
-    }
-    if existing:  # what this publish added to the bundle that was there
-        manifest["added"] = sorted({e["name"] for e in entries} - {e["name"] for e in existing.get("files", [])})
-    return manifest
+    return Manifest(
+        format="nemo2sherpa-bundle/1", nemo2sherpa=__version__, pipeline_version=PIPELINE_VERSION,
+        source=source.identity(("kind", "name", "repo_id", "url", "revision", "revision_date", "sha256", "size")),
+        published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), run_id=run_id, files=entries + carried,
+        variants=_variant_files(entries + carried, existing), summary=summary or {},
+        # what this publish added to the bundle that was there
+        added=sorted({e.name for e in entries} - {e.name for e in existing.files}) if existing else None)
 
 
 def _withdraw_manifest(client, bucket: str, key: str) -> bool:
@@ -233,10 +225,10 @@ def _withdraw_manifest(client, bucket: str, key: str) -> bool:
     return True
 
 
-def read_manifest(client, bucket: str, key: str) -> dict[str, Any] | None:
+def read_manifest(client, bucket: str, key: str) -> Manifest | None:
     """The manifest published under key, or None."""
     found = _read_json(client, bucket, f"{key}/{MANIFEST}")
-    return found[0] if found else None
+    return Manifest.from_json(found[0], f"s3://{bucket}/{key}/{MANIFEST}") if found else None
 
 
 def _read_json(client, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
@@ -258,7 +250,7 @@ def _read(client, bucket: str, key: str) -> tuple[bytes, str] | None:
     return obj["Body"].read(), obj.get("ETag", "")
 
 
-def publish_run(client, bundle: Path, bucket: str, key: str, source: dict[str, Any], variants: list[str],
+def publish_run(client, bundle: Path, bucket: str, key: str, source: Source, variants: list[str],
                 run_id: str, summary: dict[str, Any] | None = None, create_bucket: bool = True,
                 force: bool = False) -> PublishResult:
     """The publish task: converges on the complete state (every file, the manifest, latest.json) whichever write
@@ -274,7 +266,7 @@ def publish_run(client, bundle: Path, bucket: str, key: str, source: dict[str, A
         log.info("s3://%s/%s/ already published with %s: up to date; set force to redo", bucket, key,
                  ", ".join(variants))
         return PublishResult(uri=uri, manifest_uri=f"{uri}{MANIFEST}", objects=[latest], skipped=True,
-                             announce=bool(run_id) and existing.get("run_id") == run_id)
+                             announce=bool(run_id) and existing.run_id == run_id)
     if missing:
         log.info("s3://%s/%s/ is %s: adding to it (its other files stay as they are)", bucket, key, missing)
     out = publish_bundle(client, bundle, bucket, key, source, summary, create_bucket, existing, run_id)
@@ -282,12 +274,12 @@ def publish_run(client, bundle: Path, bucket: str, key: str, source: dict[str, A
                          announce=True, files=out.files, validated=out.validated, added_to=missing)
 
 
-def _check_additions(existing: dict[str, Any], digests: dict[str, tuple[int, str]], bundle: Path,
-                     where: str) -> list[dict[str, Any]]:
+def _check_additions(existing: Manifest, digests: dict[str, tuple[int, str]], bundle: Path,
+                     where: str) -> list[FileDigest]:
     """Before adding to a published bundle: every model file both hold must be the same bytes (else two conversions
     would mix); returns the published entries of files this run did not make, kept as they are."""
-    old = {e["name"]: e for e in existing.get("files", [])}
-    differ = [n for n, (_, sha) in digests.items() if n in old and old[n]["sha256"] != sha]
+    old = {e.name: e for e in existing.files}
+    differ = [n for n, (_, sha) in digests.items() if n in old and old[n].sha256 != sha]
     if differ:
         raise PermanentError(f"{where} already holds {', '.join(sorted(differ))} with other bytes than this run "
                              f"made: adding a variant to it would mix two conversions. Nothing was uploaded. Set "
@@ -335,20 +327,20 @@ def _changed(name: str, what: str) -> ChangedAfterValidation:
 
 
 def _upload_all(client, bucket: str, key: str, files: list[Path], cfg,
-                validated: dict[str, tuple[int, str]]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+                validated: dict[str, tuple[int, str]]) -> tuple[list[FileDigest], list[str], list[str]]:
     """Upload each file with its sha256 in metadata unless an identical object is already there; `validated`
     (validated_digests) gives the model files' digests. Returns the manifest entries, the names skipped, and
     the names published under validate's digests."""
     for f in files:  # every size first: a changed file is refused before anything moves
         if f.name in validated and f.stat().st_size != validated[f.name][0]:
             raise _changed(f.name, f"{f.stat().st_size:,} bytes, validated {validated[f.name][0]:,}")
-    entries: list[dict[str, Any]] = []
+    entries: list[FileDigest] = []
     skipped: list[str] = []
     with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hashing:
         for f in files:
             size = f.stat().st_size
             digest = validated[f.name][1] if f.name in validated else sha256_file(f)
-            entries.append({"name": f.name, "size": size, "sha256": digest})
+            entries.append(FileDigest(name=f.name, size=size, sha256=digest))
             if _stored(client, bucket, f"{key}/{f.name}") == (size, digest):
                 # A re-run (after a failed or killed publish) keeps what already arrived intact.
                 log.info("already there %-20s %14s bytes sha256 %s: not uploaded again", f.name, f"{size:,}", digest[:16])
@@ -364,7 +356,7 @@ def _upload_all(client, bucket: str, key: str, files: list[Path], cfg,
                 raise _changed(f.name, f"sha256 {local.result()[:16]}..., validated {digest[:16]}...")
             log.info("uploaded %-20s %14s bytes %7.1f MB/s sha256 %s%s", f.name, f"{size:,}",
                      size / 1e6 / max(dt, 1e-6), digest[:16], " (= validated)" if local is not None else "")
-    return entries, skipped, [e["name"] for e in entries if e["name"] in validated]
+    return entries, skipped, [e.name for e in entries if e.name in validated]
 
 
 def abort_incomplete(client, bucket: str, key: str) -> list[str]:
@@ -400,13 +392,13 @@ class _Progress(Progress):
         self.update(done)
 
 
-def _variant_files(entries: list[dict[str, Any]], existing: dict[str, Any] | None) -> dict[str, list[str]]:
+def _variant_files(entries: list[FileDigest], existing: Manifest | None) -> dict[str, list[str]]:
     """Each variant's published model files (its graphs and, in the big layout, their weights), for the manifest:
     what an app fetches for one variant."""
-    names = {e["name"] for e in entries}
+    names = {e.name for e in entries}
     out = {v: [n for n in x.published if n in names] for v, x in VARIANTS.items()
            if set(VARIANT_FILES[v]) <= names}
-    return {**(existing or {}).get("variants", {}), **out}
+    return {**(existing.variants if existing else {}), **out}
 
 
 def latest_key(key: str) -> str:
@@ -414,27 +406,28 @@ def latest_key(key: str) -> str:
     return f"{key.rsplit('/', 1)[0]}/{LATEST}" if "/" in key else LATEST
 
 
-def write_latest(client, bucket: str, key: str, manifest: dict[str, Any]) -> str:
+def write_latest(client, bucket: str, key: str, manifest: Manifest) -> str:
     """The model's `latest` pointer, written only after the bundle's manifest: names the newest published bundle.
     It only moves forward: where it names another bundle of a newer revision (the source's revision_date), it stays
     (publishing an older revision does not move it back). The write is conditional on what was read (If-Match the
     ETag, If-None-Match where there was none); a store that moved it meanwhile makes this read again and decide
     again, once; a store without conditional writes gets a plain one."""
     uri = f"s3://{bucket}/{latest_key(key)}"
-    mine = {"format": "nemo2sherpa-latest/1", "model": manifest["source"].get("name"),
-            "revision": manifest["source"].get("revision"), "revision_date": manifest["source"].get("revision_date"),
-            "pipeline_version": manifest["pipeline_version"], "bundle": f"s3://{bucket}/{key}/",
-            "manifest": f"s3://{bucket}/{key}/{MANIFEST}", "published_at": manifest["published_at"]}
+    src = manifest.source
+    mine = Latest(format="nemo2sherpa-latest/1", model=src.get("name"), revision=src.get("revision"),
+                  revision_date=src.get("revision_date"), pipeline_version=manifest.pipeline_version,
+                  bundle=f"s3://{bucket}/{key}/", manifest=f"s3://{bucket}/{key}/{MANIFEST}",
+                  published_at=manifest.published_at)
     for attempt in range(2):
         found = _read_json(client, bucket, latest_key(key))
-        current, etag = found if found else (None, "")
-        if current and current.get("bundle") == mine["bundle"] and current.get("published_at") == mine["published_at"]:
+        current, etag = (Latest.from_json(found[0], uri), found[1]) if found else (None, "")
+        if current and current.bundle == mine.bundle and current.published_at == mine.published_at:
             return uri  # already names this bundle
-        if current and current.get("bundle") != mine["bundle"] and _newer(current, mine):
+        if current and current.bundle != mine.bundle and _newer(current, mine):
             log.info("latest pointer %s stays at %s (revision of %s, newer than this one's %s)", uri,
-                     current.get("bundle"), current.get("revision_date"), mine["revision_date"])
+                     current.bundle, current.revision_date, mine.revision_date)
             return uri
-        if _put_if(client, bucket, latest_key(key), json.dumps(mine, indent=2).encode(), etag):
+        if _put_if(client, bucket, latest_key(key), json.dumps(mine.to_json(), indent=2).encode(), etag):
             log.info("latest pointer %s -> %s", uri, key)
             return uri
         log.info("latest pointer %s changed while it was written: read again", uri)
@@ -442,9 +435,9 @@ def write_latest(client, bucket: str, key: str, manifest: dict[str, Any]) -> str
                        f"retried")
 
 
-def _newer(current: dict[str, Any], mine: dict[str, Any]) -> bool:
+def _newer(current: Latest, mine: Latest) -> bool:
     """Whether the bundle latest.json names is of a newer revision than this one (unknown dates: not newer)."""
-    a, b = current.get("revision_date"), mine.get("revision_date")
+    a, b = current.revision_date, mine.revision_date
     return bool(a and b and a > b)
 
 
@@ -484,12 +477,12 @@ def _stored(client, bucket: str, key: str) -> tuple[int, str | None] | None:
 def verify_download(local_dir: Path) -> list[str]:
     """Check every file listed in a downloaded manifest.json; returns the names verified."""
     local_dir = Path(local_dir)
-    manifest = json.loads((local_dir / MANIFEST).read_text())
+    manifest = Manifest.from_json(json.loads((local_dir / MANIFEST).read_text()), str(local_dir / MANIFEST))
     bad = []
-    for e in manifest["files"]:
-        p = local_dir / e["name"]
-        if not p.exists() or p.stat().st_size != e["size"] or sha256_file(p) != e["sha256"]:
-            bad.append(e["name"])
+    for e in manifest.files:
+        p = local_dir / e.name
+        if not p.exists() or p.stat().st_size != e.size or sha256_file(p) != e.sha256:
+            bad.append(e.name)
     if bad:
         raise RuntimeError(f"files that do not match manifest.json: {bad}")
-    return [e["name"] for e in manifest["files"]]
+    return [e.name for e in manifest.files]

@@ -197,9 +197,8 @@ class Source(Record):
     eval_set: EvalSet | None = None
 
     def identity(self, keys: tuple[str, ...]) -> dict[str, Any]:
-        """The named fields that are set, in `keys`' order: what a report or manifest says of the source."""
-        data = self.to_json()
-        return {k: data[k] for k in keys if k in data}
+        """The named fields that are set, in the record's order: what a report or manifest says of the source."""
+        return {k: v for k, v in self.to_json().items() if k in keys}
 
 
 @dataclass(frozen=True)
@@ -670,3 +669,37 @@ class Benchmark(Record):
     ort_cpu: dict[str, Engine]
     gpu: Gpu
     nemo_cpu: Engine | None = None
+
+
+# What a publish target holds: manifest.json beside each bundle, latest.json beside a model's bundles.
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Record):
+    """manifest.json: what a published bundle holds (every file, with its sha256), from what, by which run, each
+    variant's files, the gates' figures. Read back from what earlier versions published too: only the format and
+    the files are required."""
+
+    FILE: ClassVar[str] = "manifest.json"
+    format: str
+    nemo2sherpa: str | None = None
+    pipeline_version: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)  # Source.identity: kind, name, revision, sha256, ...
+    published_at: str | None = None
+    run_id: str | None = None
+    files: list[FileDigest]
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    added: list[str] | None = None  # what this publish added to a bundle that lacked a variant
+
+
+@dataclass(frozen=True, kw_only=True)
+class Latest(Record):
+    """latest.json: the newest published bundle of a model (it only moves to a newer revision)."""
+
+    format: str
+    model: str | None
+    revision: str | None
+    revision_date: str | None
+    pipeline_version: str | None
+    bundle: str
+    manifest: str
+    published_at: str | None

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from . import PIPELINE_VERSION
+from .records import FileDigest, Manifest, Source
 from .variants import VARIANT_FILES
 
-MANIFEST = "manifest.json"
+MANIFEST = Manifest.FILE
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class PublishResult:
     objects: list[str]
     skipped: bool
     announce: bool
-    files: list[dict[str, Any]] = field(default_factory=list)
+    files: list[FileDigest] = field(default_factory=list)
     validated: list[str] = field(default_factory=list)
     added_to: str | None = None
 
@@ -42,10 +43,10 @@ class PublishResult:
         the objects written, whether it was already up to date."""
         return {"uri": self.uri, "objects": self.objects, "skipped": self.skipped}
 
-    def asset_event(self, source: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    def asset_event(self, source: Source) -> tuple[str, dict[str, str]]:
         """The bundle's asset event: its URI (without the trailing '/') and what it carries (model, revision,
         pipeline version, the manifest's URI)."""
-        return self.uri.rstrip("/"), {"model": source["name"], "revision": source["revision"],
+        return self.uri.rstrip("/"), {"model": source.name, "revision": source.revision,
                                       "pipeline_version": PIPELINE_VERSION, "manifest": self.manifest_uri}
 
 
@@ -56,13 +57,13 @@ class Target(Protocol):
     def where(self, model: str, revision: str) -> str:
         """The URI of the model's bundle at this revision (and this pipeline version), ending in '/'."""
 
-    def manifest(self, model: str, revision: str) -> dict[str, Any] | None:
+    def manifest(self, model: str, revision: str) -> Manifest | None:
         """The manifest published for the model at this revision, or None where there is none."""
 
     def read(self, uri: str) -> bytes | None:
         """A published object's bytes (a bundle's URI, from `where`, and a file name), or None where there is none."""
 
-    def publish(self, bundle: Path, source: dict[str, Any], variants: list[str], run_id: str,
+    def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
                 summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
         """Publish the bundle of `source` (its name and revision say where), its manifest written last: up to date
         when already published with every variant (unless `force`), a variant added to one that lacks it, else the
@@ -70,7 +71,7 @@ class Target(Protocol):
         classified as nemo2sherpa.errors says (transient: retried)."""
 
 
-def publish_to(target: Target, bundle: Path, source: dict[str, Any], variants: list[str], run_id: str,
+def publish_to(target: Target, bundle: Path, source: Source, variants: list[str], run_id: str,
                validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> PublishResult:
     """The publish task, whatever the target: the bundle published with validate's and the benchmark's figures in
     its manifest, then the run's summary printed (the task's log shows what was published where)."""
@@ -80,7 +81,7 @@ def publish_to(target: Target, bundle: Path, source: dict[str, Any], variants: l
     return result
 
 
-def summary_lines(result: PublishResult, bundle: Path, variants: list[str], source: dict[str, Any],
+def summary_lines(result: PublishResult, bundle: Path, variants: list[str], source: Source,
                   validated: dict[str, Any], bench: dict[str, Any]) -> list[str]:
     """What the publish task's log ends with: up to date; or what was added to, the objects published, the local
     bundle folder and the run's summary (run_summary)."""
@@ -91,13 +92,13 @@ def summary_lines(result: PublishResult, bundle: Path, variants: list[str], sour
             f"local bundle folder: {bundle}", run_summary(result, source, validated, bench)]
 
 
-def run_summary(result: PublishResult, source: dict[str, Any], validated: dict[str, Any],
+def run_summary(result: PublishResult, source: Source, validated: dict[str, Any],
                 bench: dict[str, Any]) -> str:
     """The last thing a run's log shows: what was published where, with the figures that vouch for it."""
-    lines = [f"== nemo2sherpa: {source.get('name')} @ {source.get('revision')} (pipeline {PIPELINE_VERSION}) ==",
+    lines = [f"== nemo2sherpa: {source.name} @ {source.revision} (pipeline {PIPELINE_VERSION}) ==",
              "files:"]
     for f in result.files:
-        lines.append(f"  {f['name']:<20} {f['size']:>15,} bytes  sha256 {f['sha256'][:16]}  {result.uri}{f['name']}")
+        lines.append(f"  {f.name:<20} {f.size:>15,} bytes  sha256 {f.sha256[:16]}  {result.uri}{f.name}")
     lines.append(f"  {MANIFEST:<20} (written last)  {result.manifest_uri}")
     if result.validated:
         lines.append(f"validated bytes: {len(result.validated)} files carry the sha256s validate recorded (every "
@@ -119,10 +120,10 @@ def run_summary(result: PublishResult, source: dict[str, Any], validated: dict[s
     return "\n".join(lines)
 
 
-def published_state(manifest: dict[str, Any] | None, variants: list[str]) -> str | None:
+def published_state(manifest: Manifest | None, variants: list[str]) -> str | None:
     """None if a published manifest already holds every requested variant, else why a conversion is due."""
     if manifest is None:
         return "not published yet"
-    have = {f["name"] for f in manifest.get("files", [])}
+    have = {f.name for f in manifest.files}
     missing = [v for v in variants if not set(VARIANT_FILES[v]) <= have]
     return f"published without {', '.join(missing)}" if missing else None
