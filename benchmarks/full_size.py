@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.benchmark import table  # noqa: E402
 from nemo2sherpa.child import run_measured  # noqa: E402
+from nemo2sherpa.records import Benchmark  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "full-dag-1.1b"
@@ -214,8 +215,9 @@ def markdown(rec: dict) -> str:
     out += ["", f"Validation: {'passed' if rec['validation']['passed'] else 'FAILED'}, {rec['validation']['gates']} "
                 "gates.", ""]
     if rec["benchmark"]:
+        bench = Benchmark.from_json(rec["benchmark"], "benchmark.json")
         out += ["The benchmark step's table (random weights: the encoder's cost is the real model's; the greedy loop's "
-                "depends on how many tokens it emits):", "", "```", table(rec["benchmark"]), "```", ""]
+                "depends on how many tokens it emits):", "", "```", table(bench), "```", ""]
     return "\n".join(out)
 
 

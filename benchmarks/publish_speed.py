@@ -42,7 +42,8 @@ mode, bundle, endpoint, key, secret, dest = sys.argv[2:8]
 c = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
 if mode.startswith("publish"):
     from nemo2sherpa.publish import publish_bundle
-    publish_bundle(c, Path(bundle), "bench", dest, {"name": "bench", "revision": "x"})
+    from nemo2sherpa.records import Source
+    publish_bundle(c, Path(bundle), "bench", dest, Source(kind="local", name="bench", revision="x"))
 else:
     c.upload_file(str(Path(bundle) / "encoder.weights"), "bench", f"{dest}/encoder.weights")
 print(json.dumps({"ok": True}))
