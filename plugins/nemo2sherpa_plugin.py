@@ -31,10 +31,10 @@ DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 PREFIX = "/nemo2sherpa"
 PUBLISH_TASK = "publish"
 # Bundle files the report may show or hand out: small text and the plot, never the models themselves.
-SERVED = {"manifest.json": "application/json", "VALIDATION.md": "text/markdown; charset=utf-8",
-          "validation.json": "application/json", "benchmark.json": "application/json",
+SERVED = {Manifest.FILE: "application/json", "VALIDATION.md": "text/markdown; charset=utf-8",
+          Validation.FILE: "application/json", Benchmark.FILE: "application/json",
           "benchmark.png": "image/png", "tokens.txt": "text/plain; charset=utf-8",
-          "bpe.vocab": "text/plain; charset=utf-8", "compatibility.json": "application/json",
+          "bpe.vocab": "text/plain; charset=utf-8", Compatibility.FILE: "application/json",
           "README.md": "text/markdown; charset=utf-8"}
 # Looks at home next to Airflow 3's UI: its system font stack, neutral greys, rounded cards, green/red verdicts.
 STYLE = ("body{font-family:Inter,-apple-system,'Segoe UI',Roboto,sans-serif;margin:1.5em;max-width:72em;color:#1a202c}"
@@ -125,7 +125,7 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
         parts.append(f"<tr><td>{cell}</td><td>{f.size:,}</td><td><code>{esc(f.sha256)}</code></td></tr>")
     parts.append("</table>")
     names = {f.name for f in m.files}
-    if "benchmark.json" in names:
+    if Benchmark.FILE in names:
         parts.append("<h2>Benchmark</h2>")
         if "benchmark.png" in names:
             parts.append(f"<img alt='latency vs clip length' src='{base}benchmark.png' style='max-width:100%'>")

@@ -155,7 +155,7 @@ def package(bundle: Path, reference: Path, variants: list[str], source: Source,
 
     bundle = Path(bundle)
     validated = Validation.read(bundle)
-    compat = Compatibility.read(bundle)
+    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None  # the matrix may be off
     export = Export.read(reference)
     digests = {f.name: (f.size, f.sha256) for f in validated.files or []}
     known = set(validated.known_clips or [])

@@ -83,8 +83,9 @@ def time_calls(call: Callable[[Any], Any], runs: int, seconds: float,
     import numpy as np
 
     warm = np.asarray(times[1:])
-    return Timing(p50_s=round(float(np.percentile(warm, 50)), 5), p95_s=round(float(np.percentile(warm, 95)), 5),
-                  rtf_p50=round(float(np.percentile(warm, 50)) / seconds, 5), runs=len(warm), cold_s=round(times[0], 5),
+    p50 = float(np.percentile(warm, 50))
+    return Timing(p50_s=round(p50, 5), p95_s=round(float(np.percentile(warm, 95)), 5), rtf_p50=round(p50 / seconds, 5),
+                  runs=len(warm), cold_s=round(times[0], 5),
                   other_load_max=max(measured) if measured else None, disturbed_runs=disturbed if measured else None)
 
 

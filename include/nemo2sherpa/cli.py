@@ -300,7 +300,7 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     try:
         results, steps = _run_steps(plan, work)
         bundle = plan.bundle
-        for report in ("export.json", "quantize.json"):  # what the steps learned, beside the bundle
+        for report in (Export.FILE, "quantize.json"):  # what the steps learned, beside the bundle
             if (plan.reference / report).exists():
                 shutil.copy2(plan.reference / report, bundle / report)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from .child import INCLUDE, held_credentials, run_module_measured
 from .evalset import MAX_CLIPS
 from .errors import PermanentError, error_for_exit
 from .gates import limits
-from .records import Export, Plan, Record, Source
+from .records import Benchmark, Export, Plan, Record, Source, Validation
 from .variants import MADE, with_base
 
 log = logging.getLogger("nemo2sherpa.pipeline")
@@ -141,7 +141,7 @@ def _validate(plan: Plan, src: Source | None) -> Any:
     from .validate import summary, validate_bundle
 
     return summary(validate_bundle(plan.bundle, plan.reference, plan.variants, mode="full", source=src,
-                                   report_path=plan.bundle / "validation.json", **plan.gates))
+                                   report_path=plan.bundle / Validation.FILE, **plan.gates))
 
 
 def _compat(plan: Plan, src: Source | None) -> Any:
@@ -166,7 +166,7 @@ def _benchmark(plan: Plan, src: Source | None) -> Any:
     from .benchmark import p50s, run_benchmark
 
     return p50s(run_benchmark(plan.bundle, plan.reference, plan.variants, plan.lengths, gpu=plan.gpu,
-                              out_path=plan.bundle / "benchmark.json"))
+                              out_path=plan.bundle / Benchmark.FILE))
 
 
 STEPS: tuple[Step, ...] = (

@@ -28,7 +28,7 @@ from typing import Any
 from . import PIPELINE_VERSION, __version__
 from .errors import InputError, PermanentError, TransientError
 from .progress import Progress
-from .records import FileDigest, Latest, Manifest, Source
+from .records import Benchmark, Compatibility, FileDigest, Latest, Manifest, Source, Validation
 from .s3input import classified, split_url
 from .source import sha256_file
 from .targets import MANIFEST, PublishResult, published_state
@@ -37,7 +37,7 @@ from .variants import ARCHIVE_FORMATS, SHARED, VARIANT_FILES, VARIANTS
 log = logging.getLogger("nemo2sherpa.publish")
 
 # This run's reports: rewritten when a variant is added to a published bundle.
-REPORTS = ("benchmark.json", "benchmark.png", "validation.json", "compatibility.json", "VALIDATION.md", "README.md")
+REPORTS = (Benchmark.FILE, "benchmark.png", Validation.FILE, Compatibility.FILE, "VALIDATION.md", "README.md")
 # The package step's release archives (archive.archive_file: <name>.<the variant's format>).
 ARCHIVES = tuple(f"sherpa-onnx-nemo-*.{fmt}" for fmt in ARCHIVE_FORMATS)
 # Upload order: every variant's files (variants.VARIANTS), tokens.txt and bpe.vocab, then the reports; a file not in the bundle
@@ -312,7 +312,7 @@ def _unreachable(e: BaseException) -> bool:
 
 def validated_digests(bundle: Path) -> dict[str, tuple[int, str]]:
     """{name: (size, sha256)} of the files validate passed (validation.json `files`), or {} without one."""
-    report = Path(bundle) / "validation.json"
+    report = Path(bundle) / Validation.FILE
     if not report.exists():
         return {}
     files = [FileDigest.from_json(f, f"{report} files") for f in json.loads(report.read_text()).get("files", [])]

@@ -450,6 +450,7 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
     onnxruntime's quantizer as shipped (for comparison). With `reference`, the report also goes to
     <reference>/quantize.json for validate."""
     from .preflight import before_quantize
+    from .reference import FILE as reference_file
 
     name = int8_recipe(recipe)
     rc = INT8_RECIPES[name]
@@ -465,7 +466,7 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
     try:
         for module in MODULES:
             _quantize_module(bundle, module, scratch, rc, frugal, report,
-                             Path(reference) / "reference.npz" if reference is not None else None)
+                             Path(reference) / reference_file if reference is not None else None)
     finally:
         tempfile.tempdir = old_tmp
         shutil.rmtree(scratch, ignore_errors=True)

@@ -64,6 +64,7 @@ class Record:
     """The base of every record: JSON in and out by the dataclass's fields (see the module's docstring)."""
 
     KIND: ClassVar[str | None] = None  # "<name>/<version>", written as "record" and checked on read; None: neither
+    FILE: ClassVar[str] = ""  # the file it is kept in, where it is one (export.json, validation.json, ...)
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-able object (fields in their declared order; an optional field at None left out)."""
@@ -97,6 +98,13 @@ class Record:
                 continue
             values[f.name] = _load(hints[f.name], data[_key(f)], f"{what}.{_key(f)}")
         return cls(**values)
+
+
+    @classmethod
+    def read(cls: type[R], folder: Path) -> R:
+        """The record kept in `folder`, in its FILE."""
+        path = Path(folder) / cls.FILE
+        return cls.from_json(json.loads(path.read_text()), str(path))
 
 
 _hints = functools.cache(typing.get_type_hints)  # each record class's field types, resolved once
@@ -285,12 +293,6 @@ class Export(Record):
     clips: list[ExportClip]
     nemo_baseline: Engine | None = None  # NeMo transcribe()'s timings, for the benchmark
 
-    @classmethod
-    def read(cls, reference: Path) -> "Export":
-        """The export record in a reference folder."""
-        path = Path(reference) / cls.FILE
-        return cls.from_json(json.loads(path.read_text()), str(path))
-
     def model_spec(self) -> ModelSpec:
         """The model's spec (modelspec.ModelSpec)."""
         from .modelspec import ModelSpec
@@ -365,12 +367,6 @@ class Compatibility(Record):
     known_clips: list[str]
     passed: bool
     seconds: float
-
-    @classmethod
-    def read(cls, bundle: Path) -> "Compatibility | None":
-        """The bundle's runtime matrix, or None where it did not run."""
-        path = Path(bundle) / cls.FILE
-        return cls.from_json(json.loads(path.read_text()), str(path)) if path.exists() else None
 
 
 # validation.json, as validate writes it: the run's model and limits, every variant's results, every gate, the files.
@@ -597,18 +593,13 @@ class Validation(Record):
             data = {**{k: v for k, v in data.items() if k not in VARIANTS}, "made": made}
         return super().from_json(data, what)
 
-    @classmethod
-    def read(cls, bundle: Path) -> "Validation":
-        """The bundle's validation.json."""
-        path = Path(bundle) / cls.FILE
-        return cls.from_json(json.loads(path.read_text()), str(path))
-
 
 @dataclass(frozen=True, kw_only=True)
 class PreValidation(Record):
     """reference/validate_export.json: what validate_export held on the fp32 files (their sha256s), for validate to
     reuse on the same bytes."""
 
+    FILE: ClassVar[str] = "validate_export.json"
     files: dict[str, str]
     variant: VariantResult
     gates: list[Gate]

@@ -345,7 +345,6 @@ def check_metadata(bundle: Path, variant: str, spec: ModelSpec, source: Source |
     return ok
 
 
-PRE_RECORD = "validate_export.json"  # reference/: validate_export's fp32 results and the sha256 of the files they hold
 
 
 def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode: str = "full",
@@ -471,10 +470,9 @@ def _runtime_gates(ctx: _Context, v: str, vr: VariantResult, dec: GreedyDecoder 
 
 def _pre_record(reference_dir: Path, base_digests) -> PreValidation | None:
     """validate_export's fp32 record, when the fp32 files (and tokens) are byte for byte those it validated."""
-    path = Path(reference_dir) / PRE_RECORD
-    if not path.exists():
+    if not (Path(reference_dir) / PreValidation.FILE).exists():
         return None
-    rec = PreValidation.from_json(json.loads(path.read_text()), str(path))
+    rec = PreValidation.read(reference_dir)
     now = {d.name: d.sha256 for d in base_digests.result()}
     if rec.files != now:
         log.info("the fp32 files changed since validate_export: every fp32 gate is held again")
@@ -486,7 +484,7 @@ def _write_pre_record(reference_dir: Path, result: Validation, r: Report) -> Non
     """What a later full validation of the same bytes may reuse: the fp32 results, their gates, the files' sha256."""
     rec = PreValidation(files={d.name: d.sha256 for d in result.files or []}, variant=result.variants[BASE.name],
                         gates=[g for g in r.gates if g.gate.startswith(f"{BASE.name}: ")])
-    Path(reference_dir, PRE_RECORD).write_text(json.dumps(rec.to_json(), default=str))
+    Path(reference_dir, PreValidation.FILE).write_text(json.dumps(rec.to_json(), default=str))
 
 
 def _result_head(exp: Export, mode: str, lim: dict[str, float | None], clips: list[ExportClip],
