@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 
 ## make demo: local S3 server + one DAG run on the embedded tiny model; prints URIs and figures.
 demo: venv
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(HUB),--hub)
 
 ## make test: the whole suite (CI runs this). The browser and Celery tests need Debian's chromium and
 ## redis-server: installed here when missing (apt-get, as root), else the command to run is printed.
@@ -51,10 +51,10 @@ test: venv system-deps
 	$(PY) -m pytest -ra tests
 
 ## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8] [INT8_RECIPE=sherpa-onnx]
-##              [EVAL=<manifest.jsonl | folder of audio>]
+##              [EVAL=<manifest.jsonl | folder of audio>] [PUBLISH=s3://<bucket>/<prefix>,hf://<namespace>]
 convert: venv
 	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
-	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)") $(if $(EVAL),--eval-set "$(EVAL)")
+	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)") $(if $(EVAL),--eval-set "$(EVAL)") $(if $(PUBLISH),--publish-to "$(PUBLISH)")
 
 ## make hotwords-check BUNDLE=<bundle dir> NEMO=<its .nemo> PHRASES=<hotwords file>: how sherpa-onnx will split
 ## each phrase (bpe.vocab) against the checkpoint's tokenizer; differences flagged (STRICT=1: exit 3 on any).

@@ -1,9 +1,10 @@
 """nemo2sherpa_refresh: on a schedule, re-convert the registry models whose upstream revision changed.
 
 For every model in include/nemo2sherpa/models.toml (one mapped task each) it asks the Hub which commit
-the model's revision points at now, looks for that bundle's manifest.json on S3 (the key holds the
-revision and the pipeline version, so a converter fix re-publishes), and triggers
-parakeet_tdt_to_sherpa_onnx only for the models whose bundle is missing or lacks a requested variant.
+the model's revision points at now, asks each publish target of the run (S3: that bundle's manifest.json, whose
+key holds the revision and the pipeline version, so a converter fix re-publishes; the Hub: each variant's repo's
+manifest.json) what it holds, and triggers parakeet_tdt_to_sherpa_onnx only for the models whose bundle is missing
+from a target or lacks a requested variant there.
 Everything else is logged as "up to date". Thin on purpose: the checks live in include/nemo2sherpa.
 """
 
@@ -24,6 +25,7 @@ if INCLUDE not in sys.path:
 from nemo2sherpa import PIPELINE_VERSION, venvs  # noqa: E402
 from nemo2sherpa.workspace import S3_CONNECTIONS  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
+from nemo2sherpa.targets import DEFAULT_TARGETS, HUB_NAMESPACE_PATTERN, TARGET_KINDS  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
 
 CONVERT_DAG = "parakeet_tdt_to_sherpa_onnx"
@@ -74,6 +76,35 @@ def _allowed_connection(conn_id: str) -> str:
     return conn_id
 
 
+def _targets(p: dict) -> dict:
+    """The targets the run checks (param targets): S3 over the run's connection, the Hub with the token of the
+    Airflow Variable hf_token (masked)."""
+    from airflow.sdk import Variable
+    from airflow.sdk.log import mask_secret
+
+    def hub():
+        from nemo2sherpa.hubtarget import HubTarget, hub_api
+
+        if not p["hub_namespace"]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("checking the Hub (targets: hub) needs the Hub namespace (hub_namespace)")
+        token = Variable.get("hf_token", default=None)
+        if token:
+            mask_secret(token)
+        return HubTarget(hub_api(token), p["hub_namespace"])
+
+    def s3():
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from nemo2sherpa.publish import S3Target
+
+        return S3Target(S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"])).get_conn(), p["bucket"], p["prefix"])
+
+    make = {"s3": s3, "hub": hub}
+    return {name: make[name]() for name in p["targets"]}
+
+
 @dag(
     dag_id="nemo2sherpa_refresh",
     schedule=SCHEDULE,
@@ -91,6 +122,12 @@ def _allowed_connection(conn_id: str) -> str:
         "variants": Param(DEFAULT_VARIANTS, type="array", items={"type": "string", "enum": list(VARIANTS)},
                           examples=list(VARIANTS), minItems=1, uniqueItems=True, title="Variants",
                           description="A bundle without one of these is converted again (multi-select)."),
+        "targets": Param(DEFAULT_TARGETS, type="array", items={"type": "string", "enum": list(TARGET_KINDS)},
+                         minItems=1, uniqueItems=True, title="Published to", examples=list(TARGET_KINDS),
+                         description="The targets checked, and published to by the conversions triggered."),
+        "hub_namespace": Param("", type="string", pattern=HUB_NAMESPACE_PATTERN, title="Hub namespace",
+                               description="The Hub user or organization of the repos (when Published to holds "
+                                           "hub); the token is the Airflow Variable hf_token."),
         "force": Param(False, type="boolean", title="Force",
                        description="Trigger a conversion of every registry model, published or not."),
     },
@@ -107,27 +144,27 @@ def nemo2sherpa_refresh():
     @task(trigger_rule="all_done")  # also when some models could not be checked: the others are still decided
     def decide(checked: list[dict]) -> list[dict]:
         """Compare each model's upstream commit with what is published; the conf of each conversion due."""
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from nemo2sherpa.publish import S3Target
         from nemo2sherpa.targets import published_state
 
         p = get_current_context()["params"]
-        target = S3Target(S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"])).get_conn(), p["bucket"],
-                          p["prefix"])
+        targets = _targets(p)
         checked = [c for c in checked if c]  # a failed model's task pushed nothing
         due = []
         for c in checked:
-            manifest = target.manifest(c["name"], c["revision"])
-            reason = "forced" if p["force"] else published_state(manifest, p["variants"])
-            if reason is None:
-                print(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published")
+            reasons = {name: "forced" if p["force"] else published_state(t.manifest(c["name"], c["revision"]),
+                                                                         p["variants"])
+                       for name, t in targets.items()}
+            reason = "; ".join(f"{name}: {r}" for name, r in reasons.items() if r)
+            if not reason:
+                print(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published "
+                      f"({', '.join(targets)})")
                 continue
             print(f"{c['name']:<24} convert {c['revision'][:12]}: {reason}")
             due.append({"source": c["name"], "revision": c["revision"], "variants": p["variants"],
                         "aws_conn_id": p["aws_conn_id"], "bucket": p["bucket"], "prefix": p["prefix"],
-                        "force": bool(p["force"])})
+                        "targets": p["targets"], "hub_namespace": p["hub_namespace"], "force": bool(p["force"])})
         unchecked = sorted(set(MODELS) - {c["name"] for c in checked})
         for name in unchecked:
             print(f"{name:<24} could not check: its upstream_revision task failed (see that task's log)")

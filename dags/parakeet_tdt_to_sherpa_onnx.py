@@ -1,10 +1,11 @@
-"""parakeet_tdt_to_sherpa_onnx: NeMo Parakeet-TDT checkpoint -> validated sherpa-onnx bundle on S3.
+"""parakeet_tdt_to_sherpa_onnx: NeMo Parakeet-TDT checkpoint -> validated sherpa-onnx bundle on S3 and the Hub.
 
 Thin on purpose: params, wiring, venvs. The work is in include/nemo2sherpa (no Airflow there).
 `plan` checks the params; then one virtualenv task per step of `nemo2sherpa.pipeline.STEPS`, in
-order (the table below); then `publish` uploads what `validate` passed. Heavy stages run in cached
-virtualenvs built from include/nemo2sherpa/requirements/*.txt; big files move through a per-run
-workspace folder, XCom carries small manifests only.
+order (the table below); then `publish` publishes what `validate` passed to the run's targets (S3, the
+Hugging Face Hub, or both). Heavy stages run in cached virtualenvs built from
+include/nemo2sherpa/requirements/*.txt; big files move through a per-run workspace folder, XCom carries
+small manifests only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from nemo2sherpa.pipeline import STEPS, Step  # noqa: E402
 from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 from nemo2sherpa.runtimes import KINDS  # noqa: E402
+from nemo2sherpa.targets import DEFAULT_TARGETS, HUB_NAMESPACE_PATTERN, TARGET_KINDS  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -78,6 +80,17 @@ PARAMS = {
                                   "Empty: the registry entry's set, else the built-in English clips."),
     "eval_max_clips": Param(32, type="integer", minimum=1, maximum=MAX_EVAL_CLIPS, title="Evaluation clips at most",
                             description="A larger set is sampled to this many clips (fixed seed)."),
+    "targets": Param(DEFAULT_TARGETS, type="array", items={"type": "string", "enum": list(TARGET_KINDS)}, minItems=1,
+                     uniqueItems=True, title="Publish to", examples=list(TARGET_KINDS),
+                     description="Where the validated bundle goes (one or both). " + " ".join(
+                         f"{k}: {x}." for k, x in TARGET_KINDS.items())),
+    "hub_namespace": Param("", type="string", pattern=HUB_NAMESPACE_PATTERN, title="Hub namespace",
+                           description="The Hugging Face user or organization the Hub repos go under (needed when "
+                                       "Publish to holds hub): letters, digits, '-', '_', '.', at most 95 "
+                                       "characters. The token (Airflow Variable hf_token) must be able to write "
+                                       "there."),
+    "hub_private": Param(False, type="boolean", title="Private Hub repos",
+                         description="Create the Hub repos private (a repo that exists keeps its visibility)."),
     "aws_conn_id": Param(S3_CONNECTIONS[0], type="string", enum=list(S3_CONNECTIONS), title="S3 connection id",
                          description="Airflow connection (type aws) to the S3-compatible store: bundles are "
                                      "published there, and s3:// sources and evaluation sets are read through it. "
@@ -238,25 +251,54 @@ def steps_table() -> str:
     return "\n".join(["| task | venv | what | leaves |", "|---|---|---|---|", *rows])
 
 
-def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-    """publish's wiring: the run's S3 target (its connection, bucket, prefix), the library's publish
-    (targets.publish_to: up to date, a variant added, or the whole bundle, then the run's summary), the bundle's
-    asset event when this run published it; the XCom the report plugin reads."""
+def _hub_api():
+    """huggingface_hub's client for this worker's Hub (HF_ENDPOINT, else huggingface.co) with the token of the
+    Airflow Variable hf_token, masked in every log."""
+    from airflow.sdk import Variable
+    from airflow.sdk.log import mask_secret
+
+    from nemo2sherpa.hubtarget import hub_api
+
+    token = Variable.get("hf_token", default=None)
+    if token:
+        mask_secret(token)
+    return hub_api(token)
+
+
+def _targets(p: dict, plan) -> dict:
+    """The run's publish targets (param targets), each over the run's own settings: the S3 connection, bucket and
+    prefix; the Hub namespace and token."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+    from nemo2sherpa.hubtarget import HubTarget
     from nemo2sherpa.publish import S3Target
+
+    make = {"s3": lambda: S3Target(S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn(), p["bucket"], p["prefix"],
+                                   p["create_bucket"]),
+            "hub": lambda: HubTarget(_hub_api(), p["hub_namespace"], p["hub_private"], plan.reference)}
+    return {name: make[name]() for name in p["targets"]}
+
+
+def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
+    """publish's wiring: the run's targets (_targets), the library's publish to each (targets.publish_to: up to
+    date, a variant added, or the whole bundle, then the run's summary), each bundle's asset event when this run
+    published it; the XCom the report plugin reads (the first target's result, and every target's)."""
     from nemo2sherpa.records import Plan, Source
     from nemo2sherpa.targets import publish_to
 
     ctx = get_current_context()
     p = ctx["params"]
     plan, source = Plan.from_json(plan), Source.from_json(src)
-    target = S3Target(S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn(), p["bucket"], p["prefix"], p["create_bucket"])
-    result = publish_to(target, plan.bundle, source, plan.variants, ctx["run_id"], validated, bench, p["force"])
-    if result.announce:
-        uri, extra = result.asset_event(source)
-        ctx["outlet_events"][BUNDLES].add(Asset(uri), extra=extra)
-    return {**result.to_json(), "bundle": str(plan.bundle), "aws_conn_id": p["aws_conn_id"]}
+    results = {}
+    for name, target in _targets(p, plan).items():
+        results[name] = publish_to(target, plan.bundle, source, plan.variants, ctx["run_id"], validated, bench,
+                                   p["force"])
+        if results[name].announce:
+            uri, extra = results[name].asset_event(source)
+            ctx["outlet_events"][BUNDLES].add(Asset(uri), extra=extra)
+    first = results[p["targets"][0]]
+    return {**first.to_json(), "bundle": str(plan.bundle), "aws_conn_id": p["aws_conn_id"],
+            "targets": {name: r.to_json() for name, r in results.items()}}
 
 
 def _plan(ctx) -> dict:
@@ -274,6 +316,9 @@ def _plan(ctx) -> dict:
     run_key = f"{DAG_ID}/{workspace.run_segment(ctx['run_id'])}"
     try:
         classify(p["source"])
+        if "hub" in p["targets"] and not p["hub_namespace"]:
+            raise InputError("publishing to the Hub (targets: hub) needs the Hub namespace (hub_namespace): the user "
+                             "or organization the repos go under")
         if p["aws_conn_id"] not in S3_CONNECTIONS:
             raise InputError(f"S3 connection {p['aws_conn_id']!r} is not one this deployment allows: choose one "
                              f"of {', '.join(S3_CONNECTIONS)} (NEMO2SHERPA_S3_CONNECTIONS declares them)")
@@ -311,10 +356,11 @@ def parakeet_tdt_to_sherpa_onnx():
 
     @task(outlets=[BUNDLES], pre_execute=_sync("pull"), **RETRY)
     def publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-        """Upload with sha256s, manifest last. A bundle already published with every requested variant is up to
-        date (unless force); one that lacks a variant gets it added, its other files untouched. Permanent
-        failures (credentials, a missing bucket, a file changed after validation) fail at once; the store
-        unreachable, throttling or 5xx retry with backoff."""
+        """Publish to each target of the run: S3 (sha256s, manifest last), the Hub (one commit a variant's repo).
+        A bundle already published with every requested variant is up to date (unless force); one that lacks a
+        variant gets it added, its other files untouched. Permanent failures (credentials, a missing bucket or
+        namespace, a file changed after validation) fail at once; a store or Hub unreachable, throttling or 5xx
+        retry with backoff."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from nemo2sherpa.errors import TRANSIENT, describe, failure_kind

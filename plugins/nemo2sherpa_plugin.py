@@ -81,8 +81,15 @@ def _publish_result(dag_id: str, run_id: str) -> dict[str, Any] | None:
 
 
 def _bundle_reader(pub: dict[str, Any]):
-    """(get(name) -> bytes | None) for the published bundle at pub['uri']: the S3 target over the run's connection
-    reads it (publish.S3Target)."""
+    """(get(name) -> bytes | None) for the published bundle at pub['uri'], through its target: S3 over the run's
+    connection (publish.S3Target), or the Hub with the token of the Variable hf_token (hubtarget.HubTarget)."""
+    if pub["uri"].startswith("hf://"):
+        from airflow.models import Variable  # the api-server's own: it reads the metadata database
+
+        from nemo2sherpa.hubtarget import HubTarget, hub_api
+
+        hub = HubTarget(hub_api(Variable.get("hf_token", default_var=None)), pub["uri"][len("hf://"):].split("/", 1)[0])
+        return lambda name: hub.read(f"{pub['uri']}{name}")
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from nemo2sherpa.publish import S3Target
@@ -118,6 +125,11 @@ def render_report(dag_id: str, run_id: str, pub: dict[str, Any] | None, get) -> 
                    f"{' (already published: this run skipped the upload)' if pub.get('skipped') else ''}</p>",
              headline(m, get, base),
              f"<p>bundle <code>{esc(pub['uri'])}</code> &middot; <a href='{base}manifest.json'>manifest.json</a></p>",
+             *(f"<p>{esc(name)}: <code>{esc(r['uri'])}</code>" + "".join(
+                 f" &middot; commit <code>{esc(sha)}</code> in <code>{esc(repo)}</code>"
+                 for repo, sha in (r.get("commits") or {}).items())
+               + (" (up to date: nothing to commit)" if r.get("skipped") else "") + "</p>"
+               for name, r in (pub.get("targets") or {}).items()),
              "<h2>Files</h2><table><tr><th>file</th><th>bytes</th><th>sha256</th></tr>"]
     for f in m.files:
         name = esc(f.name)

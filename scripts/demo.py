@@ -3,11 +3,14 @@
 Starts a real S3-compatible server on 127.0.0.1 (rclone serve s3, data under .demo/s3), creates
 the bucket, runs the DAG once (`airflow dags test`) on the tiny Parakeet-TDT fixture, stops the
 server whatever happens, and prints the S3 URIs, the local folder holding the published files,
-the validation figures and the benchmark table.
+the validation figures and the benchmark table. `--hub` (`make demo HUB=1`) also publishes to a loopback
+Hugging Face Hub (tests/hubserver.py, on 127.0.0.1, stopped with the run): one repo a variant, and prints
+their commits and files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,6 +27,20 @@ from s3server import S3Server, airflow_env  # noqa: E402
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-tdt.nemo"
 BUCKET = "nemo2sherpa"
+HUB_NAMESPACE = "nemo2sherpa-demo"
+HUB_TOKEN = "hf_demo_write_token"  # a token of the loopback Hub only
+
+
+def start_hub(stack: contextlib.ExitStack) -> tuple[object, dict[str, str]]:
+    """The loopback Hub, with a write token for the demo's organization; the environment that points the run at it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hubserver import FakeHub
+
+    hub = stack.enter_context(FakeHub())
+    hub.add_token(HUB_TOKEN, user="demo", orgs=(HUB_NAMESPACE,), write=True)
+    print(f"Hugging Face Hub (loopback): {hub.url}, namespace {HUB_NAMESPACE}")
+    # it speaks LFS, not Xet: huggingface_hub uses Xet whenever hf_xet is installed
+    return hub, {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "AIRFLOW_VAR_HF_TOKEN": HUB_TOKEN}
 
 
 def run_dag(env: dict[str, str], conf: dict, log_path: Path) -> int:
@@ -39,13 +56,18 @@ def main() -> int:
     demo = ROOT / ".demo"
     demo.mkdir(exist_ok=True)
     log_path = demo / "dag-test.log"
+    with_hub = "--hub" in sys.argv[1:]
     conf = {"source": str(FIXTURE), "bucket": BUCKET, "prefix": "bundles", "benchmark_lengths": [2, 5],
             "variants": DEFAULT_VARIANTS, "force": True}
     t0 = time.monotonic()
-    with S3Server(demo / "s3", log=demo / "rclone-s3.log") as s3:
+    with contextlib.ExitStack() as stack:
+        s3 = stack.enter_context(S3Server(demo / "s3", log=demo / "rclone-s3.log"))
         print(f"S3 server: {s3.endpoint} (rclone serve s3, data in {s3.root})")
         s3.ensure_bucket(BUCKET)
-        env = airflow_env(AIRFLOW_CONN_AWS_DEFAULT=s3.airflow_conn())
+        hub, hub_env = start_hub(stack) if with_hub else (None, {})
+        if hub is not None:
+            conf.update(targets=["s3", "hub"], hub_namespace=HUB_NAMESPACE)
+        env = airflow_env(AIRFLOW_CONN_AWS_DEFAULT=s3.airflow_conn(), **hub_env)
         print(f"running DAG {DAG_ID} on {FIXTURE.name} (log: {log_path}) ...", flush=True)
         rc = run_dag(env, conf, log_path)
         text = log_path.read_text(errors="replace")
@@ -57,6 +79,10 @@ def main() -> int:
         manifests = sorted((o for o in objs if o["Key"].endswith("/manifest.json")), key=lambda o: o["LastModified"])
         key = manifests[-1]["Key"].rsplit("/", 1)[0]
         manifest = json.loads(s3.client().get_object(Bucket=BUCKET, Key=f"{key}/manifest.json")["Body"].read())
+        for c in getattr(hub, "commits", []):
+            repo = hub.repos[c["repo"]]
+            print(f"\nHub repo {hub.url}/{c['repo']} commit {c['sha']}:")
+            print("\n".join(f"  {name:<28} {repo.sha256.get(name, '')[:16]}" for name in sorted(repo.files)))
     # The server is stopped here; its files stay on disk.
     folder = demo / "s3" / BUCKET / key
     print(f"\nDAG run succeeded in {time.monotonic() - t0:.0f} s.\n\nS3 URIs:")

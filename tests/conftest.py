@@ -106,6 +106,18 @@ def full_bundle(exported, source_manifest, tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def validated(full_bundle, source_manifest, tmp_path_factory):
+    """The full fixture bundle (fp32 + int8), validated, with its reference: what compat, package and publish run
+    after (the runtime matrix's tests add compatibility.json to it)."""
+    d = tmp_path_factory.mktemp("validated")
+    shutil.copytree(full_bundle / "bundle", d / "bundle")
+    shutil.copytree(full_bundle / "reference", d / "reference")
+    run_cli("onnx", "validate", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"), "--variants",
+            "fp32,int8", "--source-json", str(source_manifest), "--report", str(d / "bundle" / "validation.json"))
+    return d
+
+
 @pytest.fixture()
 def fake_hub(tmp_path, monkeypatch):
     """The loopback Hub (tests/hubserver.py), with huggingface_hub pointed at it through HF_ENDPOINT; tests add
@@ -114,6 +126,12 @@ def fake_hub(tmp_path, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        # It speaks LFS, not Xet: huggingface_hub uploads through Xet whenever hf_xet is importable (the real Hub
+        # takes both), so a client publishing here is told not to, in child processes and in this one.
+        import huggingface_hub.constants
+
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
         yield hub
 
 

@@ -15,17 +15,6 @@ from conftest import INCLUDE, run_cli, stage_python
 
 
 @pytest.fixture(scope="module")
-def validated(full_bundle, source_manifest, tmp_path_factory):
-    """The full fixture bundle (fp32 + int8), validated, with its reference: what compat runs after."""
-    d = tmp_path_factory.mktemp("compat")
-    shutil.copytree(full_bundle / "bundle", d / "bundle")
-    shutil.copytree(full_bundle / "reference", d / "reference")
-    run_cli("onnx", "validate", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"), "--variants",
-            "fp32,int8", "--source-json", str(source_manifest), "--report", str(d / "bundle" / "validation.json"))
-    return d
-
-
-@pytest.fixture(scope="module")
 def matrix(validated):
     """The runtime matrix run once on the validated bundle: its printed summary; compatibility.json in the bundle."""
     return json.loads(run_cli("onnx", "compat", "--bundle", str(validated / "bundle"), "--reference",

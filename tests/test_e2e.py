@@ -166,17 +166,21 @@ def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, famil
 
 def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_db, s3, fake_hub, monkeypatch, task_logs):
     """Source = a Hub repo id (the loopback Hub, serving the trained fixture as a private repo): the token comes
-    from the Airflow Variable hf_token, reaches the Hub, and appears in no log; the bundle key is the commit sha."""
+    from the Airflow Variable hf_token, reaches the Hub, and appears in no log; the bundle key is the commit sha.
+    Published to both targets: S3, and a private Hub repo under the token's organization, one commit, whose sha the
+    publish task's result holds."""
     from airflow.dag_processing.dagbag import DagBag
 
     token = "hf_" + "s3cr3t" * 6
     commit = "c0ffee" + "0" * 34
     fake_hub.add_repo("acme/private-tdt", {"tiny-tdt.nemo": FIXTURE}, commit, token=token)
+    fake_hub.add_token(token, user="alice", orgs=("acme",), write=True)
     monkeypatch.setenv("AIRFLOW_VAR_HF_TOKEN", token)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
     dr = dag.test(run_conf={"source": "acme/private-tdt", "revision": "main", "bucket": "hub-bucket",
-                            "prefix": "ci", "variants": ["fp32"], "benchmark_lengths": [1]})
+                            "prefix": "ci", "variants": ["fp32"], "benchmark_lengths": [1],
+                            "targets": ["s3", "hub"], "hub_namespace": "acme", "hub_private": True})
     seen = [r["auth"] for r in fake_hub.requests]
     logs = task_logs()
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
@@ -184,6 +188,24 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     assert token not in logs  # ... and no log line
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="hub-bucket", Prefix="ci/")["Contents"]]
     assert f"ci/private-tdt/{commit}-{PIPELINE_VERSION}/manifest.json" in keys
+    published = next(ti for ti in dr.get_task_instances() if ti.task_id == "publish").xcom_pull(task_ids="publish")
+    assert published["uri"] == f"s3://hub-bucket/ci/private-tdt/{commit}-{PIPELINE_VERSION}/"
+    made = [c for c in fake_hub.commits if c["repo"] == "acme/sherpa-onnx-nemo-private-tdt"]
+    assert len(made) == 1 and fake_hub.repos["acme/sherpa-onnx-nemo-private-tdt"].private
+    assert published["targets"]["hub"]["commits"] == {"acme/sherpa-onnx-nemo-private-tdt": made[0]["sha"]}
+    assert f"commit {made[0]['sha']}  acme/sherpa-onnx-nemo-private-tdt" in logs
+    assert {"encoder.onnx", "tokens.txt", "bpe.vocab", "README.md", "manifest.json"} <= set(
+        fake_hub.repos["acme/sherpa-onnx-nemo-private-tdt"].files)
+    # The bundle report names the commit; a run that published to the Hub only is read back from the Hub's repo.
+    import nemo2sherpa_plugin as plugin
+
+    pub = plugin._publish_result(dag.dag_id, dr.run_id)
+    assert f"commit <code>{made[0]['sha']}</code>" in plugin.render_report(dag.dag_id, dr.run_id, pub,
+                                                                          plugin._bundle_reader(pub))
+    hub_only = {**published["targets"]["hub"], "targets": {"hub": published["targets"]["hub"]}}
+    page = plugin.render_report(dag.dag_id, dr.run_id, hub_only, plugin._bundle_reader(hub_only))
+    hub_manifest = json.loads(fake_hub.repos["acme/sherpa-onnx-nemo-private-tdt"].files["manifest.json"].read_bytes())
+    assert all(f["sha256"] in page for f in hub_manifest["files"]) and "hf://acme/sherpa-onnx-nemo-private-tdt/" in page
 
 
 def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fake_hub, monkeypatch, task_logs):

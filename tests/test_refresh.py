@@ -63,9 +63,10 @@ def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake
 
 def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_check(
         airflow_db, s3, fake_hub, tmp_path, monkeypatch, task_logs):
-    """The loop closes: a model published with fp32 only; the refresh asks for fp32 + int8 and triggers its
-    conversion; that run adds int8 to the published bundle (the fp32 objects untouched, the manifest rewritten
-    last); the next refresh finds it up to date. A registry model whose repo is gone fails its own mapped task
+    """The loop closes, on S3 and on the Hub: a model published with fp32 only; the refresh asks for fp32 + int8 and
+    triggers its conversion; that run adds int8 to the published bundle (the fp32 objects untouched, the manifest
+    rewritten last; on the Hub one commit to the int8 repo, none to the fp32 one); the next refresh finds it up to
+    date. A registry model whose repo is gone fails its own mapped task
     at once (a permanent error: no retry), the others are still decided, and the run's state is failed."""
     from airflow.dag_processing.dagbag import DagBag
 
@@ -78,30 +79,38 @@ def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_
     monkeypatch.setenv("NEMO2SHERPA_REGISTRY", str(reg))
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", BIG_LAYOUT)  # fp32 in the big models' layout
+    token = "hf_" + "publ1sh" * 5  # a write token of acme's member: the Hub target publishes there too
+    fake_hub.add_token(token, user="alice", orgs=("acme",), write=True)
+    monkeypatch.setenv("AIRFLOW_VAR_HF_TOKEN", token)
+    both = {"targets": ["s3", "hub"], "hub_namespace": "acme"}
+    hub_fp32, hub_int8 = "acme/sherpa-onnx-nemo-tiny-tdt", "acme/sherpa-onnx-nemo-tiny-tdt-int8"
     load_registry.cache_clear()  # the DAG files read the registry when they are parsed, here in this process
     try:
         bag = DagBag(dag_folder=str(ROOT / "dags"))
         convert, refresh = bag.dags["parakeet_tdt_to_sherpa_onnx"], bag.dags["nemo2sherpa_refresh"]
         c = s3.client()
         first = convert.test(run_conf={"source": "tiny-tdt", "bucket": "repair", "variants": ["fp32"],
-                                       "benchmark_lengths": [1]})
+                                       "benchmark_lengths": [1], **both})
         assert first.state == "success", [(ti.task_id, ti.state) for ti in first.get_task_instances()]
+        assert [x["repo"] for x in fake_hub.commits] == [hub_fp32]  # the big layout on the Hub: encoder.weights
+        assert {"encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx"} <= set(fake_hub.repos[hub_fp32].files)
         key = f"{bundle_key('bundles', 'tiny-tdt', commit)}"
         fp32_before = {n: c.head_object(Bucket="repair", Key=f"{key}/{n}")["LastModified"]
                        for n in ("encoder.onnx", "encoder.weights", "decoder.onnx", "joiner.onnx", "tokens.txt")}
         task_logs()
 
-        dr = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"]})
+        dr = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"], **both})
         logs = task_logs()
         states = {(ti.task_id, ti.map_index): ti for ti in dr.get_task_instances()}
         assert dr.state == "failed"  # a model went unchecked: the run says so
         gone = next(ti for (t, i), ti in states.items() if t == "upstream_revision" and ti.state == "failed")
         assert gone.try_number == 1  # a repo that is gone is permanent: failed at once, no retry
         assert "gone-tdt" in logs and "could not check" in logs and "not checked: gone-tdt" in logs
-        assert "tiny-tdt" in logs and "published without int8" in logs
+        assert "tiny-tdt" in logs and "s3: published without int8; hub: published without int8" in logs
         assert states[("decide", -1)].state == "success" and states[("all_checked", -1)].state == "failed"
         conf = dr.get_task_instance("decide").xcom_pull(task_ids="decide")[0]
         assert conf["source"] == "tiny-tdt" and conf["variants"] == ["fp32", "int8"] and not conf["force"]
+        assert conf["targets"] == ["s3", "hub"] and conf["hub_namespace"] == "acme"
 
         second = convert.test(run_conf={**conf, "benchmark_lengths": [1]})  # the run the refresh triggered
         logs = task_logs()
@@ -114,8 +123,10 @@ def test_refresh_repairs_a_bundle_without_a_variant_and_names_what_it_could_not_
         assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"} <= set(manifest["added"])
         assert "encoder.onnx" not in manifest["added"]
         assert {n: c.head_object(Bucket="repair", Key=f"{key}/{n}")["LastModified"] for n in fp32_before} == fp32_before
+        assert [x["repo"] for x in fake_hub.commits] == [hub_fp32, hub_int8]  # the fp32 repo held its bytes already
+        assert {"encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"} <= set(fake_hub.repos[hub_int8].files)
 
-        again = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"]})
+        again = refresh.test(run_conf={"bucket": "repair", "variants": ["fp32", "int8"], **both})
         logs = task_logs()
         assert "tiny-tdt" in logs and "up to date" in logs and "published without" not in logs
         assert again.get_task_instance("decide").xcom_pull(task_ids="decide") == []

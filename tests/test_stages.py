@@ -300,12 +300,15 @@ def bare_path(tmp_path: Path) -> str:
     return str(bare)
 
 
-def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path, monkeypatch):
+def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path, monkeypatch, fake_hub):
     """`make convert` on a worker with nothing but Python (a PATH without node, npm, npx, cargo, rustc, cc, gcc,
     clang): the whole chain without the scheduler, the runtime matrix with Node.js and the C compiler from PyPI; the
-    bundle appears whole, no publish. Asked for the Rust runtime too, it refuses at once, naming the tools and the
-    runtime that proves the same C API, and leaves nothing."""
+    bundle appears whole, published to the (loopback) Hub with the token of HF_TOKEN (--publish-to). Asked for the
+    Rust runtime too, it refuses at once, naming the tools and the runtime that proves the same C API, and leaves
+    nothing; so does a publish target it cannot publish to."""
     monkeypatch.setenv("PATH", bare_path(tmp_path))
+    fake_hub.add_token("hf_convert", user="alice", orgs=("acme",), write=True)
+    monkeypatch.setenv("HF_TOKEN", "hf_convert")
     out = tmp_path / "bundle"
     refused = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1"], capture_output=True)
     assert refused.returncode == 2, refused.stderr[-2000:]
@@ -313,8 +316,12 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path, monkeypatch):
     assert "C API from Rust needs cargo and rustc on PATH" in last and "leave 'rust' out" in last, last
     assert "'c' (C API from C) calls the same C API" in last and not out.exists()
     assert not (tmp_path / ".bundle.work").exists()
-    proc = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1", "--runtimes", "python,cli,node,c"],
-                      capture_output=True)
+    bad = run_module(["convert", str(FIXTURE), str(out), "--runtimes", "python", "--publish-to", "ftp://acme"],
+                     capture_output=True)
+    assert bad.returncode == 2 and "publish target 'ftp://acme'" in bad.stderr.strip().splitlines()[-1], bad.stderr
+    assert not out.exists() and not (tmp_path / ".bundle.work").exists()
+    proc = run_module(["convert", str(FIXTURE), str(out), "--lengths", "1", "--runtimes", "python,cli,node,c",
+                       "--publish-to", "hf://acme"], capture_output=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     c = json.loads((out / "compatibility.json").read_text())
     assert c["kinds"] == ["python", "cli", "node", "c"] and list(c["left_out"]) == ["rust"]
@@ -322,6 +329,10 @@ def test_convert_runs_every_stage_in_the_dag_venvs(tmp_path, monkeypatch):
     assert {r["kind"] for r in c["runtimes"]} == {"python", "cli", "node", "c"}
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["validation"]["passed"] and r["validation"]["token_match"]["fp32"] == 1.0
+    repos = ["acme/sherpa-onnx-nemo-tiny-tdt", "acme/sherpa-onnx-nemo-tiny-tdt-int8"]
+    assert [c["repo"] for c in fake_hub.commits] == repos
+    assert r["published"]["hf://acme"]["commits"] == {c["repo"]: c["sha"] for c in fake_hub.commits}
+    assert {"encoder.int8.onnx", "tokens.txt", "bpe.vocab", "README.md"} <= set(fake_hub.repos[repos[1]].files)
     assert {"encoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx", "tokens.txt", "bpe.vocab",
             "validation.json", "benchmark.json"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / ".bundle.work").exists()

@@ -23,6 +23,7 @@ import tarfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,53 @@ def test_wavs(export: Export, known: set[str]) -> list[dict[str, Any]]:
     return [{**c, "index": index[c["name"]]} for c in sorted(chosen, key=lambda c: index[c["name"]])]
 
 
+@dataclass(frozen=True)
+class Member:
+    """One file of a release (an archive's folder, a Hub repo): its name there and its bytes, a file on this worker
+    (with the size and sha256 validate passed, for a model file) or a text."""
+
+    name: str
+    path: Path | None = None
+    text: str | None = None
+    want: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """One variant as sherpa-onnx users download it, declared once for every place it is published: its name
+    (sherpa-onnx-nemo-<model>[-<variant>]), its model card, and its members in order."""
+
+    name: str
+    variant: str
+    card: str
+    members: list[Member]
+
+
+def releases(bundle: Path, reference: Path, variants: list[str], source: Source,
+             license_: str | None = None) -> list[Release]:
+    """Each variant's release: its graphs (and external weights), tokens.txt, bpe.vocab (the files validate passed,
+    with their digests), test_wavs/ with trans.txt, and README.md, its model card."""
+    from .card import model_card
+
+    bundle = Path(bundle)
+    validated = Validation.read(bundle)
+    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None  # the matrix may be off
+    digests = {f.name: (f.size, f.sha256) for f in validated.files or []}
+    wavs = test_wavs(Export.read(reference), set(validated.known_clips or []))
+    model = source.registry or source.name or "model"
+    out = []
+    for v in variants:
+        name = archive_name(model, v)
+        files = [*variant_paths(bundle, v), bundle / TOKENS, bundle / BPE_VOCAB]
+        members = [Member(p.name, path=p, want=digests.get(p.name)) for p in files if p.exists()]
+        members += [Member(f"test_wavs/{i}.wav", path=Path(w["path"])) for i, w in enumerate(wavs)]
+        members.append(Member("test_wavs/trans.txt", text="".join(f"{i}.wav {w['text']}\n"
+                                                                   for i, w in enumerate(wavs))))
+        card = model_card(name, v, model, source, validated, compat, wavs, license_)
+        out.append(Release(name, v, card, [*members, Member(CARD, text=card)]))
+    return out
+
+
 def package(bundle: Path, reference: Path, variants: list[str], source: Source,
             license_: str | None = None) -> dict[str, Any]:
     """One release archive a variant, in the bundle folder, and README.md (the model card); their names, sizes and
@@ -155,18 +203,11 @@ def package(bundle: Path, reference: Path, variants: list[str], source: Source,
 
     bundle = Path(bundle)
     validated = Validation.read(bundle)
-    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None  # the matrix may be off
-    export = Export.read(reference)
-    digests = {f.name: (f.size, f.sha256) for f in validated.files or []}
-    known = set(validated.known_clips or [])
-    wavs = test_wavs(export, known)
+    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None
+    wavs = test_wavs(Export.read(reference), set(validated.known_clips or []))
     model = source.registry or source.name or "model"
     _check_disk(bundle, variants)
-    out = []
-    for v in variants:
-        name = archive_name(model, v)
-        card = model_card(name, v, model, source, validated, compat, wavs, license_)
-        out.append(_write(bundle, name, v, card, wavs, digests))
+    out = [_write(bundle, r) for r in releases(bundle, reference, variants, source, license_)]
     (bundle / CARD).write_text(model_card(archive_name(model, BASE.name), BASE.name, model, source, validated, compat,
                                           wavs, license_, archives=[a["name"] for a in out]))
     return {"archives": out, "card": CARD}
@@ -183,27 +224,24 @@ def _check_disk(bundle: Path, variants: list[str]) -> None:
                              f"is free: free disk space (or build fewer variants); nothing was packaged")
 
 
-def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str, str]],
-           digests: dict[str, tuple[int, str]]) -> dict[str, Any]:
-    """One archive in the variant's format, through <file>.partial renamed when complete (no half-written archive
-    behind a failure)."""
+def _write(bundle: Path, release: Release) -> dict[str, Any]:
+    """One archive in the variant's format, its members in one folder of the release's name, through
+    <file>.partial renamed when complete (no half-written archive behind a failure)."""
+    name, variant = release.name, release.variant
     dest = bundle / f"{name}.{VARIANTS[variant].archive}"
     part = dest.with_name(dest.name + ".partial")
     t0 = time.monotonic()
-    files = [*variant_paths(bundle, variant), bundle / TOKENS, bundle / BPE_VOCAB]
     digest = hashlib.sha256()  # of the archive's bytes, as they are written: the archive is not read back
     try:
         with open(part, "wb") as raw:
             sink = _HashingWriter(raw, digest)
             gz = _ParallelGzip(sink) if dest.name.endswith(".gz") else None
             with tarfile.open(fileobj=gz or sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for p in (f for f in files if f.exists()):
-                    _add(tar, p, f"{name}/{p.name}", digests.get(p.name))
-                for i, w in enumerate(wavs):
-                    _add(tar, Path(w["path"]), f"{name}/test_wavs/{i}.wav", None)
-                _bytes(tar, f"{name}/test_wavs/trans.txt", "".join(f"{i}.wav {w['text']}\n"
-                                                                    for i, w in enumerate(wavs)))
-                _bytes(tar, f"{name}/{CARD}", card)
+                for m in release.members:
+                    if m.path is not None:
+                        _add(tar, m.path, f"{name}/{m.name}", m.want)
+                    else:
+                        _bytes(tar, f"{name}/{m.name}", m.text or "")
             if gz:
                 gz.close()
     except BaseException:
@@ -211,9 +249,10 @@ def _write(bundle: Path, name: str, variant: str, card: str, wavs: list[dict[str
         raise
     part.rename(dest)
     size = dest.stat().st_size
-    raw_size = sum(p.stat().st_size for p in files if p.exists())
+    models = [m.path for m in release.members if m.path is not None and m.path.parent == bundle]  # not test_wavs
+    raw_size = sum(p.stat().st_size for p in models)
     log.info("%s: %s bytes (%.3f of its %s bytes: %s), %.1f s", dest.name, f"{size:,}", size / max(raw_size, 1),
-             f"{raw_size:,}", ", ".join(p.name for p in files if p.exists()), time.monotonic() - t0)
+             f"{raw_size:,}", ", ".join(p.name for p in models), time.monotonic() - t0)
     return {"name": dest.name, "variant": variant, "format": VARIANTS[variant].archive, "size": size,
             "sha256": digest.hexdigest(), "seconds": round(time.monotonic() - t0, 1)}
 

@@ -140,7 +140,31 @@ def _step(a):
 def _convert(a):
     return convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
                    {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe,
-                   a.eval_set, a.eval_max_clips, a.runtime_matrix, a.keep_work_on_failure, _csv(a.runtimes))
+                   a.eval_set, a.eval_max_clips, a.runtime_matrix, a.keep_work_on_failure, _csv(a.runtimes),
+                   _csv(a.publish_to or ""), a.hub_private)
+
+
+def publish_targets(urls: list[str], reference: Path, private: bool = False) -> dict[str, Any]:
+    """convert's publish targets from their URLs (targets.TARGET_KINDS): s3://<bucket>[/<prefix>] through the AWS_*
+    environment, hf://<namespace> with HF_TOKEN; InputError naming a URL that is neither."""
+    import re
+
+    from .hubtarget import SCHEME, HubTarget, hub_api
+    from .publish import S3Target
+    from .s3input import client, split_url
+    from .targets import HUB_NAMESPACE_PATTERN
+
+    out: dict[str, Any] = {}
+    for url in urls:
+        if url.startswith("s3://"):
+            bucket, prefix = split_url(url)
+            out[url] = S3Target(client(), bucket, prefix.strip("/"))
+        elif url.startswith(SCHEME) and re.match(HUB_NAMESPACE_PATTERN, ns := url[len(SCHEME):].strip("/")) and ns:
+            out[url] = HubTarget(hub_api(os.environ.get("HF_TOKEN")), ns, private, reference)
+        else:
+            raise InputError(f"publish target {url!r}: give s3://<bucket>[/<prefix>] or hf://<user or organization> "
+                             f"(nothing was done)")
+    return out
 
 
 def _package(a):
@@ -238,7 +262,12 @@ COMMANDS: dict[str, Command] = {
             "dest": "runtime_matrix", "action": "store_false", "help": "skip the compat step's runtime matrix"}),
         RUNTIMES_FLAG,
         ("--keep-work-on-failure", {"action": "store_true", "help": "keep the work folder (beside OUT) when a step "
-                                                                      "fails, for its reports"})],
+                                                                      "fails, for its reports"}),
+        ("--publish-to", {"help": "publish the validated bundle, comma-separated: s3://<bucket>[/<prefix>] (credentials "
+                                  "from AWS_*, AWS_ENDPOINT_URL for a store that is not AWS), hf://<namespace> (the "
+                                  "Hugging Face Hub, one repo a variant; token from HF_TOKEN, HF_ENDPOINT for another "
+                                  "Hub)"}),
+        ("--hub-private", {"action": "store_true", "help": "create the Hub repos private"})],
         _convert, positional=[("src", {}), ("out", {"type": Path})]),
     "compat": Command(STEP["compat"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, RUNTIMES_FLAG], _compat),
     "package": Command(STEP["package"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--source-json", {"required": True}),
@@ -280,9 +309,11 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None,
             eval_set: str | None = None, eval_max_clips: int | None = None,
             runtime_matrix: bool = True, keep_work_on_failure: bool = False,
-            runtimes: list[str] | None = None) -> dict[str, Any]:
-    """The command-line conversion: every pipeline step in the DAG's venv for it, no publish. Each step's usage goes
-    to <work>/steps.json as it ends; the work folder is removed unless a step fails and `keep_work_on_failure`."""
+            runtimes: list[str] | None = None, publish_to: list[str] | None = None,
+            hub_private: bool = False) -> dict[str, Any]:
+    """The command-line conversion: every pipeline step in the DAG's venv for it, then, with `publish_to`, publish to
+    each target as the DAG does. Each step's usage goes to <work>/steps.json as it ends; the work folder is removed
+    unless a step fails and `keep_work_on_failure`."""
     from .source import classify
 
     classify(src)  # refuses bad input before any venv is built
@@ -294,11 +325,13 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
                      eval_max_clips, runtime_matrix, runtimes)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
+    targets = publish_targets(publish_to or [], plan.reference, hub_private)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ok = False
     try:
         results, steps = _run_steps(plan, work)
+        published = _publish(targets, plan, results, work.name)
         bundle = plan.bundle
         for report in (Export.FILE, "quantize.json"):  # what the steps learned, beside the bundle
             if (plan.reference / report).exists():
@@ -315,7 +348,16 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     return {"out": str(out), "source": results["source"], "validation": results["validate"],
             "benchmark_p50_s": results["benchmark"], "steps": steps, "files": sizes,
             "reduced_variants": results.get("quantize", {}), "compat": results.get("compat"),
-            "package": results.get("package")}
+            "package": results.get("package"), "published": published}
+
+
+def _publish(targets: dict[str, Any], plan: Plan, results: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """convert's publish: the validated bundle to each target (targets.publish_to, as the DAG's publish task)."""
+    from .targets import publish_to
+
+    source = Source.from_json(results["source"])
+    return {url: publish_to(t, plan.bundle, source, plan.variants, run_id, results["validate"],
+                            results["benchmark"]).to_json() for url, t in targets.items()}
 
 
 def _run_steps(plan: Plan, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

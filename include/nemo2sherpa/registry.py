@@ -2,7 +2,9 @@
 
 An entry may pin `revision` (a branch, tag or commit sha): a run that names the model without a revision
 converts that one. An entry may name its default evaluation set (`eval_set`: a manifest or folder, relative to
-the registry file) and its `license` (written into the release archives' model cards). NEMO2SHERPA_REGISTRY points at another file of the same form (a team's own list).
+the registry file), its `license` (written into the release archives' model cards and the Hub repos' front
+matter) and its `languages` (ISO 639-1 codes, for the Hub's front matter). NEMO2SHERPA_REGISTRY points at another
+file of the same form (a team's own list).
 """
 
 from __future__ import annotations

@@ -20,6 +20,19 @@ from .variants import VARIANT_FILES
 
 MANIFEST = Manifest.FILE
 
+# Where a run may publish, declared once (the DAG's param, convert's --publish-to, the refresh DAG): each kind, what
+# it is; a run chooses one or both.
+TARGET_KINDS: dict[str, str] = {
+    "s3": "the S3 bucket and prefix below, through the S3 connection: the bundle's files, manifest.json last, "
+          "latest.json",
+    "hub": "Hugging Face Hub model repos under the Hub namespace below, one a variant "
+           "(<namespace>/sherpa-onnx-nemo-<model>[-<variant>]), laid out as sherpa-onnx's own, "
+           "one commit each; the token is the Airflow Variable hf_token (write access)",
+}
+DEFAULT_TARGETS = ["s3"]
+# A Hub user or organization name (empty: no Hub target).
+HUB_NAMESPACE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,94})?$"
+
 
 @dataclass(frozen=True)
 class PublishResult:
@@ -37,11 +50,13 @@ class PublishResult:
     files: list[FileDigest] = field(default_factory=list)
     validated: list[str] = field(default_factory=list)
     added_to: str | None = None
+    commits: dict[str, str] = field(default_factory=dict)  # a target that commits (the Hub): repo -> commit sha
 
     def to_json(self) -> dict[str, Any]:
         """What the run keeps of it (the publish task's XCom, which the report plugin reads): where the bundle is,
-        the objects written, whether it was already up to date."""
-        return {"uri": self.uri, "objects": self.objects, "skipped": self.skipped}
+        the objects written, whether it was already up to date, and the commits a committing target made."""
+        out = {"uri": self.uri, "objects": self.objects, "skipped": self.skipped}
+        return {**out, "commits": self.commits} if self.commits else out
 
     def asset_event(self, source: Source) -> tuple[str, dict[str, str]]:
         """The bundle's asset event: its URI (without the trailing '/') and what it carries (model, revision,
@@ -98,8 +113,12 @@ def run_summary(result: PublishResult, source: Source, validated: dict[str, Any]
     lines = [f"== nemo2sherpa: {source.name} @ {source.revision} (pipeline {PIPELINE_VERSION}) ==",
              "files:"]
     for f in result.files:
-        lines.append(f"  {f.name:<20} {f.size:>15,} bytes  sha256 {f.sha256[:16]}  {result.uri}{f.name}")
-    lines.append(f"  {MANIFEST:<20} (written last)  {result.manifest_uri}")
+        lines.append(f"  {f.name:<20} {f.size:>15,} bytes  sha256 {f.sha256[:16]}"
+                     + ("" if result.commits else f"  {result.uri}{f.name}"))
+    if result.commits:  # one commit a repo: the commit is the manifest
+        lines += [f"  commit {sha}  {repo}" for repo, sha in result.commits.items()]
+    else:
+        lines.append(f"  {MANIFEST:<20} (written last)  {result.manifest_uri}")
     if result.validated:
         lines.append(f"validated bytes: {len(result.validated)} files carry the sha256s validate recorded (every "
                      f"upload re-hashed and matched): {', '.join(result.validated)}")
