@@ -10,6 +10,9 @@ lengths): every step of pipeline.STEPS in its own venv and process (`nemo2sherpa
 validate_export, quantize, metadata, validate, compat, package, benchmark), then publish to a loopback S3 server
 (rclone), manifest and latest.json included, as the DAG's publish task does. The DAG's gates stay on: on random
 weights no clip is one the model knows, so the WER gates have nothing to hold, while every exactness gate holds.
+convert also publishes to a loopback Hugging Face Hub (tests/hubserver.py, `--publish-to hf://...`: one repo a
+variant, its files through huggingface_hub's LFS upload), recorded as `publish_hub` beside the default run: not a
+default target, so the whole default run's time leaves it out.
 
 Writes benchmarks/results/full-dag-1.1b.{json,md}: per step `wall_s`, `peak_rss_bytes` (the largest process,
 wait4), `peak_tree_bytes` (the step's processes together, PSS), `cpu_s`, `other_load` (the share of the machine
@@ -32,17 +35,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.benchmark import table  # noqa: E402
 from nemo2sherpa.child import run_measured  # noqa: E402
 from nemo2sherpa.records import Benchmark  # noqa: E402
+from nemo2sherpa.variants import DEFAULT_VARIANTS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "full-dag-1.1b"
 # Issue 22's goals at 1.1B, 2 cores, a quiet machine.
 GOALS = {"validated_bundle_s": 300.0, "total_wall_s": 900.0, "peak_rss_gb": 10.0}
 VALIDATED = ("source", "export", "validate_export", "quantize", "metadata", "validate")  # a validated bundle
+HUB_NAMESPACE, HUB_TOKEN = "nemo2sherpa-bench", "hf_bench_write_token"  # of the loopback Hub only
 
 
 def machine() -> dict:
@@ -79,18 +85,31 @@ def build(nemo: Path) -> tuple[dict, dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), usage
 
 
-def convert_steps(nemo: Path, out: Path, gpu: bool) -> tuple[dict, dict, str | None]:
-    """`nemo2sherpa convert` with the DAG's defaults, in a child process that runs each step in its venv: (the
-    per-step usage it reports, its manifest, the failure if any)."""
-    cmd = [sys.executable, "-m", "nemo2sherpa", "convert", str(nemo), str(out), "--keep-work-on-failure"] + (
-        ["--gpu"] if gpu else [])
-    proc, _ = run_measured(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "include")}, tree_memory=False)
+def convert_steps(nemo: Path, out: Path, gpu: bool, hub) -> tuple[dict, dict, str | None]:
+    """`nemo2sherpa convert` with the DAG's defaults, in a child process that runs each step in its venv, publishing
+    to the loopback Hub: (the per-step usage it reports, with the Hub's publish as `publish_hub`, its manifest, the
+    failure if any)."""
+    cmd = [sys.executable, "-m", "nemo2sherpa", "convert", str(nemo), str(out), "--keep-work-on-failure",
+           "--publish-to", f"hf://{HUB_NAMESPACE}"] + (["--gpu"] if gpu else [])
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "include"), "HF_ENDPOINT": hub.url, "HF_TOKEN": HUB_TOKEN,
+           "HF_HUB_DISABLE_XET": "1"}  # the loopback Hub speaks LFS
+    proc, _ = run_measured(cmd, env=env, tree_memory=False)
     lines = proc.stdout.strip().splitlines()
     last = json.loads(lines[-1]) if proc.returncode == 0 and lines and lines[-1].startswith("{") else {}
     if proc.returncode == 0:
-        return last.get("steps", {}), last, None
+        published = last.get("published", {}).get(f"hf://{HUB_NAMESPACE}", {})
+        steps = {**last.get("steps", {}), "publish_hub": {k: published[k] for k in ("wall_s", "peak_rss_bytes")}}
+        return steps, last, None if len(published.get("commits", {})) == len(DEFAULT_VARIANTS) else \
+            f"the Hub publish made {len(published.get('commits', {}))} commits, not one a variant"
     steps = _json(out.parent / f".{out.name}.work" / "steps.json")  # the steps that ran, the failed one last
     return steps, last, f"convert exited {proc.returncode} in step {list(steps)[-1] if steps else '?'}"
+
+
+def hub_repos(hub) -> dict:
+    """What the loopback Hub holds after the run: each repo's commits and files (name: size)."""
+    return {repo: {"commits": [c["sha"] for c in hub.commits if c["repo"] == repo],
+                   "files": {n: p.stat().st_size for n, p in sorted(r.files.items())}}
+            for repo, r in hub.repos.items()}
 
 
 def publish(bundle: Path, source: dict, work: Path) -> tuple[dict, dict, str | None]:
@@ -126,12 +145,18 @@ def main() -> int:
     info, built = build(nemo)
     print(f"built {nemo} ({nemo.stat().st_size / 1e9:.2f} GB, {info['params'] / 1e9:.3f} B params) in "
           f"{built['wall_s']:.0f} s", flush=True)
+    from hubserver import FakeHub
+
     t0 = time.monotonic()
-    steps, result, failed = convert_steps(nemo, out, a.gpu)
+    with FakeHub() as hub:
+        hub.add_token(HUB_TOKEN, user="bench", orgs=(HUB_NAMESPACE,), write=True)
+        steps, result, failed = convert_steps(nemo, out, a.gpu, hub)
+        repos = hub_repos(hub)
     bundle = out if out.exists() else a.work / f".{out.name}.work" / "bundle"  # a failed run's work, kept
     if not failed:
         steps["publish"], published, failed = publish(bundle, result["source"], a.work)
-    rec = record(a, info, built, steps, bundle, result, time.monotonic() - t0, failed)
+    wall = time.monotonic() - t0 - steps.get("publish_hub", {}).get("wall_s", 0)  # the default run's
+    rec = {**record(a, info, built, steps, bundle, result, wall, failed), "hub": repos}
     write_record(a.name, rec, markdown(rec))
     if not a.keep:
         shutil.rmtree(a.work, ignore_errors=True)
@@ -151,7 +176,7 @@ def record(a, info: dict, built: dict, steps: dict, bundle: Path, result: dict, 
     export = _json(bundle / "export.json") or _json(bundle.parent / "reference" / "export.json")
     quant = _json(bundle.parent / "reference" / "quantize.json") if not (bundle / "quantize.json").exists() else \
         _json(bundle / "quantize.json")
-    want = [s.name for s in STEPS] + ["publish"]
+    want = [s.name for s in STEPS] + ["publish", "publish_hub"]
     return {
         "model": "parakeet-tdt-1.1b architecture, random weights", "date": time.strftime("%Y-%m-%d"),
         "command": command("make bench-full-size"), "machine": machine(), "params": info["params"],
@@ -214,6 +239,12 @@ def markdown(rec: dict) -> str:
     out += [f"| {x['name']} | {x['size']:,} | {x.get('seconds', '-')} |" for x in rec["archives"]]
     out += ["", f"Validation: {'passed' if rec['validation']['passed'] else 'FAILED'}, {rec['validation']['gates']} "
                 "gates.", ""]
+    if rec.get("hub"):
+        out += ["Published to the loopback Hugging Face Hub (`publish_hub` above; not part of the whole default run's "
+                "time), one commit a variant's repo:", "", "| repo | commit | files | bytes |", "|---|---|---|---|"]
+        out += [f"| {repo} | {', '.join(c[:12] for c in r['commits'])} | {', '.join(r['files'])} | "
+                f"{sum(r['files'].values()):,} |" for repo, r in rec["hub"].items()]
+        out.append("")
     if rec["benchmark"]:
         bench = Benchmark.from_json(rec["benchmark"], "benchmark.json")
         out += ["The benchmark step's table (random weights: the encoder's cost is the real model's; the greedy loop's "

@@ -92,6 +92,16 @@ def main() -> int:
     if latest.exists():
         print(f"  s3://{BUCKET}/{key.rsplit('/', 1)[0]}/latest.json (the model's pointer to this bundle)")
     print(f"\nlocal folder with the published files: {folder}")
+    print_figures(folder)
+    return 0
+
+
+def print_figures(folder: Path) -> None:
+    """What a published bundle's reports say, in brief: the gates, the per-variant table, the runtimes, the
+    benchmark table (the tests run it on the bundle the DAG publishes)."""
+    from nemo2sherpa.benchmark import table
+    from nemo2sherpa.records import Benchmark
+
     val = json.loads((folder / "validation.json").read_text())
     print(f"\nvalidation: {len(val['gates'])} gates, {'all passed' if val['passed'] else 'FAILED'} "
           f"(VALIDATION.md in the bundle has every gate and transcript)")
@@ -105,12 +115,8 @@ def main() -> int:
         print("\n".join(f"  {r['runtime']:<56} " + "; ".join(
             f"{v} {x['status']} ({'in' if x['in_range'] else 'outside'} range)" for v, x in r["variants"].items())
             for r in c["runtimes"]))
-    from nemo2sherpa.benchmark import table
-
     print("\nbenchmark (sherpa-onnx, CPU, warm-up excluded):")
-    print(table(json.loads((folder / "benchmark.json").read_text())))
-    return 0
-
+    print(table(Benchmark.read(folder)))
 
 if __name__ == "__main__":
     sys.exit(main())

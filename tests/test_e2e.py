@@ -26,7 +26,8 @@ def nasty_s3(tmp_path):
         yield server
 
 
-def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, tmp_path, monkeypatch, task_logs):
+def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, tmp_path, monkeypatch, task_logs,
+                                                         capfd):
     """The whole DAG on the trained fixture in the big models' file layout (the test knob: fp32's encoder weights in
     encoder.weights, as every registry model over 2 GB ships): every step, the runtime matrix on both layouts, the
     archives, publish, the report page; then a fresh download, and the cards' snippets run as written. The
@@ -128,6 +129,14 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, t
     assert compat["ranges"]["fp32"]["layout"] == "external weights" and compat["ranges"]["int8"]["layout"] == "single file"
     for variant in ("int8", "fp32"):
         run_the_model_card(c, "e2e-bucket", prefix, val, variant, tmp_path / f"card-{variant}")
+
+    # What `make demo` prints of the published bundle reads it as the DAG published it.
+    import demo
+
+    demo.print_figures(dl)
+    shown = capfd.readouterr().out
+    assert f"validation: {len(val['gates'])} gates, all passed" in shown and "sherpa-cpu" in shown
+    assert "C API from C" in shown and "| int8 |" in shown
 
 
 def test_a_failed_gate_fails_the_run_and_publishes_nothing(airflow_db, s3, family_checkpoints, monkeypatch,

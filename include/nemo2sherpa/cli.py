@@ -352,12 +352,23 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
 
 
 def _publish(targets: dict[str, Any], plan: Plan, results: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """convert's publish: the validated bundle to each target (targets.publish_to, as the DAG's publish task)."""
+    """convert's publish: the validated bundle to each target (targets.publish_to, as the DAG's publish task), with
+    its wall time and this process's peak RSS so far (it holds nothing else large)."""
+    import resource
+    import time
+
     from .targets import publish_to
 
     source = Source.from_json(results["source"])
-    return {url: publish_to(t, plan.bundle, source, plan.variants, run_id, results["validate"],
-                            results["benchmark"]).to_json() for url, t in targets.items()}
+    out = {}
+    for url, target in targets.items():
+        t0 = time.monotonic()
+        result = publish_to(target, plan.bundle, source, plan.variants, run_id, results["validate"],
+                            results["benchmark"])
+        out[url] = {**result.to_json(), "wall_s": round(time.monotonic() - t0, 1),
+                    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        log.info("published to %s in %.1f s", url, out[url]["wall_s"])
+    return out
 
 
 def _run_steps(plan: Plan, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
