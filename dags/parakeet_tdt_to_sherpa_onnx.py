@@ -98,12 +98,15 @@ PARAMS = {
                                      "use are this deployment's choice (NEMO2SHERPA_S3_CONNECTIONS, comma-separated; "
                                      "default aws_default)."),
     "bucket": Param("nemo2sherpa", type="string", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="Bucket",
-                    description="S3 bucket (created if missing, unless Create bucket is off)."),
+                    description="S3 bucket (created if missing, unless Create bucket is off): 3 to 63 characters, "
+                                "lowercase letters, digits, '.' and '-', starting and ending with a letter or digit."),
     "create_bucket": Param(True, type="boolean", title="Create bucket",
                            description="Create the bucket if it does not exist. Off: a missing bucket fails publish "
                                        "at once (for stores where buckets are provisioned elsewhere)."),
     "prefix": Param("bundles", type="string", pattern=PREFIX_PATTERN, maxLength=200, title="Key prefix",
-                    description="Bundles go to s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/."),
+                    description="Bundles go to s3://<bucket>/<prefix>/<model>/<revision>-<pipeline version>/. "
+                                "Letters, digits, '.', '_', '-' and '/' between segments; no empty, '.' or '..' "
+                                "segment; at most 200 characters."),
     "gpu_benchmark": Param(False, type="boolean", title="GPU benchmark",
                            description="Also benchmark with onnxruntime's CUDA provider (onnxruntime-gpu with its "
                                        "CUDA libraries, a ~2.5 GB venv built on the worker's first GPU run; the "
@@ -235,9 +238,14 @@ def _environment(step: Step):
     return hook
 
 
+def _md(text: str) -> str:
+    """Text shown in the UI's markdown docs as written: its angle brackets are not HTML."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def step_task(step: Step, **kw):
     """The virtualenv task of one pipeline step: its venv's pinned requirements, its queue, its docs."""
-    doc = f"**{step.name}** ({step.venv} venv): {step.what}. Leaves {step.makes}." + (
+    doc = f"**{step.name}** ({step.venv} venv): {_md(step.what)}. Leaves {_md(step.makes)}." + (
         " A failed gate fails it at once (a verdict, not retried)." if step.verdict else "")
     opts = {**VENV, "pre_execute": _environment(step), "post_execute": _finish, "doc_md": doc, **kw}
     if step.queue:
@@ -247,7 +255,7 @@ def step_task(step: Step, **kw):
 
 def steps_table() -> str:
     """The steps as a markdown table, for the DAG's docs in the UI."""
-    rows = [f"| `{s.name}` | {s.venv} | {s.what} | {s.makes} |" for s in STEPS]
+    rows = [f"| `{s.name}` | {s.venv} | {_md(s.what)} | {_md(s.makes)} |" for s in STEPS]
     return "\n".join(["| task | venv | what | leaves |", "|---|---|---|---|", *rows])
 
 
@@ -299,6 +307,27 @@ def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
     first = results[p["targets"][0]]
     return {**first.to_json(), "bundle": str(plan.bundle), "aws_conn_id": p["aws_conn_id"],
             "targets": {name: r.to_json() for name, r in results.items()}}
+
+
+def _unpublished(plan: dict, src: dict) -> bool:
+    """unpublished's work: each target of the run asked whether it holds this exact bundle (targets.published_as);
+    False (the rest skipped) only when every one does and the run is not forced."""
+    from nemo2sherpa.records import Plan, Source
+    from nemo2sherpa.targets import published_as
+
+    p = get_current_context()["params"]
+    if p["force"]:
+        print("force: converting and publishing again, whatever is published")
+        return True
+    plan, source = Plan.from_json(plan), Source.from_json(src)
+    held = {name: published_as(t, source, plan) for name, t in _targets(p, plan).items()}
+    for name, why in held.items():
+        print(f"{name}: {why}")
+    if all(why.startswith("already published") for why in held.values()):
+        print(f"{source.name} @ {source.revision}: this exact bundle is published to every target of the run: "
+              f"nothing to do, the remaining tasks are skipped (set force to convert and publish again)")
+        return False
+    return True
 
 
 def _plan(ctx) -> dict:
@@ -372,13 +401,20 @@ def parakeet_tdt_to_sherpa_onnx():
                 raise
             raise AirflowFailException(f"{failure_kind(e)} failure, not retried: publish: {describe(e)}") from e
 
+    @task.short_circuit(ignore_downstream_trigger_rules=True, **RETRY)
+    def unpublished(plan: dict, src: dict) -> bool:
+        """Go on unless every target already holds this exact bundle (the checkpoint's revision or sha256, this
+        pipeline version, every variant asked for, the int8 recipe): then say where it is and skip the rest of the
+        run. Force goes on."""
+        return _unpublished(workspace.local_plan(plan), src)
+
     pl = plan()
     # pipeline.STEPS one after the other; the source manifest goes to the steps that read it. A Hub token for
     # private or gated repos (the Airflow Variable `hf_token`) and the S3 connection's keys reach `source` only, in
-    # its process's environment (_environment).
+    # its process's environment (_environment). After `source`, a run whose bundle is published stops.
     first, *rest = STEPS
     src = step_task(first)(pl, first.name)
-    done = {first.name: src}
+    done = {first.name: unpublished(pl, src)}
     for prev, step in zip(STEPS, rest):
         done[step.name] = step_task(step)(pl, step.name, src if step.needs_source else None)
         done[prev.name] >> done[step.name]

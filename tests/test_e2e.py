@@ -177,7 +177,7 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     """Source = a Hub repo id (the loopback Hub, serving the trained fixture as a private repo): the token comes
     from the Airflow Variable hf_token, reaches the Hub, and appears in no log; the bundle key is the commit sha.
     Published to both targets: S3, and a private Hub repo under the token's organization, one commit, whose sha the
-    publish task's result holds."""
+    publish task's result and the bundle report hold. Triggered again, the run stops after source: published."""
     from airflow.dag_processing.dagbag import DagBag
 
     token = "hf_" + "s3cr3t" * 6
@@ -187,9 +187,10 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     monkeypatch.setenv("AIRFLOW_VAR_HF_TOKEN", token)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["parakeet_tdt_to_sherpa_onnx"]
-    dr = dag.test(run_conf={"source": "acme/private-tdt", "revision": "main", "bucket": "hub-bucket",
-                            "prefix": "ci", "variants": ["fp32"], "benchmark_lengths": [1],
-                            "targets": ["s3", "hub"], "hub_namespace": "acme", "hub_private": True})
+    conf = {"source": "acme/private-tdt", "revision": "main", "bucket": "hub-bucket", "prefix": "ci",
+            "variants": ["fp32"], "benchmark_lengths": [1], "targets": ["s3", "hub"], "hub_namespace": "acme",
+            "hub_private": True}
+    dr = dag.test(run_conf=conf)
     seen = [r["auth"] for r in fake_hub.requests]
     logs = task_logs()
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
@@ -215,6 +216,21 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     page = plugin.render_report(dag.dag_id, dr.run_id, hub_only, plugin._bundle_reader(hub_only))
     hub_manifest = json.loads(fake_hub.repos["acme/sherpa-onnx-nemo-private-tdt"].files["manifest.json"].read_bytes())
     assert all(f["sha256"] in page for f in hub_manifest["files"]) and "hf://acme/sherpa-onnx-nemo-private-tdt/" in page
+
+    # Triggered again on the same checkpoint: it stops right after source, says where the bundle is, skips the rest.
+    import time
+
+    t0 = time.monotonic()
+    again = dag.test(run_conf=conf)
+    wall = time.monotonic() - t0
+    logs = task_logs()
+    states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+    assert again.state == "success" and states["source"] == states["unpublished"] == "success", states
+    assert all(states[t] == "skipped" for t in ("export", "validate", "package", "benchmark", "publish")), states
+    assert f"s3: already published at s3://hub-bucket/ci/private-tdt/{commit}-{PIPELINE_VERSION}/" in logs
+    assert "hub: already published at hf://acme/sherpa-onnx-nemo-private-tdt/" in logs
+    assert "the remaining tasks are skipped" in logs and len(fake_hub.commits) == 1
+    print(f"re-trigger of a published checkpoint: {wall:.1f} s")
 
 
 def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fake_hub, monkeypatch, task_logs):

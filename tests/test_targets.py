@@ -3,6 +3,7 @@ through the function the DAG's publish task calls (publish_to), which prints the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -105,3 +106,35 @@ def test_the_s3_target_answers_where_manifest_and_read(s3, tmp_path):
         target.read("s3://elsewhere/ci/m/tokens.txt")
     again = target.publish(bundle, src, [], "run-2")
     assert again.skipped and not again.announce and again.objects == ["s3://targets/ci/m/latest.json"]
+
+
+def test_published_as_says_whether_a_target_holds_this_exact_bundle(tmp_path):
+    """What the DAG's `unpublished` task asks each target: every variant of the plan, made the plan's way (the int8
+    recipe), at this revision and pipeline version; else what differs."""
+    from nemo2sherpa.pipeline import make_plan
+    from nemo2sherpa.targets import published_as
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for n in [*VARIANT_FILES["fp32"], *VARIANT_FILES["int8"], "tokens.txt"]:
+        (bundle / n).write_text(n)
+    src = Source(kind="local", name="m", revision="r")
+    target = MemoryTarget()
+
+    def plan(variants, recipe=None):
+        return make_plan(tmp_path / "ws", "m", None, variants, False, [1.0], int8_recipe=recipe, runtimes=["python"])
+
+    assert published_as(target, src, plan(["fp32"])) == "not published yet at mem://m/r/"
+    publish_to(target, bundle, src, ["fp32", "int8"], "run-1", {"passed": True, "int8_recipe": "matmul-qint8"}, {})
+    assert published_as(target, src, plan(["fp32", "int8"], "matmul-qint8")) == \
+        "already published at mem://m/r/ (run run-1)"
+    assert published_as(target, src, plan(["fp32", "int8"], "sherpa-onnx")) == \
+        "published at mem://m/r/ with another int8_recipe matmul-qint8 (this run: sherpa-onnx)"
+    assert published_as(target, dataclasses.replace(src, revision="r2"), plan(["fp32"])) == \
+        "not published yet at mem://m/r2/"
+    target.objects = {k: v for k, v in target.objects.items() if "int8" not in k}
+    manifest = target.manifest("m", "r")
+    target.objects["mem://m/r/manifest.json"] = json.dumps(dataclasses.replace(
+        manifest, files=[f for f in manifest.files if "int8" not in f.name]).to_json()).encode()
+    assert published_as(target, src, plan(["fp32", "int8"], "matmul-qint8")) == \
+        "published without int8 at mem://m/r/"

@@ -38,10 +38,14 @@ MODEL_TAGS = ("sherpa-onnx", "onnx", "nemo", "parakeet", "transducer", "speech-r
 
 
 def hub_api(token: str | None):
-    """huggingface_hub's client for this machine's Hub (HF_ENDPOINT, else huggingface.co), with `token`."""
+    """huggingface_hub's client for this machine's Hub (HF_ENDPOINT, else huggingface.co), with `token`; its HTTP
+    client's line per request left out of the log (the target logs what it did)."""
     import os
 
     from huggingface_hub import HfApi
+
+    for chatty in ("httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token or None)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from . import PIPELINE_VERSION
-from .records import FileDigest, Manifest, Source
-from .variants import VARIANT_FILES
+from .records import FileDigest, Manifest, Plan, Source
+from .variants import VARIANT_FILES, VARIANTS
 
 MANIFEST = Manifest.FILE
 
@@ -146,3 +146,20 @@ def published_state(manifest: Manifest | None, variants: list[str]) -> str | Non
     have = {f.name for f in manifest.files}
     missing = [v for v in variants if not set(VARIANT_FILES[v]) <= have]
     return f"published without {', '.join(missing)}" if missing else None
+
+
+def published_as(target: Target, source: Source, plan: Plan) -> str:
+    """Whether `target` holds this exact bundle: "already published at <uri>" when its manifest for the source's
+    revision (the checkpoint's commit or sha256) and this pipeline version holds every variant the plan asks for,
+    each made with the plan's options (int8: the recipe, as validate's summary recorded it); else why not."""
+    uri = target.where(source.name, source.revision)
+    manifest = target.manifest(source.name, source.revision)
+    missing = published_state(manifest, plan.variants)
+    if manifest is None or missing:
+        return f"{missing} at {uri}"
+    made = manifest.summary.get("validation") or {}
+    differ = [f"{o} {made.get(o)} (this run: {plan.option(o)})" for v in plan.variants for o in VARIANTS[v].options
+              if made.get(o) != plan.option(o)]
+    if differ:
+        return f"published at {uri} with another {', '.join(differ)}"
+    return f"already published at {uri} (run {manifest.run_id})"
