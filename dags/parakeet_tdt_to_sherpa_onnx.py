@@ -233,7 +233,8 @@ def _environment(step: Step):
         creds = _credentials(context["params"]) if step.reads_inputs else None
         task = context["task"]
         task.inherit_env = False
-        task.env_vars = step_environment(dict(os.environ), step.reads_inputs, creds)
+        # its lines (and its children's) without a time of their own: the task log prefixes each with one
+        task.env_vars = {**step_environment(dict(os.environ), step.reads_inputs, creds), "NEMO2SHERPA_LOG": "plain"}
         _sync("pull")(context)
     return hook
 

@@ -196,6 +196,10 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
     assert f"Bearer {token}" in seen  # the token reached the Hub ...
     assert token not in logs  # ... and no log line
+    # The steps' lines carry the task log's prefix only, not a second time and logger of their own.
+    import re
+
+    assert "restored " in logs and not re.search(r"\d\d:\d\d:\d\d,\d{3} nemo2sherpa\.", logs)
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="hub-bucket", Prefix="ci/")["Contents"]]
     assert f"ci/private-tdt/{commit}-{PIPELINE_VERSION}/manifest.json" in keys
     published = next(ti for ti in dr.get_task_instances() if ti.task_id == "publish").xcom_pull(task_ids="publish")

@@ -32,10 +32,24 @@ log = logging.getLogger("nemo2sherpa")
 Flag = tuple[str, dict[str, Any]]
 
 
+LOG_PLAIN = "NEMO2SHERPA_LOG"  # =plain where the log that takes these lines prefixes each with its own time
+
+
+class _Plain(logging.Formatter):
+    """The message alone, its level named from WARNING up: for a log that has its own prefix (an Airflow task's)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{record.levelname}: {text}" if record.levelno >= logging.WARNING else text
+
+
 def setup_logging() -> None:
-    """INFO lines with time and logger on stderr (stdout carries the manifest)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr, force=True)
+    """INFO lines on stderr (stdout carries the manifest): with time and logger, or, where the log that takes them
+    prefixes each line with its own time and level (an Airflow task: NEMO2SHERPA_LOG=plain), the message alone."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Plain("%(message)s") if os.environ.get(LOG_PLAIN) == "plain" else
+                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def _csv(s: str) -> list[str]:
