@@ -101,6 +101,8 @@ def test_each_variant_is_a_hub_repo_that_sherpa_onnx_decodes_and_a_second_publis
 
     again = _publish(d, src, ["fp32", "int8"], "run-2", private=True)
     assert again.skipped and not again.commits and not again.announce
+    retried = _publish(d, src, ["fp32", "int8"], "run-1", private=True)  # run-1's publish task, retried
+    assert retried.skipped and retried.announce  # its asset event is still due
     assert len(fake_hub.commits) == 2  # the repos hold these bytes of this revision: no commit, not even an empty one
 
 

@@ -116,6 +116,7 @@ class HubTarget:
             raise PermanentError("the Hub target needs the run's reference folder (the test clips): give reference")
         t0 = time.monotonic()
         done: dict[str, str] = {}
+        ours = False  # a repo already holds this run's commit: a retry after a later write failed
         files: list[FileDigest] = []
         validated: list[str] = []
         missing = published_state(None if force else self.manifest(source.name, source.revision), variants)
@@ -123,10 +124,11 @@ class HubTarget:
         matter = {v: front_matter(source, v, entry.get("license"), entry.get("languages")) for v in variants}
         for rel in releases(Path(bundle), self.reference, variants, source, entry.get("license")):
             repo_id = f"{self.namespace}/{rel.name}"
-            commit, entries, checked = self._publish_release(rel, repo_id, matter[rel.variant], source, run_id,
-                                                             summary, force)
+            commit, entries, checked, by = self._publish_release(rel, repo_id, matter[rel.variant], source, run_id,
+                                                                 summary, force)
             if commit:
                 done[repo_id] = commit
+            ours = ours or (commit is None and bool(run_id) and by == run_id)
             files += entries
             validated += checked
         log.info("Hub: %d of %d repos committed in %.1f s: %s", len(done), len(variants), time.monotonic() - t0,
@@ -134,7 +136,7 @@ class HubTarget:
         uri = self.where(source.name, source.revision)
         return PublishResult(uri=uri, manifest_uri=f"{uri}{MANIFEST}",
                              objects=[f"{self.endpoint}/{r}/tree/{c}" for r, c in done.items()],
-                             skipped=not done, announce=bool(done), files=files if done else [],
+                             skipped=not done, announce=bool(done) or ours, files=files if done else [],
                              validated=validated if done else [], commits=done,
                              added_to=missing if done and missing and missing != "not published yet" else None)
 
@@ -144,9 +146,10 @@ class HubTarget:
         return str(getattr(self.api, "endpoint", "https://huggingface.co")).rstrip("/")
 
     def _publish_release(self, rel, repo_id: str, matter: str, source: Source, run_id: str,
-                         summary: dict[str, Any] | None, force: bool) -> tuple[str | None, list[FileDigest], list[str]]:
+                         summary: dict[str, Any] | None,
+                         force: bool) -> tuple[str | None, list[FileDigest], list[str], str | None]:
         """One variant's commit: its commit sha (None when the repo already held it), the manifest's entries, the
-        files committed under validate's digests."""
+        files committed under validate's digests, the run whose manifest the repo held."""
         from huggingface_hub import CommitOperationAdd
 
         from .archive import CARD
@@ -170,7 +173,7 @@ class HubTarget:
                 _content(existing.files) == _content(entries):
             log.info("%s already holds %s @ %s (pipeline %s), the same files: no commit", repo_id, source.name,
                      source.revision, PIPELINE_VERSION)
-            return None, entries, checked
+            return None, entries, checked, existing.run_id
         manifest = Manifest(format=FORMAT, nemo2sherpa=__version__, pipeline_version=PIPELINE_VERSION,
                             source=source.identity(SOURCE_KEYS), run_id=run_id,
                             published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), files=entries,
@@ -184,7 +187,7 @@ class HubTarget:
                                           f"{rel.variant}, validated by nemo2sherpa {__version__} (run {run_id})",
                                           revision="main")
         log.info("%s: committed %d files (%s bytes) as %s", repo_id, len(ops), f"{size:,}", info.oid)
-        return info.oid, entries, checked
+        return info.oid, entries, checked, run_id
 
     def _repo_manifest(self, repo_id: str) -> Manifest | None:
         raw = self._file(repo_id, MANIFEST)
