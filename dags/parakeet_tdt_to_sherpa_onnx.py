@@ -310,6 +310,21 @@ def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
             "targets": {name: r.to_json() for name, r in results.items()}}
 
 
+def _classified(task_id: str, work, *args):
+    """A task that asks the run's targets: `work(*args)`, its failure failing the task at once (no retry) unless
+    the target classified it transient (nemo2sherpa.errors: the store or the Hub unreachable, throttling, 5xx)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from nemo2sherpa.errors import TRANSIENT, describe, failure_kind
+
+    try:
+        return work(*args)
+    except Exception as e:  # noqa: BLE001 - the target classified it (targets.Target)
+        if failure_kind(e) == TRANSIENT:
+            raise
+        raise AirflowFailException(f"{failure_kind(e)} failure, not retried: {task_id}: {describe(e)}") from e
+
+
 def _unpublished(plan: dict, src: dict) -> bool:
     """unpublished's work: each target of the run asked whether it holds this exact bundle (targets.published_as);
     False (the rest skipped) only when every one does and the run is not forced."""
@@ -391,23 +406,14 @@ def parakeet_tdt_to_sherpa_onnx():
         variant gets it added, its other files untouched. Permanent failures (credentials, a missing bucket or
         namespace, a file changed after validation) fail at once; a store or Hub unreachable, throttling or 5xx
         retry with backoff."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from nemo2sherpa.errors import TRANSIENT, describe, failure_kind
-
-        try:
-            return _publish(workspace.local_plan(plan), src, validated, bench)
-        except Exception as e:  # noqa: BLE001 - the target classified it (targets.Target.publish)
-            if failure_kind(e) == TRANSIENT:
-                raise
-            raise AirflowFailException(f"{failure_kind(e)} failure, not retried: publish: {describe(e)}") from e
+        return _classified("publish", _publish, workspace.local_plan(plan), src, validated, bench)
 
     @task.short_circuit(ignore_downstream_trigger_rules=True, **RETRY)
     def unpublished(plan: dict, src: dict) -> bool:
         """Go on unless every target already holds this exact bundle (the checkpoint's revision or sha256, this
         pipeline version, every variant asked for, the int8 recipe): then say where it is and skip the rest of the
-        run. Force goes on."""
-        return _unpublished(workspace.local_plan(plan), src)
+        run. Force goes on. A target that does not answer is retried; one that refuses fails at once."""
+        return _classified("unpublished", _unpublished, workspace.local_plan(plan), src)
 
     pl = plan()
     # pipeline.STEPS one after the other; the source manifest goes to the steps that read it. A Hub token for

@@ -39,6 +39,7 @@ class _Plain(logging.Formatter):
     """The message alone, its level named from WARNING up: for a log that has its own prefix (an Airflow task's)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record's message, with its level before it from WARNING up."""
         text = super().format(record)
         return f"{record.levelname}: {text}" if record.levelno >= logging.WARNING else text
 
