@@ -229,12 +229,13 @@ def _environment(step: Step):
     inputs also gets the run's credentials (_credentials). Then, with an object-store workspace, the pull."""
     def hook(context, result=None):
         from nemo2sherpa.child import step_environment
+        from nemo2sherpa.cli import LOG_PLAIN
 
         creds = _credentials(context["params"]) if step.reads_inputs else None
         task = context["task"]
         task.inherit_env = False
         # its lines (and its children's) without a time of their own: the task log prefixes each with one
-        task.env_vars = {**step_environment(dict(os.environ), step.reads_inputs, creds), "NEMO2SHERPA_LOG": "plain"}
+        task.env_vars = {**step_environment(dict(os.environ), step.reads_inputs, creds), LOG_PLAIN: "plain"}
         _sync("pull")(context)
     return hook
 

@@ -162,12 +162,21 @@ class Member:
 @dataclass(frozen=True)
 class Release:
     """One variant as sherpa-onnx users download it, declared once for every place it is published: its name
-    (sherpa-onnx-nemo-<model>[-<variant>]), its model card, and its members in order."""
+    (sherpa-onnx-nemo-<model>[-<variant>]) and its members in order, README.md (its model card) last."""
 
     name: str
     variant: str
-    card: str
     members: list[Member]
+
+
+def _inputs(bundle: Path, reference: Path,
+            source: Source) -> tuple[Validation, Compatibility | None, list[dict[str, Any]], str]:
+    """What the releases and their cards are made from: validation.json, compatibility.json (None where the matrix
+    was off), the test clips, the model's name."""
+    validated = Validation.read(bundle)
+    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None
+    wavs = test_wavs(Export.read(reference), set(validated.known_clips or []))
+    return validated, compat, wavs, source.registry or source.name or "model"
 
 
 def releases(bundle: Path, reference: Path, variants: list[str], source: Source,
@@ -177,11 +186,8 @@ def releases(bundle: Path, reference: Path, variants: list[str], source: Source,
     from .card import model_card
 
     bundle = Path(bundle)
-    validated = Validation.read(bundle)
-    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None  # the matrix may be off
+    validated, compat, wavs, model = _inputs(bundle, reference, source)
     digests = {f.name: (f.size, f.sha256) for f in validated.files or []}
-    wavs = test_wavs(Export.read(reference), set(validated.known_clips or []))
-    model = source.registry or source.name or "model"
     out = []
     for v in variants:
         name = archive_name(model, v)
@@ -191,7 +197,7 @@ def releases(bundle: Path, reference: Path, variants: list[str], source: Source,
         members.append(Member("test_wavs/trans.txt", text="".join(f"{i}.wav {w['text']}\n"
                                                                    for i, w in enumerate(wavs))))
         card = model_card(name, v, model, source, validated, compat, wavs, license_)
-        out.append(Release(name, v, card, [*members, Member(CARD, text=card)]))
+        out.append(Release(name, v, [*members, Member(CARD, text=card)]))
     return out
 
 
@@ -202,10 +208,7 @@ def package(bundle: Path, reference: Path, variants: list[str], source: Source,
     from .card import model_card
 
     bundle = Path(bundle)
-    validated = Validation.read(bundle)
-    compat = Compatibility.read(bundle) if (bundle / Compatibility.FILE).exists() else None
-    wavs = test_wavs(Export.read(reference), set(validated.known_clips or []))
-    model = source.registry or source.name or "model"
+    validated, compat, wavs, model = _inputs(bundle, reference, source)
     _check_disk(bundle, variants)
     out = [_write(bundle, r) for r in releases(bundle, reference, variants, source, license_)]
     (bundle / CARD).write_text(model_card(archive_name(model, BASE.name), BASE.name, model, source, validated, compat,
