@@ -159,16 +159,16 @@ def nemo2sherpa_refresh():
             reason = "; ".join(f"{name}: {r}" for name, r in reasons.items() if r)
             if not reason:
                 print(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published "
-                      f"({', '.join(targets)})")
+                      f"({', '.join(targets)})", flush=True)
                 continue
-            print(f"{c['name']:<24} convert {c['revision'][:12]}: {reason}")
+            print(f"{c['name']:<24} convert {c['revision'][:12]}: {reason}", flush=True)
             due.append({"source": c["name"], "revision": c["revision"], "variants": p["variants"],
                         "aws_conn_id": p["aws_conn_id"], "bucket": p["bucket"], "prefix": p["prefix"],
                         "targets": p["targets"], "hub_namespace": p["hub_namespace"], "force": bool(p["force"])})
         unchecked = sorted(set(MODELS) - {c["name"] for c in checked})
         for name in unchecked:
-            print(f"{name:<24} could not check: its upstream_revision task failed (see that task's log)")
-        print(f"{len(due)} to convert, {len(checked) - len(due)} up to date, {len(unchecked)} unchecked")
+            print(f"{name:<24} could not check: its upstream_revision task failed (see that task's log)", flush=True)
+        print(f"{len(due)} to convert, {len(checked) - len(due)} up to date, {len(unchecked)} unchecked", flush=True)
         if not checked:
             raise AirflowFailException("no registry model could be checked: see the upstream_revision tasks")
         return due
@@ -182,7 +182,7 @@ def nemo2sherpa_refresh():
         unchecked = sorted(set(MODELS) - {c["name"] for c in checked if c})
         if unchecked:
             raise AirflowFailException(f"not checked: {', '.join(unchecked)} (their upstream_revision tasks failed)")
-        print(f"all {len(MODELS)} registry models checked")
+        print(f"all {len(MODELS)} registry models checked", flush=True)
 
     checked = upstream.partial(include_dir=INCLUDE).expand(model=MODELS)
     due = decide(checked)

@@ -228,8 +228,17 @@ def _environment(step: Step):
     Airflow connections, variables or credentials, weights-only loading forced); the step that reads the run's
     inputs also gets the run's credentials (_credentials). Then, with an object-store workspace, the pull."""
     def hook(context, result=None):
+        import warnings
+
         from nemo2sherpa.child import step_environment
         from nemo2sherpa.cli import LOG_PLAIN
+
+        # The virtualenv operator (apache-airflow-providers-standard 1.21.0, _calculate_cache_hash) reads its
+        # cache-key Variable through airflow.models, which warns in every venv task's log: Airflow's call, saying
+        # nothing of the run. That one message is left out (set here, after airflow.configuration put its own
+        # "show Airflow's deprecations" filter first).
+        warnings.filterwarnings("ignore", message="Using Variable.get from `airflow.models` is deprecated",
+                                category=DeprecationWarning)
 
         creds = _credentials(context["params"]) if step.reads_inputs else None
         task = context["task"]
@@ -334,15 +343,15 @@ def _unpublished(plan: dict, src: dict) -> bool:
 
     p = get_current_context()["params"]
     if p["force"]:
-        print("force: converting and publishing again, whatever is published")
+        print("force: converting and publishing again, whatever is published", flush=True)
         return True
     plan, source = Plan.from_json(plan), Source.from_json(src)
     held = {name: published_as(t, source, plan) for name, t in _targets(p, plan).items()}
     for name, why in held.items():
-        print(f"{name}: {why}")
+        print(f"{name}: {why}", flush=True)
     if all(why.startswith("already published") for why in held.values()):
         print(f"{source.name} @ {source.revision}: this exact bundle is published to every target of the run: "
-              f"nothing to do, the remaining tasks are skipped (set force to convert and publish again)")
+              f"nothing to do, the remaining tasks are skipped (set force to convert and publish again)", flush=True)
         return False
     return True
 
@@ -378,8 +387,16 @@ def _plan(ctx) -> dict:
     layout.ws.mkdir(parents=True, exist_ok=True)
     where = f"{layout.remote} (local mirror {layout.ws})" if REMOTE else layout.ws
     print(f"workspace {where}; variants {layout.variants}; int8 recipe {layout.int8_recipe}; "
-          f"pipeline {PIPELINE_VERSION}")
+          f"pipeline {PIPELINE_VERSION}", flush=True)
     return layout.to_json()
+
+
+def _keep_failure(context) -> None:
+    """on_failure_callback: a failed task keeps its error (XCom `failure`), for the bundle report's failed run."""
+    from nemo2sherpa.errors import FAILURE_XCOM
+
+    error = context.get("exception")
+    context["ti"].xcom_push(key=FAILURE_XCOM, value=(str(error) or type(error).__name__)[:2000] if error else "failed")
 
 
 @dag(
@@ -389,7 +406,7 @@ def _plan(ctx) -> dict:
     params=PARAMS,
     tags=["nemo2sherpa", "asr", "sherpa-onnx"],
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30), "on_failure_callback": _keep_failure},
     doc_md=f"{__doc__}\n{steps_table()}\n",
 )
 def parakeet_tdt_to_sherpa_onnx():

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
 import os
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from conftest import BIG_LAYOUT, FIXTURE, ROOT, last_json, run_cli
 from s3server import S3Server
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.audio import load_clips
+from nemo2sherpa.compat import PROVEN
 from nemo2sherpa.publish import verify_download
 
 
@@ -105,15 +110,30 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, t
 
     pub = plugin._publish_result(dag.dag_id, dr.run_id)
     assert pub["uri"] == f"s3://e2e-bucket/{prefix}/" and pub["aws_conn_id"] == "aws_default"
-    page = plugin.render_report(dag.dag_id, dr.run_id, pub, plugin._bundle_reader(pub))
+    page = plugin.render_report(dag.dag_id, dr.run_id, pub, plugin._bundle_reader(pub), plugin._downloads(pub))
     manifest = json.loads((dl / "manifest.json").read_text())
     assert all(f["sha256"] in page for f in manifest["files"]) and "<img alt='latency" in page
     assert "Validation: PASSED" in page and "sherpa-cpu" in page  # VALIDATION.md and the benchmark table
-    # It leads with the verdict and what a user decides by: per variant size, drift, p50, runtimes, archive.
-    assert page.index("badge pass") < page.index("<h2>Files</h2>") and "<td>sherpa-onnx &gt;= 1.12.14</td>" in page
-    assert "<td>sherpa-onnx &gt;= 1.12.36 (or &gt;= 1.12.21 run from the model&#x27;s folder" in page  # fp32's layout
-    assert "<td>sherpa-onnx-nemo-tiny-tdt-int8.tar.gz</td>" in page and "ms at 2 s" in page
-    assert "No bundle published" in plugin.render_report(dag.dag_id, "no-such-run", None, lambda name: None)
+    # It leads with the verdict and what a user decides by: per variant size, gated and reported figures apart, p50,
+    # runtimes by name and version, download links.
+    top = page[:page.index("<h2>Where</h2>")]
+    assert "badge pass" in top and "<td>sherpa-onnx &gt;= 1.12.14</td>" in top and "ms at 2 s" in top
+    assert "<td>sherpa-onnx &gt;= 1.12.36 (or &gt;= 1.12.21 run from the model&#x27;s folder" in top  # fp32's layout
+    assert "<th>gated (limit)</th><th>reported only</th>" in top and "&le; 0.07" in top  # the run's int8 limit
+    row = top[top.index("<td><b>int8</b></td>"):]
+    gated, reported = row.split("</td><td>")[2:4]
+    assert "WER vs fp32 (worst length bucket)" in gated and "&le;" not in reported and "WER vs fp32" in reported
+    compat = json.loads((dl / "compatibility.json").read_text())
+    proven = [r["runtime"] for r in compat["runtimes"] if r["variants"].get("int8", {}).get("in_range")
+              and r["variants"]["int8"]["status"] in PROVEN]
+    assert proven and all(f"<li>{html.escape(r)}</li>" in row.split("</tr>")[0] for r in proven)
+    # The int8 archive's link is presigned through the run's connection: a browser gets the published bytes.
+    link = html.unescape(re.search(r"<a href='([^']+)'>sherpa-onnx-nemo-tiny-tdt-int8\.tar\.gz</a>", top)[1])
+    assert "X-Amz-Expires=3600" in link and "link valid 60 min" in top
+    with urllib.request.urlopen(link, timeout=30) as r:
+        got = hashlib.sha256(r.read()).hexdigest()
+    assert got == next(f["sha256"] for f in manifest["files"] if f["name"] == "sherpa-onnx-nemo-tiny-tdt-int8.tar.gz")
+    assert "No such run" in plugin.render_report(dag.dag_id, "no-such-run", None, lambda name: None)
 
     # sherpa-onnx decodes a clip from the downloaded int8 bundle, and agrees with what the DAG saw.
     clip = load_clips()[0]
@@ -217,7 +237,10 @@ def test_dag_converts_a_private_hub_repo_with_the_token_from_a_variable(airflow_
     assert f"commit <code>{made[0]['sha']}</code>" in plugin.render_report(dag.dag_id, dr.run_id, pub,
                                                                           plugin._bundle_reader(pub))
     hub_only = {**published["targets"]["hub"], "targets": {"hub": published["targets"]["hub"]}}
-    page = plugin.render_report(dag.dag_id, dr.run_id, hub_only, plugin._bundle_reader(hub_only))
+    page = plugin.render_report(dag.dag_id, dr.run_id, hub_only, plugin._bundle_reader(hub_only),
+                                plugin._downloads(hub_only))
+    assert f"<a href='{fake_hub.url}/acme/sherpa-onnx-nemo-private-tdt'>acme/sherpa-onnx-nemo-private-tdt</a>" in page
+    assert "badge pass" in page and "sherpa-onnx WER vs NeMo: <b>" in page  # from the repo manifest's summary
     hub_manifest = json.loads(fake_hub.repos["acme/sherpa-onnx-nemo-private-tdt"].files["manifest.json"].read_bytes())
     assert all(f["sha256"] in page for f in hub_manifest["files"]) and "hf://acme/sherpa-onnx-nemo-private-tdt/" in page
 
@@ -253,6 +276,13 @@ def test_a_permanent_failure_in_a_venv_step_fails_it_at_once(airflow_db, s3, fak
     assert tis["export"].state == "upstream_failed" and tis["publish"].state == "upstream_failed"
     assert "permanent failure, not retried: source: acme/no-such-repo: no such Hugging Face repo" in logs
     assert any("/api/models/acme/no-such-repo/" in r["path"] for r in fake_hub.requests)
+    # The bundle report of this run names the failed task and its error (kept by the DAG's on_failure_callback).
+    import nemo2sherpa_plugin as plugin
+
+    run = plugin._run_state(dag.dag_id, dr.run_id)
+    assert run.state == "failed" and "acme/no-such-repo: no such Hugging Face repo" in run.failures["source"]
+    page = plugin.render_report(dag.dag_id, dr.run_id, None, lambda name: None, run=run)
+    assert "task <b>source</b> failed: <code>" in page and "<td>publish</td><td>upstream_failed</td>" in page
 
 
 def assert_secret_nowhere(secret: str, dr, logs: str) -> None:

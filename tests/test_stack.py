@@ -3,6 +3,7 @@ report plugin, and a headless-Chromium screenshot of the run's grid page (saved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -189,6 +190,66 @@ def check_rest_run_report_and_screenshot(stack: dict, base: str, api: Api) -> No
         b.open(link, wait_for=["nemo2sherpa bundle report", "Validation: PASSED", "encoder.int8.onnx"])
         report_shot = b.screenshot(ARTIFACTS / "stack-bundle-report.png")
     assert shot.stat().st_size > 20_000 and report_shot.stat().st_size > 20_000
+    check_report_as_a_person_reads_it(base, api, run, run_id, link, manifest)
+
+
+def check_report_as_a_person_reads_it(base: str, api: Api, run: str, run_id: str, link: str, manifest: dict) -> None:
+    """The report's top in a browser (verdict, gated figures apart from reported ones, runtimes by name, download
+    links that work), the benchmark figure shown, the run page's tab filled by the report, a failed run's report
+    naming its task and error; the publish summary in the publish task's own log section; no deprecation warning
+    in any task's log."""
+    with Browser() as b:
+        b.set_cookie(base, "_token", api.token)
+        text = b.open(link, wait_for=["PASSED", "gated (limit)", "reported only", "runtimes proven", "download"])
+        top = text[:text.index("Where")]
+        assert "WER vs fp32 (worst length bucket)" in top and "sherpa-onnx" in top and "link valid 60 min" in top
+        fit = b.call("Runtime.evaluate", expression="[document.documentElement.scrollWidth, innerWidth, "
+                     "document.querySelector(\"img[alt^='latency']\").naturalWidth]", returnByValue=True)
+        page_width, window_width, figure_width = fit["result"]["value"]
+        assert page_width <= window_width and figure_width > 500  # no sideways page; the benchmark figure loaded
+        hrefs = b.call("Runtime.evaluate", expression="[...document.querySelectorAll('a')].map(a => [a.textContent, "
+                       "a.href])", returnByValue=True)["result"]["value"]
+        b.screenshot(ARTIFACTS / "stack-report-top.png")
+        b.call("Runtime.evaluate", expression="document.querySelector(\"img[alt^='latency']\").scrollIntoView()")
+        time.sleep(0.5)
+        b.screenshot(ARTIFACTS / "stack-report-benchmark.png")
+        # The run page's "Bundle report" tab: the report's frame fills the tab (the page's width, to its bottom).
+        b.open(f"{base}/dags/{DAG}/runs/{quote(run_id, safe='')}/plugin/nemo2sherpa-report", wait_for=["Bundle report"])
+        time.sleep(2)
+        box = b.call("Runtime.evaluate", expression="(f => f && [f.getBoundingClientRect().width, "
+                     "f.getBoundingClientRect().bottom, innerWidth, innerHeight])(document.querySelector('iframe'))",
+                     returnByValue=True)["result"]["value"]
+        assert box and box[0] >= 0.6 * box[2] and box[1] >= box[3] - 40, box
+        b.screenshot(ARTIFACTS / "stack-report-tab.png")
+    archives = {name: url for name, url in hrefs if ".tar" in name}
+    assert len(archives) == len(VARIANTS), hrefs  # each variant's archive, presigned through the run's connection
+    for name, url in archives.items():
+        with urllib.request.urlopen(url, timeout=60) as r:  # a browser needs no credentials: the URL carries them
+            assert hashlib.sha256(r.read()).hexdigest() == next(f["sha256"] for f in manifest["files"]
+                                                                if f["name"] == name)
+
+    # publish's summary is in its own section of the log, not in the collapsed "Post Execute" one.
+    log = log_text(api, run, "publish")
+    assert log.index("== nemo2sherpa: tiny-tdt") < log.index("Post Execute") if "Post Execute" in log else True
+    for task in ("plan", *STEP, "publish"):
+        said = log_text(api, run, task)
+        assert "Variable.get from `airflow.models` is deprecated" not in said, task
+        assert not re.search(r"Deprecat\w*.*(nemo2sherpa|dags/|plugins/)", said), (task, said[-3000:])
+
+    # A run that fails: its report names the failed task and its error, and says nothing was published.
+    bad = trigger(api, {"source": "/no/such/model.nemo", "prefix": "stack-test"})
+    bad_run = f"/api/v2/dags/{DAG}/dagRuns/{quote(bad, safe='')}"
+    deadline = time.monotonic() + 300
+    while api.call("GET", bad_run)["state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline, "the failing run did not end in 5 min"
+        time.sleep(3)
+    assert api.call("GET", bad_run)["state"] == "failed"
+    bad_link = f"{base}/nemo2sherpa/runs/{DAG}/{quote(bad, safe='')}"
+    with Browser() as b:
+        b.set_cookie(base, "_token", api.token)
+        text = b.open(bad_link, wait_for=["FAILED", "task plan failed", "/no/such/model.nemo", "upstream_failed"])
+        assert "Nothing was published by this run" in text
+        b.screenshot(ARTIFACTS / "stack-report-failed-run.png")
 
 
 def test_celery_routes_benchmark_to_the_gpu_worker_through_an_object_store_workspace(tmp_path):

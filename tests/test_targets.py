@@ -14,7 +14,8 @@ from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.errors import InputError
 from nemo2sherpa.publish import S3Target, bundle_key
 from nemo2sherpa.records import FileDigest, Manifest, Source
-from nemo2sherpa.targets import MANIFEST, PublishResult, Target, publish_to, published_state
+from nemo2sherpa.report import Figure
+from nemo2sherpa.targets import MANIFEST, Download, PublishResult, Target, publish_to, published_state
 from nemo2sherpa.variants import BASE, VARIANT_FILES
 
 
@@ -33,6 +34,9 @@ class MemoryTarget:
 
     def read(self, uri: str) -> bytes | None:
         return self.objects.get(uri)
+
+    def download(self, uri: str, model: str, variant: str, expires_s: int) -> Download:
+        return Download(name=f"{model}-{variant}", url=f"{uri}{variant}")
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str, summary: dict | None = None,
                 force: bool = False) -> PublishResult:
@@ -65,7 +69,10 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
     for n in names:
         (bundle / n).write_text(f"{n}\n")
     src = Source(kind="local", name="m", revision="r")
-    validated = {"passed": True, "gates": 3, "token_match": 1.0}
+    gated = Figure("int8", "WER vs fp32 (worst length bucket)", 0.0, 3, "the clips the model knows", 0.05)
+    reported = Figure("int8", "WER vs fp32", 0.1504, 5, "every clip")
+    validated = {"passed": True, "gates": 3, "token_match": {BASE.name: 1.0, "int8": 0.97},
+                 "figures": [gated.to_json(), reported.to_json()]}
     bench = {BASE.name: {"1": 0.012}}
     target = MemoryTarget()
 
@@ -76,6 +83,13 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
     assert printed[len(names) + 3] == f"== nemo2sherpa: m @ r (pipeline {PIPELINE_VERSION}) =="
     assert f"  {MANIFEST:<20} (written last)  mem://m/r/manifest.json" in printed
     assert f"sherpa-onnx CPU p50 {BASE.name}: 1 s clip 12.0 ms" in printed
+    # the figures validate's gates held, with their limits, apart from those only reported: none reads as a failure
+    at = printed.index(f"validation: passed, 3 gates; token match vs NeMo {BASE.name} 1.0, int8 0.97")
+    assert printed[at + 1:at + 5] == [
+        "  gated (on the clips the model knows; a figure over its limit fails the run):",
+        "    int8: WER vs fp32 (worst length bucket) 0.0 (limit 0.05), 3 clips",
+        "  reported only (on every clip, audio the model does not know included; no limit):",
+        "    int8: WER vs fp32 0.1504, 5 clips"]
     assert target.manifest("m", "r").summary == {"validation": validated, "benchmark_p50_s": bench}
     assert target.read("mem://m/r/tokens.txt") == (bundle / "tokens.txt").read_bytes()
     assert result.to_json() == {"uri": "mem://m/r/", "objects": result.objects, "skipped": False}

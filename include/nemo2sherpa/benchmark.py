@@ -7,7 +7,8 @@ provider over that decoder, in a child process in the `onnx-gpu` venv (onnxrunti
 cannot hold it beside the CPU onnxruntime), built on first use like the stage venvs. The run
 asserts CUDA really ran; where it cannot (no GPU, CUDA libraries missing), the result says
 `skipped` with the reason, onnxruntime's own words included. Never a silent fallback. Writes benchmark.json and, beside it,
-benchmark.png (p50 latency vs clip length per engine and variant).
+benchmark.png (p50 latency in ms on a log axis vs clip length per engine and variant, beside each one's speed-up
+over NeMo's transcribe()).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 from .child import own_peak_rss, run_module
 from .records import Benchmark, Engine, Export, Gpu, Timing, given
-from .variants import BASE
+from .variants import BASE, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.benchmark")
 
@@ -257,53 +258,164 @@ def p50s(result: Benchmark) -> dict[str, dict[str, float]]:
 
 
 def _series(result: Benchmark):
-    """(label, {length: stats}) for every engine and variant that ran."""
+    """(label, engine, variant, {length: stats}) for every engine and variant that ran; engine is one of _COLOURS'
+    keys (it picks the colour, the variant picks the marker)."""
     for v, r in result.cpu.items():
-        yield f"sherpa-onnx CPU {v}", r.by_length
+        yield f"sherpa-onnx CPU {v}", "sherpa-onnx", v, r.by_length
     for v, r in result.ort_cpu.items():
-        yield f"onnxruntime CPU {v}", r.by_length
+        yield f"onnxruntime CPU {v}", "onnxruntime", v, r.by_length
         if r.encoder_by_length is not None:
-            yield f"onnxruntime CPU {v}, encoder only", r.encoder_by_length
+            yield f"onnxruntime CPU {v}, encoder only", "onnxruntime-enc", v, r.encoder_by_length
     if result.nemo_cpu:
-        yield "NeMo transcribe CPU fp32 (baseline)", result.nemo_cpu.by_length
+        yield "NeMo transcribe CPU fp32 (baseline)", "nemo", result.nemo_cpu.variant or BASE.name, \
+            result.nemo_cpu.by_length
     for v, r in (result.gpu.variants or {}).items():
         if r.status == "ok":
-            yield f"onnxruntime CUDA {v}", r.by_length
+            yield f"onnxruntime CUDA {v}", "cuda", v, r.by_length
+
+
+# One colour per engine, one marker per variant, dashed for the encoder alone: a reader finds "int8" or
+# "sherpa-onnx" across both panels without matching ten arbitrary colours.
+_COLOURS = {"sherpa-onnx": "tab:blue", "onnxruntime": "tab:orange", "onnxruntime-enc": "tab:orange",
+            "nemo": "black", "cuda": "tab:green"}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")  # by the variant's place in the registry
+
+
+def _style(engine: str, variant: str) -> dict[str, Any]:
+    names = list(VARIANTS)
+    marker = _MARKERS[(names.index(variant) if variant in names else len(names)) % len(_MARKERS)]
+    return {"color": _COLOURS[engine], "marker": marker, "linestyle": "--" if engine == "onnxruntime-enc" else "-",
+            "linewidth": 2.2 if engine == "nemo" else 1.5, "markersize": 6}
+
+
+def _points(by_len: dict[str, Timing] | None) -> list[tuple[float, float]]:
+    """(clip length s, p50 ms) sorted by length; a p50 of 0 (under the record's 10 µs rounding) is left out: it
+    has no place on a log axis and nothing can be divided by it."""
+    return sorted((float(L), s.p50_s * 1000) for L, s in (by_len or {}).items() if s.p50_s > 0)
+
+
+def speedups(result: Benchmark) -> dict[str, list[tuple[float, float]]]:
+    """Per non-NeMo series: (clip length s, NeMo's p50 / its p50) at each length NeMo was timed at too; {} where
+    the record has no NeMo baseline."""
+    nemo = dict(_points(result.nemo_cpu.by_length)) if result.nemo_cpu else {}
+    out = {}
+    for label, engine, _v, by_len in _series(result):
+        if engine != "nemo" and nemo:
+            pts = [(x, nemo[x] / ms) for x, ms in _points(by_len) if x in nemo]
+            if pts:
+                out[label] = pts
+    return out
+
+
+def _nemo_differs(result: Benchmark) -> str:
+    """' (NeMo: 3 runs)' where the NeMo baseline (timed at export) ran another number of timed runs or threads."""
+    nemo = result.nemo_cpu
+    runs = {s.runs for s in (nemo.by_length or {}).values()} if nemo else set()
+    other = ([f"{'/'.join(map(str, sorted(runs)))} runs"] if runs and runs != {result.runs} else []) + (
+        [f"{nemo.threads} threads"] if nemo and nemo.threads not in (None, result.threads) else [])
+    return f" (NeMo: {', '.join(other)})" if other else ""
+
+
+def _log_ticks(ax, unit: str) -> None:
+    """A log y axis labelled in plain numbers (5, 20, 1000: not 10^3), at 1-2-5 steps while it spans under two
+    decades and at the decades alone beyond that."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = ax.get_ylim()
+    label = FuncFormatter(lambda y, _: f"{y:g}{unit}")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0,)))
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.yaxis.set_major_formatter(label)
+    ax.yaxis.set_minor_formatter(label if hi / lo < 100 else NullFormatter())
+
+
+def figure(result: Benchmark):
+    """benchmark.png's figure: left, p50 latency (ms, log axis) against clip length, one line per engine and
+    variant; right, how many times faster than NeMo's transcribe() each one is at the lengths NeMo was timed at
+    (or, where the record has no NeMo baseline, a note saying so). The legend sits below both panels."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 6.2), dpi=100, layout="constrained")
+    lat, fast = fig.subplots(1, 2)
+    lengths = sorted({x for *_, by_len in _series(result) for x, _ in _points(by_len)})
+    for label, engine, v, by_len in _series(result):
+        pts = _points(by_len)
+        if pts:
+            lat.plot(*zip(*pts), label=label, **_style(engine, v))
+    lat.set_yscale("log")
+    lat.set_ylabel("p50 latency per call (ms, log scale); lower is faster")
+    lat.set_title("Latency")
+
+    gains = speedups(result)
+    styles = {label: _style(engine, v) for label, engine, v, _ in _series(result)}
+    if gains:
+        for label, pts in gains.items():
+            fast.plot(*zip(*pts), label=label, **styles[label])  # the legend is the left panel's
+        fast.axhline(1.0, color="black", linewidth=2.2, label="_nolegend_")
+        fast.annotate("NeMo (1x)", (1.0, 1.0), xycoords=("axes fraction", "data"), xytext=(-4, 4),
+                      textcoords="offset points", ha="right", va="bottom", fontsize=8)
+        fast.set_yscale("log")
+        top = max(y for pts in gains.values() for _, y in pts)
+        bottom = min(y for pts in gains.values() for _, y in pts)
+        fast.set_ylim(min(bottom, 1.0) / 1.5, max(top, 1.0) * 1.5)  # 1x, NeMo's own line, always in view
+        fast.set_ylabel("times faster than NeMo: NeMo's p50 / this p50 (log scale)")
+        fast.set_title("Speed-up vs NeMo transcribe() (same clip length)")
+        _log_ticks(fast, "x")
+    else:
+        fast.set_axis_off()
+        fast.set_title("Speed-up vs NeMo transcribe()")
+        nemo = _points(result.nemo_cpu.by_length) if result.nemo_cpu else []
+        why = (f"NeMo's transcribe() was timed at {', '.join(f'{x:g} s' for x, _ in nemo)} only,\nwhere no other "
+               "engine was timed" if nemo else "No NeMo baseline in this record\n(NeMo's transcribe() is timed "
+               "during export, when asked for)")
+        fast.text(0.5, 0.5, f"{why}: no speed-up to show.\nThe left panel compares the engines and variants with "
+                  "each other.", transform=fast.transAxes, ha="center", va="center", fontsize=10)
+    _log_ticks(lat, "")
+    shared = sorted({x for pts in gains.values() for x, _ in pts})  # the lengths NeMo was timed at too
+    for ax, xs in ((lat, lengths), (fast, shared)):
+        if ax.axison:
+            ax.set_xlabel("clip length (s)")
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            if len(xs) == 1:  # one point a series: give it room
+                ax.set_xlim(xs[0] - 1, xs[0] + 1)
+            ax.grid(True, which="major", alpha=0.35)
+            ax.grid(True, which="minor", alpha=0.12)
+    handles, labels = lat.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize=8.5,
+               frameon=False)
+    fig.suptitle(f"nemo2sherpa benchmark: {result.threads} threads, {result.runs} timed runs per point after one "
+                 f"warm-up{_nemo_differs(result)}", fontsize=12)
+    return fig
 
 
 def plot(result: Benchmark, path: Path) -> None:
-    """benchmark.png: p50 latency against clip length, one line per engine and variant."""
-    import matplotlib
+    """benchmark.png: figure(result), rendered by Agg; no software or time stamp in the file, so the same record
+    always gives the same bytes."""
+    figure(result).savefig(path, format="png", metadata={"Software": None})
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    for label, by_len in _series(result):
-        xs = sorted(float(k) for k in by_len)
-        ax.plot(xs, [by_len[f"{x:g}"].p50_s * 1000 for x in xs], marker="o", label=label)
-    ax.set_xlabel("clip length (s)")
-    ax.set_ylabel("p50 latency (ms), warm")
-    ax.set_title(f"nemo2sherpa benchmark ({result.threads} threads, {result.runs} runs per point)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the plot, over no data
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+def _ms(seconds: float) -> str:
+    """Seconds as milliseconds, to the 0.1 ms the table always showed."""
+    return f"{seconds * 1000:.1f}"
 
 
 def table(result: Benchmark) -> str:
-    """The benchmark as text: one row per engine, variant and clip length (onnxruntime rows also give the
-    encoder alone, `-enc`, and the tokens the greedy loop emitted; `disturbed`: timed runs during which other
-    processes used over DISTURBED of the machine; `-` where calls are too short to tell)."""
-    rows = ["engine        variant  length   p50 s     p95 s     RTF      cold s   disturbed  tokens"]
+    """The benchmark as text, every time in milliseconds: one row per engine, variant and clip length (onnxruntime
+    rows also give the encoder alone, `-enc`, and the tokens the greedy loop emitted), then the notes that say
+    what the columns mean, sherpa-onnx's peak RSS and load time, and the GPU's lines."""
+    rows = [f"{'engine':<13} {'variant':<8} {'length':>6}  {'p50 ms':>9} {'p95 ms':>9}  {'RTF':<8} {'cold ms':>9}  "
+            f"{'disturbed':<10} tokens"]
+    has = {"enc": False, "tokens": False}
 
     def add(name: str, v: str, r: Engine) -> None:
         for timings, label in ((r.by_length, name), (r.encoder_by_length, f"{name}-enc")):
             for L, s in (timings or {}).items():
                 tokens = (r.tokens_by_length or {}).get(L, "") if label == name else ""
+                has["enc"] |= label != name
+                has["tokens"] |= tokens != ""
                 busy = "-" if s.disturbed_runs is None else f"{s.disturbed_runs}/{s.runs}"
-                rows.append(f"{label:<13} {v:<8} {L:>5}s  {s.p50_s:<9.4f} {s.p95_s:<9.4f} {s.rtf_p50:<8.4f} "
-                            f"{s.cold_s:<8.4f} {busy:<10} {tokens}".rstrip())
+                rows.append(f"{label:<13} {v:<8} {L + 's':>6}  {_ms(s.p50_s):>9} {_ms(s.p95_s):>9}  "
+                            f"{s.rtf_p50:<8.4f} {_ms(s.cold_s):>9}  {busy:<10} {tokens}".rstrip())
 
     groups = [("sherpa-cpu", result.cpu), ("ort-cpu", result.ort_cpu)]
     if result.nemo_cpu:
@@ -324,4 +436,12 @@ def table(result: Benchmark) -> str:
                 add("ort-cuda", v, r)
             else:
                 rows.append(f"gpu {v}: skipped ({r.reason})")
+    # What the columns mean, under the table: a reader of the task log or the report page has no other key.
+    rows += [f"ms: p50/p95 of {result.runs} warm calls after one warm-up call{_nemo_differs(result)}, "
+             f"{result.threads} threads; cold ms: that first call; RTF: p50 / clip length (below 1: faster than "
+             "real time)",
+             *(["-enc: onnxruntime's encoder alone, no decoding (a floor under the whole call's latency)"
+                + ("; tokens: what the greedy loop emitted" if has["tokens"] else "")] if has["enc"] else []),
+             f"disturbed: timed runs during which other processes used more than {DISTURBED:.0%} of the machine's "
+             "CPUs, so those figures may be slower than this machine can do; '-': calls too short to tell"]
     return "\n".join(rows)

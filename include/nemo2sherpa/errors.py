@@ -22,6 +22,7 @@ from typing import Any
 PERMANENT, VERDICT, TRANSIENT = "permanent", "verdict", "transient"
 EXIT_CODES = {PERMANENT: 2, VERDICT: 3, TRANSIENT: 4}  # the CLI's exit status for each kind
 _OUTCOME = "nemo2sherpa_failed"
+FAILURE_XCOM = "failure"  # the XCom key a failed task keeps its error under (the DAG's), for the bundle report
 
 
 class PermanentError(Exception):

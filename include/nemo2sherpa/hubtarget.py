@@ -27,7 +27,7 @@ from typing import Any
 from . import PIPELINE_VERSION, __version__
 from .errors import InputError, PermanentError, TransientError
 from .records import FileDigest, Manifest, Source
-from .targets import MANIFEST, PublishResult, published_state
+from .targets import MANIFEST, Download, PublishResult, published_state
 from .variants import BASE, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.hub")
@@ -104,6 +104,13 @@ class HubTarget:
             raise InputError(f"{uri} is not a file of a Hub repo (hf://<namespace>/<repo>/<file>)")
         namespace, repo, name = uri[len(SCHEME):].split("/", 2)
         return self._file(f"{namespace}/{repo}", name)
+
+    def download(self, uri: str, model: str, variant: str, expires_s: int) -> Download:
+        """The variant's repo page on the Hub (its files, its card; `git clone` or huggingface_hub from there): a
+        private repo needs a Hub account that may read the namespace."""
+        repo = self.repo_id(model, variant)
+        return Download(name=repo, url=f"{self.endpoint}/{repo}",
+                        needs="a Hub sign-in that may read it, where the repo is private")
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
                 summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:

@@ -1,8 +1,10 @@
-"""Progress for task logs: a line at every 10% of a big file, with the rate so far; phase timings."""
+"""Progress for task logs: a line at every 10% of a big file, with the rate so far; phases timed, started and
+still running (a line every HEARTBEAT_S) said as they go."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -37,20 +39,69 @@ class Progress:
                 self.next = int(pct // 10) * 10 + 10
 
 
-class Phases:
-    """Wall seconds of a step's named phases, in the order they ran (a phase run twice adds up); each logged as it
-    ends. Steps record them in their reports, and the full-size record shows where the time goes."""
+HEARTBEAT_S = 30.0  # a phase still running after this long says so, and again every as long
+HEARTBEAT_ENV = "NEMO2SHERPA_HEARTBEAT_S"  # overrides HEARTBEAT_S (tests: a fraction of a second)
 
-    def __init__(self, log: logging.Logger, prefix: str = "") -> None:
+
+def heartbeat_seconds() -> float:
+    """Seconds between "still running" lines of a long phase: NEMO2SHERPA_HEARTBEAT_S (0 turns them off), else (unset
+    or not a number) HEARTBEAT_S."""
+    try:
+        return float(os.environ.get(HEARTBEAT_ENV) or HEARTBEAT_S)
+    except ValueError:
+        return HEARTBEAT_S
+
+
+def _seconds(dt: float, step: float) -> str:
+    """A phase's age for a progress line: whole seconds, tenths where the lines come more often than once a second."""
+    return f"{dt:.0f}" if step >= 1 else f"{dt:.1f}"
+
+
+class Phases:
+    """Wall seconds of a step's named phases, in the order they ran (a phase run twice adds up). Each phase logs
+    "<prefix><phase>: started" as it begins, "still running, N s so far" every `heartbeat_s` (default
+    heartbeat_seconds()) while it runs, and its seconds as it ends. Given the step's `planned` phase names, the first
+    two also name what remains of the step ("(then: a, b)"). Steps record the seconds in their reports, and the
+    full-size record shows where the time goes."""
+
+    def __init__(self, log: logging.Logger, prefix: str = "", planned: list[str] | None = None,
+                 heartbeat_s: float | None = None) -> None:
         self.log, self.prefix, self.seconds = log, prefix, {}
+        self.planned, self.started = list(planned or []), set()
+        self.heartbeat_s = heartbeat_seconds() if heartbeat_s is None else heartbeat_s
+
+    def remaining(self) -> list[str]:
+        """The planned phases not started yet."""
+        return [p for p in self.planned if p not in self.started]
+
+    def _then(self) -> str:
+        rest = self.remaining()
+        return f" (then: {', '.join(rest)})" if rest else ""
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        """Time the block as phase `name`."""
-        t0 = time.monotonic()
+        """Time the block as phase `name`; a daemon thread says it is still running while it runs past heartbeat_s,
+        stopped (and joined) when the block ends, however it ends."""
+        self.started.add(name)
+        then = self._then()
+        self.log.info("%s%s: started%s", self.prefix, name, then)
+        t0, stop = time.monotonic(), threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                self.log.info("%s%s: still running, %s s so far%s", self.prefix, name,
+                              _seconds(time.monotonic() - t0, self.heartbeat_s), then)
+
+        beating = threading.Thread(target=beat, name=f"heartbeat {name}", daemon=True) \
+            if self.heartbeat_s > 0 else None
+        if beating:
+            beating.start()
         try:
             yield
         finally:
+            stop.set()
+            if beating:
+                beating.join()  # its last line (if one was being written) comes before the phase's end
             dt = time.monotonic() - t0
             self.seconds[name] = round(self.seconds.get(name, 0.0) + dt, 2)
             self.log.info("%s%s: %.1f s", self.prefix, name, dt)

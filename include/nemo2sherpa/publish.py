@@ -31,7 +31,7 @@ from .progress import Progress
 from .records import Benchmark, Compatibility, FileDigest, Latest, Manifest, Source, Validation
 from .s3input import classified, split_url
 from .source import sha256_file
-from .targets import MANIFEST, PublishResult, published_state
+from .targets import MANIFEST, Download, PublishResult, published_state
 from .variants import ARCHIVE_FORMATS, SHARED, VARIANT_FILES, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.publish")
@@ -88,6 +88,17 @@ class S3Target:
                              f"a target over bucket {bucket!r}")
         found = _read(self.client, bucket, key)
         return found[0] if found else None
+
+    def download(self, uri: str, model: str, variant: str, expires_s: int) -> Download:
+        """The variant's release archive in the bundle at `uri`, as a URL presigned with this target's credentials
+        (it works in any browser that reaches the endpoint, for `expires_s` seconds)."""
+        from .archive import archive_file
+
+        name = archive_file(model, variant)
+        bucket, key = split_url(f"{uri}{name}")
+        url = self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                 ExpiresIn=expires_s)
+        return Download(name=name, url=url, expires_s=expires_s)
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
                 summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:

@@ -7,11 +7,67 @@ length, beam search and hotwords, the validated files.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .gates import GATES
+from .gates import DRIFT, GATES, SHERPA_WER
 from .records import Compatibility, RuntimeOnVariant, Validation, VariantResult, given
 from .variants import BASE, BPE_VOCAB, VARIANTS
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One headline figure of a variant, and whether a gate holds it: `limit` is its gate's limit (None: reported
+    only, never failing a run), `clips` the clips it is measured on, `on` which clips those are, in words."""
+
+    variant: str
+    label: str
+    value: float | None
+    clips: int
+    on: str
+    limit: float | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether a gate holds this figure."""
+        return self.limit is not None
+
+    def __str__(self) -> str:
+        return (f"{self.variant}: {self.label} {'-' if self.value is None else self.value} on {self.clips} clips"
+                + (f" (limit {self.limit:g})" if self.gated else ""))
+
+    def to_json(self) -> dict[str, Any]:
+        """As the validate step's summary carries it (publish's log prints it)."""
+        return asdict(self)
+
+
+KNOWN = "the clips the model knows"
+EVERY = "every clip, audio the model does not know included"
+
+
+def figures(result: Validation) -> list[Figure]:
+    """Each variant's WER figures, the gated ones (on the clips the model knows, each with its gate's limit) apart
+    from those only reported (on every clip; a gate turned off): what the report's top and publish's log show."""
+    t, out = result.thresholds, []
+    for v, x in result.variants.items():
+        d, sh = x.decoding, x.sherpa
+        if v in DRIFT and d is not None and d.wer_by_length:
+            held = [b for b in d.wer_by_length.values() if b.gated_clips and b.wer_gated is not None]
+            limit = t.get(DRIFT[v].key)
+            if held:
+                out.append(Figure(v, f"WER vs {BASE.name} (worst length bucket)", max(b.wer_gated for b in held),
+                                  sum(b.gated_clips for b in held), KNOWN, limit))
+            out.append(Figure(v, f"WER vs {BASE.name}", d.wer_vs_base, d.clips, EVERY))
+        if sh is not None and sh.ok:
+            gated = given(sh.wer_vs_nemo_gated)
+            if gated is not None:
+                out.append(Figure(v, SHERPA_WER.label, gated, len(sh.gated_clips or []), KNOWN,
+                                  t.get(SHERPA_WER.key)))
+            out.append(Figure(v, SHERPA_WER.label, sh.wer_vs_nemo, len(sh.texts or []), EVERY))
+            if sh.wer_vs_reference is not None:
+                out.append(Figure(v, "sherpa-onnx WER vs the reference texts", sh.wer_vs_reference,
+                                  len(sh.texts or []), EVERY))
+    return out
 
 
 def _both(gated: Any, every: Any) -> Any:

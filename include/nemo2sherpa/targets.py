@@ -4,8 +4,8 @@ A `Target` answers what publishing and its readers need, whatever the store: whe
 the manifest published there (`manifest`: the refresh DAG decides by it), a published file's bytes (`read`: the
 report plugin), and publishing a bundle (`publish`, converging whichever write failed on an earlier try, its
 errors classified as nemo2sherpa.errors says). `publish_to` is the DAG's publish task, whatever the target: the
-bundle published, then the run's summary printed for the task's log. A new target is one module implementing
-`Target`, plus its tests.
+bundle published, then the run's summary printed for the task's log; `download` gives a person a link to one
+variant (the report plugin). A new target is one module implementing `Target`, plus its tests.
 """
 
 from __future__ import annotations
@@ -65,6 +65,17 @@ class PublishResult:
                                       "pipeline_version": PIPELINE_VERSION, "manifest": self.manifest_uri}
 
 
+@dataclass(frozen=True)
+class Download:
+    """What a person opens to get one variant: its name, a URL a browser opens, how long that URL works (None: as
+    long as the object is published) and what it needs (a sign-in, say)."""
+
+    name: str
+    url: str
+    expires_s: int | None = None
+    needs: str = ""
+
+
 @runtime_checkable
 class Target(Protocol):
     """A place bundles are published to: what the publish task, the refresh DAG and the report plugin ask of it."""
@@ -77,6 +88,10 @@ class Target(Protocol):
 
     def read(self, uri: str) -> bytes | None:
         """A published object's bytes (a bundle's URI, from `where`, and a file name), or None where there is none."""
+
+    def download(self, uri: str, model: str, variant: str, expires_s: int) -> Download:
+        """What a person opens to get `variant` of the model's bundle published at `uri` (from `where`): a URL that
+        works in a browser for at most `expires_s` seconds where the store signs URLs."""
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
                 summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
@@ -92,7 +107,7 @@ def publish_to(target: Target, bundle: Path, source: Source, variants: list[str]
     its manifest, then the run's summary printed (the task's log shows what was published where)."""
     result = target.publish(Path(bundle), source, variants, run_id,
                             {"validation": validated, "benchmark_p50_s": bench}, force)
-    print("\n".join(summary_lines(result, bundle, variants, source, validated, bench)))
+    print("\n".join(summary_lines(result, bundle, variants, source, validated, bench)), flush=True)
     return result
 
 
@@ -123,9 +138,9 @@ def run_summary(result: PublishResult, source: Source, validated: dict[str, Any]
         lines.append(f"validated bytes: {len(result.validated)} files carry the sha256s validate recorded (every "
                      f"upload re-hashed and matched): {', '.join(result.validated)}")
     v = validated or {}
-    lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; "
-                 f"token match vs NeMo {v.get('token_match')}; int8 WER vs fp32 {v.get('wer_vs_fp32')}; "
-                 f"sherpa-onnx WER vs NeMo {v.get('sherpa_wer_vs_nemo')}")
+    lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; token match "
+                 "vs NeMo " + ", ".join(f"{k} {x}" for k, x in (v.get("token_match") or {}).items()))
+    lines += _figure_lines(v.get("figures") or [])
     for variant, diffs in (v.get("max_abs_diff") or {}).items():
         lines.append(f"  {variant} max abs diff vs PyTorch: " + ", ".join(f"{k} {x:.2e}" for k, x in (diffs or {}).items()))
     if v.get("encoder_rel_err"):
@@ -137,6 +152,21 @@ def run_summary(result: PublishResult, source: Source, validated: dict[str, Any]
         lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
     lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")
     return "\n".join(lines)
+
+
+def _figure_lines(figures: list[dict[str, Any]]) -> list[str]:
+    """validate's figures (report.Figure, as its summary carries them): the gated ones, each with its limit, apart
+    from those only reported, so a reported figure never reads as a failed gate."""
+    def line(f: dict[str, Any]) -> str:
+        limit = f" (limit {f['limit']:g})" if f.get("limit") is not None else ""
+        return f"    {f['variant']}: {f['label']} {'-' if f['value'] is None else f['value']}{limit}, {f['clips']} clips"
+
+    gated = [f for f in figures if f.get("limit") is not None]
+    reported = [f for f in figures if f.get("limit") is None]
+    out = ["  gated (on the clips the model knows; a figure over its limit fails the run):", *map(line, gated)] \
+        if gated else []
+    return out + (["  reported only (on every clip, audio the model does not know included; no limit):",
+                   *map(line, reported)] if reported else [])
 
 
 def published_state(manifest: Manifest | None, variants: list[str]) -> str | None:

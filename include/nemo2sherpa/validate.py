@@ -25,7 +25,8 @@ before any file is written, so no bundle reaches validate with them.
 Metadata gates run in `full` mode, which also records the size and sha256 of every file it validated
 (`files` in validation.json, hashed on a thread while the gates run): publish uploads exactly those
 bytes or nothing. Any failed gate raises GateFailed after validation.json and
-VALIDATION.md are written; the task log carries the same table.
+VALIDATION.md are written. The task log says the verdict first (each failed gate once, with its detail), then the
+same report as VALIDATION.md.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from .records import (ClipRow, Decoding, Drift, Export, ExportClip, FileDigest, 
                       ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff, Stepwise, Timestamps,
                       Validation, VariantResult)
 from .source import sha256_file
-from .report import render_markdown
+from .report import figures, render_markdown
 from .sherpa import check_in_subprocess
 from .variants import BASE, BPE_VOCAB, SHARED, TOKENS, VARIANTS, base_first, variant_files, variant_paths
 
@@ -92,22 +93,34 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
 
 
 class Report:
-    """The gates of one validation, in order, each logged as it is decided."""
+    """The gates of one validation, in order. Logged once, at the end (_finish): the verdict, each failed gate with
+    its value, threshold and detail, then the table of every gate; as each is decided, only at DEBUG."""
 
     def __init__(self) -> None:
         self.gates: list[Gate] = []
 
     def gate(self, name: str, ok: bool, value: Any = None, threshold: Any = None, detail: str = "") -> bool:
-        """Record (and log) one gate; returns whether it passed."""
+        """Record one gate (logged at DEBUG; the end summary says it); returns whether it passed."""
         self.gates.append(Gate(gate=name, passed=bool(ok), value=value, threshold=threshold, detail=detail))
-        (log.info if ok else log.error)("%-34s %-4s value=%s threshold=%s %s", name, "PASS" if ok else "FAIL",
-                                         value, threshold, detail)
+        log.debug("%s: %s value=%s threshold=%s %s", name, "pass" if ok else "FAILED", value, threshold, detail)
         return ok
 
     @property
     def failed(self) -> list[Gate]:
         """The gates that failed."""
         return [g for g in self.gates if not g.passed]
+
+    def log_verdict(self, mode: str) -> None:
+        """The log's summary before its table: one verdict line, then one ERROR line for each failed gate (its value,
+        threshold and detail; the table has no detail)."""
+        failed = self.failed
+        if not failed:
+            log.info("validation PASSED (%s): %d gates, 0 failed", mode, len(self.gates))
+            return
+        log.error("validation FAILED (%s): %d gates, %d failed:", mode, len(self.gates), len(failed))
+        for g in failed:
+            log.error("  %s: value=%s threshold=%s%s", g.gate, g.value, g.threshold,
+                      f" ({g.detail})" if g.detail else "")
 
 
 def _dtype(t: str) -> str:
@@ -751,9 +764,9 @@ def _finish(result: Validation, r: Report, report_path: Path | None) -> Validati
     if report_path:
         Path(report_path).write_text(json.dumps(result.to_json(), indent=2, default=str))
         Path(report_path).with_name("VALIDATION.md").write_text(md)
+    r.log_verdict(result.mode)
     for line in md.splitlines():
         log.info("%s", line)
-    log.info("validation (%s): %d gates, %d failed", result.mode, len(r.gates), len(r.failed))
     if r.failed:
         raise GateFailed("; ".join(f"{g.gate}: {g.value} (want {g.threshold}) {g.detail}".strip() for g in r.failed))
     return result
@@ -772,6 +785,7 @@ def summary(result: Validation) -> dict[str, Any]:
     out[f"wer_vs_{BASE.name}"] = {v: x.decoding.wer_vs_base for v, x in per.items()
                                   if x.decoding and x.decoding.wer_vs_base is not None}
     out["sherpa_wer_vs_nemo"] = {v: x.sherpa.wer_vs_nemo for v, x in per.items() if x.sherpa}
+    out["figures"] = [f.to_json() for f in figures(result)]  # gated apart from reported only (publish's log)
     return out
 
 
