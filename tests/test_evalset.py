@@ -141,3 +141,6 @@ def test_a_model_trained_on_other_sentences_converts_with_its_own_evaluation_set
     assert gates["fp32: greedy decoding == NeMo step by step"]["passed"]
     fr = v["variants"]["fp32"]["sherpa_frontend"]
     assert fr["failed"] == 0 and fr["exact"] + fr["ties"] == 6
+    # The encoder does not depend on the evaluation set: the built-in one's 61 s clip grew NeMo's positional table
+    # before export, which the graph used to carry; its positions are computed in the graph now (positions.py).
+    assert (other / "encoder.onnx").read_bytes() == (out / "encoder.onnx").read_bytes()

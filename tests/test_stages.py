@@ -66,7 +66,7 @@ def test_fp16_variant_is_made_and_passes_every_gate(full_bundle, source_manifest
     b = tmp_path / "bundle"
     shutil.copytree(full_bundle / "bundle", b)
     if layout == "external weights":
-        monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", "1000000")
+        monkeypatch.setenv("NEMO2SHERPA_SINGLE_FILE_MAX", "100000")  # the fp16 encoder (~0.8 MB) is over it
     out = last_json(run_cli("onnx", "make-variant", "fp16", "--bundle", str(b), "--reference",
                             str(full_bundle / "reference")))
     for m in ("encoder", "decoder", "joiner"):  # fp32's size with its weights file (the big layout)
@@ -465,3 +465,219 @@ def test_the_load_meter_sees_another_busy_process_and_admits_short_calls():
     assert busy <= 1.0
     c0 = cpu_seconds()
     assert other_load(c0, cpu_seconds(), 0.005) is None
+
+
+def _bench_record(nemo: bool = True) -> dict:
+    """A benchmark.json as the step writes it, NeMo's transcribe() ~1000x slower than the converted engines (what
+    flattened every other line into one band at 0 on the old linear plot), timed at 2 and 10 s only; the other
+    engines also at 30 s."""
+    sys.path.insert(0, str(INCLUDE))
+    from nemo2sherpa.records import Benchmark, Engine, Gpu, Timing
+
+    def t(s: float, runs: int = 5, disturbed: int | None = 0) -> Timing:
+        return Timing(p50_s=s, p95_s=round(s * 1.1, 5), rtf_p50=0.1, runs=runs, cold_s=round(s * 1.3, 5),
+                      other_load_max=None if disturbed is None else 0.02, disturbed_runs=disturbed)
+
+    def engine(name: str, v: str, p50: dict[str, float], **kw) -> Engine:
+        return Engine(status="ok", engine=name, provider="cpu", variant=v, threads=2,
+                      by_length={L: t(s) for L, s in p50.items()}, **kw)
+
+    return Benchmark(
+        clip_lengths_s=[2.0, 10.0, 30.0], runs=5, threads=2,
+        cpu={"fp32": engine("sherpa-onnx", "fp32", {"2": 0.004, "10": 0.008, "30": 0.02}, peak_rss_bytes=95_000_000,
+                            load_s=0.15),
+             "int8": engine("sherpa-onnx", "int8", {"2": 0.002, "10": 0.005, "30": 0.012}, peak_rss_bytes=80_000_000,
+                            load_s=0.12)},
+        ort_cpu={"int8": engine("onnxruntime", "int8", {"2": 0.0025, "10": 0.006, "30": 0.015},
+                                encoder_by_length={"2": t(0.0012, disturbed=None), "10": t(0.004, disturbed=None),
+                                                   "30": t(0.01, disturbed=None)},
+                                tokens_by_length={"2": 7, "10": 32, "30": 94})},
+        gpu=Gpu(status="skipped", reason="GPU benchmark not requested (gpu_benchmark=false)"),
+        nemo_cpu=Engine(engine="NeMo transcribe (PyTorch)", provider="cpu", variant="fp32", threads=2,
+                        by_length={"2": t(4.0, runs=3, disturbed=3), "10": t(6.0, runs=3)}) if nemo else None,
+    ).to_json()
+
+
+FIGURE = """
+import json, sys
+from pathlib import Path
+from nemo2sherpa.benchmark import figure, plot
+from nemo2sherpa.records import Benchmark
+
+rec = Benchmark.from_json(json.loads(sys.argv[1]), "benchmark.json")
+fig = figure(rec)
+plot(rec, Path(sys.argv[2]) / "a.png")
+plot(rec, Path(sys.argv[2]) / "b.png")
+print(json.dumps({
+    "title": fig.get_suptitle(),
+    "legend": [t.get_text() for lg in fig.legends for t in lg.get_texts()],
+    "legend_inside": [ax.get_legend() is not None for ax in fig.axes],
+    "axes": [{"on": ax.axison, "yscale": ax.get_yscale(), "title": ax.get_title(), "ylabel": ax.get_ylabel(),
+              "ylim": list(ax.get_ylim()), "text": [t.get_text() for t in ax.texts],
+              "lines": [{"color": ln.get_color(), "marker": ln.get_marker(), "x": [float(x) for x in ln.get_xdata()],
+                         "y": [float(y) for y in ln.get_ydata()]} for ln in ax.get_lines()],
+              "labels": [ln.get_label() for ln in ax.get_lines()]} for ax in fig.axes]}))
+"""
+
+
+def _figure(record: dict, tmp_path: Path) -> dict:
+    """figure() and plot() on `record`, in the onnx venv (matplotlib's): what the axes hold."""
+    proc = subprocess.run([str(stage_python("onnx")), "-c", FIGURE, json.dumps(record), str(tmp_path)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(INCLUDE)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_benchmark_figure_shows_nemo_beside_the_engines_and_their_speed_up(tmp_path):
+    """benchmark.png (issue 28): latency in ms on a log axis, NeMo's series among the others; beside it each
+    engine's speed-up, NeMo's p50 / its p50 at the lengths NeMo was timed at; legend outside the panels; the same
+    record gives the same bytes, with no software stamp in them."""
+    rec = _bench_record()
+    got = _figure(rec, tmp_path)
+    lat, fast = got["axes"]
+    assert lat["on"] and lat["yscale"] == "log" and "ms" in lat["ylabel"]
+    series = {label: line for label, line in zip(lat["labels"], lat["lines"])}
+    nemo = series.pop("NeMo transcribe CPU fp32 (baseline)")
+    assert nemo["x"] == [2.0, 10.0] and nemo["y"] == pytest.approx([4000.0, 6000.0])  # ms
+    assert series["sherpa-onnx CPU int8"]["y"] == pytest.approx([2.0, 5.0, 12.0])
+    assert series["onnxruntime CPU int8, encoder only"]["y"] == pytest.approx([1.2, 4.0, 10.0])
+    assert set(series) == {"sherpa-onnx CPU fp32", "sherpa-onnx CPU int8", "onnxruntime CPU int8",
+                           "onnxruntime CPU int8, encoder only"}
+    # NeMo ~1000x above the others and both inside the log axis, neither pressed to its edge
+    assert lat["ylim"][0] < 1.2 and lat["ylim"][1] > 6000 and lat["ylim"][1] / lat["ylim"][0] < 1e5
+    # the right panel: NeMo p50 / this p50, at 2 and 10 s only (NeMo was not timed at 30 s)
+    assert fast["on"] and "NeMo" in fast["title"] and fast["yscale"] == "log"
+    ratios = {label: line for label, line in zip(fast["labels"], fast["lines"]) if not label.startswith("_")}
+    assert set(ratios) == set(series), fast["labels"]  # every non-NeMo series, NeMo's own only as the 1x line
+    for label, line in ratios.items():
+        p50 = dict(zip(series[label]["x"], series[label]["y"]))
+        assert line["x"] == [2.0, 10.0], (label, line)
+        assert line["y"] == pytest.approx([4000 / p50[2.0], 6000 / p50[10.0]]), label
+        assert (line["color"], line["marker"]) == (series[label]["color"], series[label]["marker"])  # as on the left
+    assert [line["y"] for label, line in zip(fast["labels"], fast["lines"]) if label.startswith("_")] == [[1.0, 1.0]]
+    assert ratios and min(y for line in ratios.values() for y in line["y"]) > 300  # ~1000x, on the axis
+    assert fast["ylim"][0] < 1 < 1000 < fast["ylim"][1]  # NeMo's own 1x line in view
+    # legend: every series once, outside both panels; the title: threads and runs (NeMo's own count too)
+    assert sorted(got["legend"]) == sorted([*series, "NeMo transcribe CPU fp32 (baseline)"])
+    assert got["legend_inside"] == [False, False]
+    assert "2 threads" in got["title"] and "5 timed runs per point" in got["title"] and "NeMo: 3 runs" in got["title"]
+    a, b = (tmp_path / "a.png").read_bytes(), (tmp_path / "b.png").read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b and b"Software" not in a and b"matplotlib" not in a.lower()
+
+
+def test_the_benchmark_figure_says_when_there_is_no_nemo_to_compare_with(tmp_path):
+    """No NeMo baseline in the record: the latency panel as always, the speed-up panel a note saying why it is
+    empty (never ratios against something else under NeMo's name)."""
+    got = _figure(_bench_record(nemo=False), tmp_path)
+    lat, fast = got["axes"]
+    assert lat["yscale"] == "log" and len(lat["lines"]) == 4
+    assert not fast["on"] and not fast["lines"] and "No NeMo baseline" in " ".join(fast["text"])
+    assert "NeMo:" not in got["title"]
+
+
+def test_the_benchmark_table_is_in_milliseconds_and_says_what_its_columns_mean():
+    """table(): every time in ms (the figure's unit), named in the header; a key under it for `disturbed` and the
+    `-enc` rows; peak RSS and the GPU line kept."""
+    sys.path.insert(0, str(INCLUDE))
+    from nemo2sherpa.benchmark import DISTURBED, table
+    from nemo2sherpa.records import Benchmark
+
+    text = table(Benchmark.from_json(_bench_record(), "benchmark.json"))
+    lines = text.splitlines()
+    assert lines[0].split() == ["engine", "variant", "length", "p50", "ms", "p95", "ms", "RTF", "cold", "ms",
+                                "disturbed", "tokens"]
+    assert " s " not in lines[0] and "p50 s" not in text
+    rows = {tuple(x.split()[:3]): x.split()[3:] for x in lines[1:] if x.split()[0] in
+            ("sherpa-cpu", "ort-cpu", "ort-cpu-enc", "nemo-cpu")}
+    assert rows[("sherpa-cpu", "int8", "10s")] == ["5.0", "5.5", "0.1000", "6.5", "0/5"]  # p50, p95, RTF, cold
+    assert rows[("ort-cpu", "int8", "30s")] == ["15.0", "16.5", "0.1000", "19.5", "0/5", "94"]
+    assert rows[("ort-cpu-enc", "int8", "2s")] == ["1.2", "1.3", "0.1000", "1.6", "-"]
+    assert rows[("nemo-cpu", "fp32", "2s")] == ["4000.0", "4400.0", "0.1000", "5200.0", "3/3"]
+    assert len(rows) == 3 + 3 + 3 + 3 + 2
+    key = {x.split(":")[0]: x for x in lines if x.split(":")[0] in ("ms", "-enc", "disturbed")}
+    assert set(key) == {"ms", "-enc", "disturbed"}
+    assert f"more than {DISTURBED:.0%} of the machine's CPUs" in key["disturbed"] and "too short" in key["disturbed"]
+    assert "encoder alone" in key["-enc"] and "5 warm calls" in key["ms"] and "NeMo: 3 runs" in key["ms"]
+    assert "sherpa-onnx fp32: peak RSS 95 MB, load 0.15 s" in lines
+    assert "gpu: skipped (GPU benchmark not requested (gpu_benchmark=false))" in lines
+
+
+LONG_RECORDING = """
+import json, sys, wave
+from pathlib import Path
+import numpy as np, onnx
+from nemo2sherpa.audio import load_clips, read_wav
+from nemo2sherpa.positions import POSITION_NODES
+
+bundle, out, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+graph = onnx.load(str(bundle / "encoder.onnx"), load_external_data=False).graph
+shapes = [list(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+shapes += [list(t.dims) for t in graph.initializer]
+parts, rate = [], 16000
+while sum(len(p) for p in parts) < seconds * rate:
+    for c in load_clips()[:4]:
+        samples, rate = read_wav(c.path)
+        parts += [samples, np.random.default_rng(len(parts)).normal(0, 0.003, int(1.5 * rate)).astype(np.float32)]
+with wave.open(str(out), "wb") as w:
+    w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+    w.writeframes((np.concatenate(parts) * 32767).astype("<i2").tobytes())
+print(json.dumps({"ops": sorted({n.op_type for n in graph.node if n.name.startswith(POSITION_NODES)}),
+                  "tables": [s for s in shapes if len(s) == 3 and s[0] == 1 and s[1] > 1000],
+                  "seconds": sum(len(p) for p in parts) / rate}))
+"""
+
+# validate's own-front-end gate (validate.frontend_parity) on one recording: the reference decoder (the library's
+# greedy decoder over the bundle's graphs, by sherpa-onnx's greedy rule) on the features sherpa-onnx computes must
+# give sherpa-onnx's tokens at its frames, or part from them only at a near-tie (SHERPA_TIE_REL of the logits' scale).
+REFERENCE_ON_SHERPA_FEATURES = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from nemo2sherpa.audio import read_wav
+from nemo2sherpa.decode import GreedyDecoder, Sessions, first_divergence, read_tokens
+from nemo2sherpa.frontend import sherpa_features
+from nemo2sherpa.records import Export, SherpaRun
+from nemo2sherpa.validate import SHERPA_TIE_REL, sherpa_ids_frames
+
+bundle, reference, wav, variant = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+said = json.loads(Path(sys.argv[5]).read_text())
+spec = Export.read(reference).model_spec()
+dec = GreedyDecoder.for_spec(Sessions.load(bundle, variant), spec)
+samples, rate = read_wav(wav)
+feats = sherpa_features(samples, rate, spec.feat_dim)
+enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
+_, steps, logits = dec.path(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, keep_logits=True,
+                            rule="sherpa-onnx")
+run = SherpaRun(ok=True, tokens=said["tokens"], timestamps=said["timestamps"])
+(ids, frames), = sherpa_ids_frames(run, read_tokens(bundle), spec)
+div = first_divergence(steps, logits, ids, frames, spec.blank_id)
+tie = div is not None and div.margin is not None and div.margin <= SHERPA_TIE_REL * max(div.scale, 1e-12)
+print(json.dumps({"frames": int(enc_len[0]), "tokens": len(ids), "exact": div is None, "tie": tie,
+                  "divergence": None if div is None else div.to_json()}))
+"""
+
+
+def _onnx_venv(code: str, *args: str) -> dict:
+    proc = subprocess.run([str(stage_python("onnx")), "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(INCLUDE)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_encoder_computes_its_positions_so_a_recording_past_the_old_table_decodes(full_bundle, tmp_path):
+    """NeMo's positional table, baked into encoder.onnx by export, covered only what NeMo had seen (the built-in
+    evaluation set: 6,101 encoder frames, about 488 s); sherpa-onnx stopped on anything longer ("Attempting to
+    broadcast an axis"). The exported encoder computes its positions from the input's length (positions.py): no
+    table constant in the graph, and a 9-minute recording made of the evaluation clips with pauses decodes in
+    sherpa-onnx, fp32 and int8, as the reference decoder does on sherpa-onnx's own features (validate's gate). (What the
+    tiny model makes of 9 minutes at once is noise past the first clips: it was trained on short clips.)"""
+    bundle, reference, long = full_bundle / "bundle", full_bundle / "reference", tmp_path / "nine-minutes.wav"
+    made = _onnx_venv(LONG_RECORDING, str(bundle), str(long), "540")
+    assert {"Range", "Sin", "Cos"} <= set(made["ops"]) and made["tables"] == [], made  # no [1, rows, d] table
+    assert made["seconds"] >= 540
+    for variant in ("fp32", "int8"):
+        said = tmp_path / f"{variant}.json"
+        said.write_text(run_cli("onnx", "sherpa-decode", "--bundle", str(bundle), "--variant", variant,
+                                str(long)).stdout.strip().splitlines()[-1])
+        ref = _onnx_venv(REFERENCE_ON_SHERPA_FEATURES, str(bundle), str(reference), str(long), variant, str(said))
+        assert ref["frames"] > 6101 and ref["tokens"] > 100 and (ref["exact"] or ref["tie"]), (variant, ref)

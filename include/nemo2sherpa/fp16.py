@@ -2,7 +2,8 @@
 
 onnxruntime's float16 converter with keep_io_types: weights and compute in fp16, inputs and outputs
 stay float32, so sherpa-onnx (which feeds float32 features and states) loads it unchanged and the
-same validation gates apply. Shape inference runs first on the file (onnx's path-based inference
+same validation gates apply. The encoder's positions, computed in the graph (positions.py), stay float32.
+Shape inference runs first on the file (onnx's path-based inference
 works past protobuf's 2 GB limit), then the converter trusts those types. The 1.1B encoder is 2.1 GB
 in fp16, over the single-file limit: its weights go to one `encoder.fp16.weights` beside it, as the
 fp32 encoder's do. Files appear only when complete (written under a scratch name, then renamed).
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .positions import POSITION_NODES
 from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Maker, Variant, fp32_bytes, made_by, single_file_max
 
 log = logging.getLogger("nemo2sherpa.fp16")
@@ -57,7 +59,10 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
                 model = onnx.load(str(inferred), load_external_data=True)
             finally:
                 inferred.unlink(missing_ok=True)
-            half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+            # positions computed in the graph (positions.py) stay float32: past 2048 float16 has no exact integer
+            kept = [n.name for n in model.graph.node if n.name.startswith(POSITION_NODES)]
+            half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                            node_block_list=kept or None)
             del model
             OnnxModel(half).topological_sort()  # the converter appends its input casts last; ONNX wants order
             external = name == "encoder" and _weights_bytes(half) > single_file_max()

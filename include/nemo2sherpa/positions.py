@@ -1,0 +1,68 @@
+"""FastConformer's relative positions, computed inside the exported encoder from the input's length: no table.
+
+NeMo's RelPositionalEncoding keeps a table of sinusoids (2L - 1 rows for inputs up to L frames), built for
+`pos_emb_max_len` and grown in PyTorch whenever a longer input arrives (by the input's feature frames, 8x more than
+the encoder needs). Export bakes whatever table exists at that moment into encoder.onnx as a constant: the longest
+recording a bundle can decode, and part of its size, were set by accident by the longest clip NeMo had seen (the
+evaluation set's). `compute_in_graph` swaps the module for one that computes the same sinusoids from the input's
+length (NeMo's own float32 arithmetic: in PyTorch the two give identical bits), so the exported graph holds a Range,
+a Mul, a Sin and a Cos instead of the table: no length limit but memory, and the encoder's bytes do not depend on
+what NeMo transcribed before export. fp16 keeps these nodes (named POSITION_NODES*) in float32: a position past
+2048 has no exact float16.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+log = logging.getLogger("nemo2sherpa.positions")
+
+POSITION_NODES = "/pos_enc/"  # the exported graph's name prefix of the module's nodes
+TABLE_KIND = "RelPositionalEncoding"  # the kind with a growing table (local attention's is fixed by its window)
+
+
+def compute_in_graph(encoder: Any) -> bool:
+    """Swap encoder.pos_enc, where it is NeMo's RelPositionalEncoding, for the same positions computed from the
+    input's length (nothing else of the module changes: scaling, dropout); whether it was swapped."""
+    import torch
+
+    table = getattr(encoder, "pos_enc", None)
+    if type(table).__name__ != TABLE_KIND:
+        log.info("positions: the encoder's %s is not %s; exported as NeMo builds it", type(table).__name__,
+                 TABLE_KIND)
+        return False
+
+    class ComputedPositions(torch.nn.Module):
+        """RelPositionalEncoding without its table: positions L-1 .. -(L-1), sin on even channels, cos on odd."""
+
+        def __init__(self, nemo: torch.nn.Module) -> None:
+            super().__init__()
+            self.nemo = nemo
+            d = nemo.d_model
+            self.register_buffer("div_term", torch.exp(torch.arange(0, d, 2, dtype=torch.float32)
+                                                       * -(math.log(10000.0) / d)), persistent=False)
+
+        def extend_pe(self, length, device, dtype) -> None:
+            """Nothing to grow: NeMo's encoder calls it before each forward."""
+
+        def forward(self, x: torch.Tensor, cache_len: int = 0):
+            """(x scaled and dropped out as NeMo does, the positions' embeddings for x's length)."""
+            nemo = self.nemo
+            if nemo.xscale:
+                x = x * nemo.xscale
+            length = x.size(1) + cache_len
+            positions = torch.arange(length - 1, -length, -1, dtype=torch.float32, device=x.device).unsqueeze(1)
+            angles = positions * self.div_term
+            pe = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(angles.size(0), -1)
+            pe = pe.unsqueeze(0).to(x.dtype)
+            if nemo.dropout_emb:
+                pe = nemo.dropout_emb(pe)
+            return nemo.dropout(x), pe
+
+    rows = int(table.pe.size(1)) if getattr(table, "pe", None) is not None else 0
+    encoder.pos_enc = ComputedPositions(table)
+    log.info("positions: computed in the graph from the input's length (NeMo's table of %d rows, %.1f MB, left "
+             "out; no length limit but memory)", rows, rows * table.d_model * 4 / 1e6)
+    return True
