@@ -392,11 +392,21 @@ def _plan(ctx) -> dict:
 
 
 def _keep_failure(context) -> None:
-    """on_failure_callback: a failed task keeps its error (XCom `failure`), for the bundle report's failed run."""
+    """on_failure_callback: a failed task keeps its error (XCom `failure`, masked as its log is), for the bundle
+    report's failed run. Only where the task runner calls it (it sets `exception`): the DAG processor, which runs it
+    for a task that timed out or was killed, has no XCom to write to."""
+    if "exception" not in context:
+        return
+    from airflow.sdk.log import redact
+
     from nemo2sherpa.errors import FAILURE_XCOM
 
-    error = context.get("exception")
-    context["ti"].xcom_push(key=FAILURE_XCOM, value=(str(error) or type(error).__name__)[:2000] if error else "failed")
+    error = context["exception"]
+    said = (str(error) or type(error).__name__)[:2000] if error else "failed"
+    try:
+        context["ti"].xcom_push(key=FAILURE_XCOM, value=str(redact(said)))
+    except Exception as e:  # noqa: BLE001 - the report then says "its log says why"; the task has failed anyway
+        print(f"could not keep the error for the bundle report: {e}", flush=True)
 
 
 @dag(

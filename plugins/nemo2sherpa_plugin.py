@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +27,7 @@ if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
 
 from nemo2sherpa.errors import FAILURE_XCOM  # noqa: E402
+from nemo2sherpa.targets import Download  # noqa: E402
 from nemo2sherpa.records import Benchmark, Compatibility, Manifest, Validation  # noqa: E402 (pure Python)
 from nemo2sherpa.variants import BASE, VARIANTS  # noqa: E402
 
@@ -123,8 +124,18 @@ def _downloads(pub: dict[str, Any]):
     """(links(model, variant) -> [(target kind, targets.Download)]): per target the run published to, what a person
     opens to get the variant (S3: the archive, presigned for LINK_S through the run's connection; the Hub: the repo)."""
     published = pub.get("targets") or {"s3": pub}
-    targets = {kind: (_target(r["uri"], pub.get("aws_conn_id")), r["uri"]) for kind, r in published.items()}
-    return lambda model, variant: [(kind, t.download(uri, model, variant, LINK_S)) for kind, (t, uri) in targets.items()]
+
+    def links(model: str, variant: str) -> list:
+        found = []
+        for kind, r in published.items():
+            try:  # one target's credentials or endpoint failing leaves the others' links (and the page) standing
+                found.append((kind, _target(r["uri"], pub.get("aws_conn_id")).download(r["uri"], model, variant,
+                                                                                        LINK_S)))
+            except Exception as e:  # noqa: BLE001 - shown as the link's note
+                found.append((kind, Download(name=f"no link ({type(e).__name__}: {str(e)[:120]})", url="")))
+        return found
+
+    return links
 
 
 @dataclass(frozen=True)
@@ -249,9 +260,9 @@ def _record(get, cls):
 def _figures_cell(figures) -> str:
     """Figures (report.Figure) as a list: each value, its clips, and the limit of a gated one."""
     esc = html.escape
-    items = [f"{esc(f.label)}: <b>{'-' if f.value is None else f.value}</b>"
-             + (f" &le; {f.limit:g}" if f.gated else "") + f" <span class='muted'>({f.clips} clips)</span>"
-             for f in figures]
+    items = [f"{esc(f.label)}: <b>{esc('-' if f.value is None else str(f.value))}</b>"
+             + (f" &le; {esc(str(f.limit))}" if f.gated else "") + f" <span class='muted'>({esc(str(f.clips))} clips)"
+             "</span>" for f in figures]
     return f"<ul>{''.join(f'<li>{i}</li>' for i in items)}</ul>" if items else "-"
 
 
@@ -264,8 +275,8 @@ def _download_cell(found: list, sizes: dict[str, int]) -> str:
             continue  # this bundle was published without its archives
         life = f", link valid {d.expires_s // 60} min" if d.expires_s else ""
         needs = f"; needs {esc(d.needs)}" if d.needs else ""
-        out.append(f"<li><a href='{esc(d.url)}'>{esc(d.name)}</a> <span class='muted'>({esc(kind)}{life}{needs})"
-                   f"</span></li>")
+        name = f"<a href='{esc(d.url)}'>{esc(d.name)}</a>" if d.url else esc(d.name)
+        out.append(f"<li>{name} <span class='muted'>({esc(kind)}{life}{needs})</span></li>")
     return f"<ul>{''.join(out)}</ul>" if out else "-"
 
 
@@ -281,7 +292,9 @@ def headline(m: Manifest, get, links=None) -> str:
     sizes = {f.name: f.size for f in m.files}
     said = m.summary.get("validation") or {}  # what validate's summary put in the manifest (a Hub repo has no more)
     ok = bool(val.passed if val else said.get("passed"))
-    figs = figures(val) if val else [Figure(**f) for f in said.get("figures") or []]
+    known = {f.name for f in fields(Figure)}  # a manifest of another pipeline version may say more, or less
+    figs = figures(val) if val else [Figure(**{k: x for k, x in f.items() if k in known})
+                                     for f in said.get("figures") or [] if {"variant", "label"} <= set(f)]
     life = f"; download links are valid {LINK_S // 60} min: reload the page for new ones" if links else ""
     out = [f"<div class='card'><span class='badge {'pass' if ok else 'fail'}'>{'PASSED' if ok else 'FAILED'}</span> "
            f"{len(val.gates or []) if val else said.get('gates', 0)} validation gates"

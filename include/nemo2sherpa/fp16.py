@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import PermanentError
 from .positions import POSITION_NODES
 from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Maker, Variant, fp32_bytes, made_by, single_file_max
 
@@ -61,6 +62,9 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
                 inferred.unlink(missing_ok=True)
             # positions computed in the graph (positions.py) stay float32: past 2048 float16 has no exact integer
             kept = [n.name for n in model.graph.node if n.name.startswith(POSITION_NODES)]
+            if not kept and any(n.op_type in ("Sin", "Cos") for n in model.graph.node):
+                raise PermanentError(f"{src.name} computes sinusoids outside nodes named {POSITION_NODES}*: fp16 "
+                                     "would round its positions; positions.POSITION_NODES must name them")
             half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
                                             node_block_list=kept or None)
             del model
