@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import json
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +29,7 @@ if INCLUDE not in sys.path:
 from nemo2sherpa.errors import FAILURE_XCOM  # noqa: E402
 from nemo2sherpa.targets import Download  # noqa: E402
 from nemo2sherpa.records import Benchmark, Compatibility, Manifest, Validation  # noqa: E402 (pure Python)
-from nemo2sherpa.variants import BASE, VARIANTS  # noqa: E402
+from nemo2sherpa.variants import ARCHIVE_FORMATS, BASE, VARIANTS  # noqa: E402
 
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
@@ -123,16 +123,24 @@ def _bundle_reader(pub: dict[str, Any]):
 def _downloads(pub: dict[str, Any]):
     """(links(model, variant) -> [(target kind, targets.Download)]): per target the run published to, what a person
     opens to get the variant (S3: the archive, presigned for LINK_S through the run's connection; the Hub: the repo)."""
-    published = pub.get("targets") or {"s3": pub}
+    def no_link(e: Exception) -> Download:  # one target's credentials or endpoint failing leaves the page standing
+        return Download(name=f"no link ({type(e).__name__}: {str(e)[:120]})", url="")
 
-    def links(model: str, variant: str) -> list:
+    targets: dict[str, tuple[Any, str]] = {}
+    for kind, r in (pub.get("targets") or {"s3": pub}).items():
+        try:  # each target once, for every variant's link
+            targets[kind] = _target(r["uri"], pub.get("aws_conn_id")), r["uri"]
+        except Exception as e:  # noqa: BLE001 - shown as its link's note
+            targets[kind] = no_link(e), r["uri"]
+
+    def links(model: str, variant: str) -> list[tuple[str, Download]]:
         found = []
-        for kind, r in published.items():
-            try:  # one target's credentials or endpoint failing leaves the others' links (and the page) standing
-                found.append((kind, _target(r["uri"], pub.get("aws_conn_id")).download(r["uri"], model, variant,
-                                                                                        LINK_S)))
-            except Exception as e:  # noqa: BLE001 - shown as the link's note
-                found.append((kind, Download(name=f"no link ({type(e).__name__}: {str(e)[:120]})", url="")))
+        for kind, (target, uri) in targets.items():
+            try:
+                found.append((kind, target if isinstance(target, Download) else
+                              target.download(uri, model, variant, LINK_S)))
+            except Exception as e:  # noqa: BLE001 - shown as its link's note
+                found.append((kind, no_link(e)))
         return found
 
     return links
@@ -271,7 +279,7 @@ def _download_cell(found: list, sizes: dict[str, int]) -> str:
     esc = html.escape
     out = []
     for kind, d in found:
-        if d.name.endswith((".tar", ".tar.gz", ".tar.bz2")) and d.name not in sizes:
+        if d.name.endswith(tuple(f".{x}" for x in ARCHIVE_FORMATS)) and d.name not in sizes:
             continue  # this bundle was published without its archives
         life = f", link valid {d.expires_s // 60} min" if d.expires_s else ""
         needs = f"; needs {esc(d.needs)}" if d.needs else ""
@@ -292,9 +300,7 @@ def headline(m: Manifest, get, links=None) -> str:
     sizes = {f.name: f.size for f in m.files}
     said = m.summary.get("validation") or {}  # what validate's summary put in the manifest (a Hub repo has no more)
     ok = bool(val.passed if val else said.get("passed"))
-    known = {f.name for f in fields(Figure)}  # a manifest of another pipeline version may say more, or less
-    figs = figures(val) if val else [Figure(**{k: x for k, x in f.items() if k in known})
-                                     for f in said.get("figures") or [] if {"variant", "label"} <= set(f)]
+    figs = figures(val) if val else [f for f in map(Figure.from_json, said.get("figures") or []) if f]
     life = f"; download links are valid {LINK_S // 60} min: reload the page for new ones" if links else ""
     out = [f"<div class='card'><span class='badge {'pass' if ok else 'fail'}'>{'PASSED' if ok else 'FAILED'}</span> "
            f"{len(val.gates or []) if val else said.get('gates', 0)} validation gates"

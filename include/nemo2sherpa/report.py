@@ -7,7 +7,7 @@ length, beam search and hotwords, the validated files.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .gates import DRIFT, GATES, SHERPA_WER
@@ -33,12 +33,19 @@ class Figure:
         return self.limit is not None
 
     def __str__(self) -> str:
-        return (f"{self.variant}: {self.label} {'-' if self.value is None else self.value} on {self.clips} clips"
-                + (f" (limit {self.limit:g})" if self.gated else ""))
+        return (f"{self.variant}: {self.label} {'-' if self.value is None else self.value}"
+                + (f" (limit {self.limit:g})" if self.gated else "") + f", {self.clips} clips")
 
     def to_json(self) -> dict[str, Any]:
         """As the validate step's summary carries it (publish's log prints it)."""
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Figure | None:
+        """A figure as a summary carried it; its known fields only (another pipeline version may say more), None
+        where it lacks what names it."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: x for k, x in d.items() if k in known}) if {"variant", "label"} <= set(d) else None
 
 
 KNOWN = "the clips the model knows"

@@ -154,19 +154,17 @@ def run_summary(result: PublishResult, source: Source, validated: dict[str, Any]
     return "\n".join(lines)
 
 
-def _figure_lines(figures: list[dict[str, Any]]) -> list[str]:
+def _figure_lines(summary: list[dict[str, Any]]) -> list[str]:
     """validate's figures (report.Figure, as its summary carries them): the gated ones, each with its limit, apart
     from those only reported, so a reported figure never reads as a failed gate."""
-    def line(f: dict[str, Any]) -> str:
-        limit = f" (limit {f['limit']:g})" if f.get("limit") is not None else ""
-        return f"    {f['variant']}: {f['label']} {'-' if f['value'] is None else f['value']}{limit}, {f['clips']} clips"
+    from .report import Figure
 
-    gated = [f for f in figures if f.get("limit") is not None]
-    reported = [f for f in figures if f.get("limit") is None]
-    out = ["  gated (on the clips the model knows; a figure over its limit fails the run):", *map(line, gated)] \
-        if gated else []
-    return out + (["  reported only (on every clip, audio the model does not know included; no limit):",
-                   *map(line, reported)] if reported else [])
+    figures = [f for f in map(Figure.from_json, summary) if f is not None]
+    gated = [f"    {f}" for f in figures if f.gated]
+    reported = [f"    {f}" for f in figures if not f.gated]
+    return (["  gated (on the clips the model knows; a figure over its limit fails the run):", *gated] if gated
+            else []) + (["  reported only (on every clip, audio the model does not know included; no limit):",
+                         *reported] if reported else [])
 
 
 def published_state(manifest: Manifest | None, variants: list[str]) -> str | None:
