@@ -10,6 +10,7 @@ Everything else is logged as "up to date". Thin on purpose: the checks live in i
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -27,6 +28,10 @@ from nemo2sherpa.workspace import S3_CONNECTIONS  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
 from nemo2sherpa.targets import DEFAULT_TARGETS, HUB_NAMESPACE_PATTERN, TARGET_KINDS  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
+
+# What the tasks say goes through logging, as Airflow's own lines do (stdout is another channel, and can land
+# after the task's section has closed).
+log = logging.getLogger("nemo2sherpa.dag")
 
 CONVERT_DAG = "parakeet_tdt_to_sherpa_onnx"
 SCHEDULE = os.environ.get("NEMO2SHERPA_REFRESH_SCHEDULE", "@daily")
@@ -158,17 +163,17 @@ def nemo2sherpa_refresh():
                        for name, t in targets.items()}
             reason = "; ".join(f"{name}: {r}" for name, r in reasons.items() if r)
             if not reason:
-                print(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published "
-                      f"({', '.join(targets)})", flush=True)
+                log.info(f"{c['name']:<24} up to date: {c['revision'][:12]} ({PIPELINE_VERSION}) is published "
+                         f"({', '.join(targets)})")
                 continue
-            print(f"{c['name']:<24} convert {c['revision'][:12]}: {reason}", flush=True)
+            log.info(f"{c['name']:<24} convert {c['revision'][:12]}: {reason}")
             due.append({"source": c["name"], "revision": c["revision"], "variants": p["variants"],
                         "aws_conn_id": p["aws_conn_id"], "bucket": p["bucket"], "prefix": p["prefix"],
                         "targets": p["targets"], "hub_namespace": p["hub_namespace"], "force": bool(p["force"])})
         unchecked = sorted(set(MODELS) - {c["name"] for c in checked})
         for name in unchecked:
-            print(f"{name:<24} could not check: its upstream_revision task failed (see that task's log)", flush=True)
-        print(f"{len(due)} to convert, {len(checked) - len(due)} up to date, {len(unchecked)} unchecked", flush=True)
+            log.info(f"{name:<24} could not check: its upstream_revision task failed (see that task's log)")
+        log.info(f"{len(due)} to convert, {len(checked) - len(due)} up to date, {len(unchecked)} unchecked")
         if not checked:
             raise AirflowFailException("no registry model could be checked: see the upstream_revision tasks")
         return due
@@ -182,7 +187,7 @@ def nemo2sherpa_refresh():
         unchecked = sorted(set(MODELS) - {c["name"] for c in checked if c})
         if unchecked:
             raise AirflowFailException(f"not checked: {', '.join(unchecked)} (their upstream_revision tasks failed)")
-        print(f"all {len(MODELS)} registry models checked", flush=True)
+        log.info(f"all {len(MODELS)} registry models checked")
 
     checked = upstream.partial(include_dir=INCLUDE).expand(model=MODELS)
     due = decide(checked)

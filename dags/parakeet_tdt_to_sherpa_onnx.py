@@ -10,6 +10,7 @@ small manifests only.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -32,6 +33,10 @@ from nemo2sherpa.registry import load_registry  # noqa: E402
 from nemo2sherpa.runtimes import KINDS  # noqa: E402
 from nemo2sherpa.targets import DEFAULT_TARGETS, HUB_NAMESPACE_PATTERN, TARGET_KINDS  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
+
+# What the tasks say goes through logging, as Airflow's own lines do (stdout is another channel, and can land
+# after the task's section has closed).
+log = logging.getLogger("nemo2sherpa.dag")
 
 DAG_ID = "parakeet_tdt_to_sherpa_onnx"
 WORKSPACE = os.environ.get("NEMO2SHERPA_WORKSPACE", str(Path(__file__).resolve().parents[1] / ".workspace"))
@@ -343,15 +348,15 @@ def _unpublished(plan: dict, src: dict) -> bool:
 
     p = get_current_context()["params"]
     if p["force"]:
-        print("force: converting and publishing again, whatever is published", flush=True)
+        log.info("force: converting and publishing again, whatever is published")
         return True
     plan, source = Plan.from_json(plan), Source.from_json(src)
     held = {name: published_as(t, source, plan) for name, t in _targets(p, plan).items()}
     for name, why in held.items():
-        print(f"{name}: {why}", flush=True)
+        log.info(f"{name}: {why}")
     if all(why.startswith("already published") for why in held.values()):
-        print(f"{source.name} @ {source.revision}: this exact bundle is published to every target of the run: "
-              f"nothing to do, the remaining tasks are skipped (set force to convert and publish again)", flush=True)
+        log.info(f"{source.name} @ {source.revision}: this exact bundle is published to every target of the run: "
+                 f"nothing to do, the remaining tasks are skipped (set force to convert and publish again)")
         return False
     return True
 
@@ -386,8 +391,8 @@ def _plan(ctx) -> dict:
         layout = replace(layout, run_key=run_key, remote=f"{WORKSPACE.rstrip('/')}/{run_key}")
     layout.ws.mkdir(parents=True, exist_ok=True)
     where = f"{layout.remote} (local mirror {layout.ws})" if REMOTE else layout.ws
-    print(f"workspace {where}; variants {layout.variants}; int8 recipe {layout.int8_recipe}; "
-          f"pipeline {PIPELINE_VERSION}", flush=True)
+    log.info(f"workspace {where}; variants {layout.variants}; int8 recipe {layout.int8_recipe}; "
+             f"pipeline {PIPELINE_VERSION}")
     return layout.to_json()
 
 
@@ -406,7 +411,7 @@ def _keep_failure(context) -> None:
     try:
         context["ti"].xcom_push(key=FAILURE_XCOM, value=str(redact(said)))
     except Exception as e:  # noqa: BLE001 - the report then says "its log says why"; the task has failed anyway
-        print(f"could not keep the error for the bundle report: {e}", flush=True)
+        log.info(f"could not keep the error for the bundle report: {e}")
 
 
 @dag(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -58,15 +59,16 @@ def _publish(d: Path, src: Source, variants: list[str], run_id: str, **kw):
 
 
 def test_each_variant_is_a_hub_repo_that_sherpa_onnx_decodes_and_a_second_publish_commits_nothing(
-        hub_run, fake_hub, tmp_path, capsys):
+        hub_run, fake_hub, tmp_path, caplog):
     from huggingface_hub import snapshot_download
 
     from nemo2sherpa.archive import test_wavs
     from nemo2sherpa.variants import VARIANTS
 
     d, src = hub_run
+    caplog.set_level(logging.INFO, logger="nemo2sherpa.targets")
     result = _publish(d, src, ["fp32", "int8"], "run-1", private=True)
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert sorted(result.commits) == sorted(REPOS.values()) and not result.skipped and result.announce
     assert [c["repo"] for c in fake_hub.commits] == [REPOS["fp32"], REPOS["int8"]]  # one commit a repo
     assert all(f"  commit {sha}  {repo}" in printed for repo, sha in result.commits.items())

@@ -1,11 +1,12 @@
 """The publish target interface (nemo2sherpa.targets): the S3 target implements it, and any target is published to
-through the function the DAG's publish task calls (publish_to), which prints the run's summary whatever the target."""
+through the function the DAG's publish task calls (publish_to), which logs the run's summary whatever the target."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,9 @@ def test_targets_implement_the_interface():
     assert not isinstance(object(), Target)
 
 
-def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
-    """publish_to: the target publishes (the gates' figures in its manifest), the run's summary is printed as the
-    task's log shows it, and the record gives the XCom and the asset event."""
+def test_any_target_is_published_to_through_the_dags_function(tmp_path, caplog):
+    """publish_to: the target publishes (the gates' figures in its manifest), the run's summary is logged (a record a line,
+    in the task's own section) as the task's log shows it, and the record gives the XCom and the asset event."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     names = sorted([*VARIANT_FILES[BASE.name], "tokens.txt"])
@@ -76,8 +77,10 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
     bench = {BASE.name: {"1": 0.012}}
     target = MemoryTarget()
 
+    caplog.set_level(logging.INFO, logger="nemo2sherpa.targets")
     result = publish_to(target, bundle, src, [BASE.name], "run-1", validated, bench)
-    printed = capsys.readouterr().out.splitlines()
+    printed = [r.getMessage() for r in caplog.records if r.name == "nemo2sherpa.targets"]
+    caplog.clear()
     assert printed[:len(names) + 3] == ["published:", *(f"  mem://m/r/{n}" for n in names),
                                         "  mem://m/r/manifest.json", f"local bundle folder: {bundle}"]
     assert printed[len(names) + 3] == f"== nemo2sherpa: m @ r (pipeline {PIPELINE_VERSION}) =="
@@ -98,8 +101,8 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, capsys):
                                                      "manifest": "mem://m/r/manifest.json"})
 
     again = publish_to(target, bundle, src, [BASE.name], "run-2", validated, bench)
-    up_to_date = f"mem://m/r/ already published with {BASE.name}: up to date; set force to redo\n"
-    assert capsys.readouterr().out == up_to_date
+    up_to_date = f"mem://m/r/ already published with {BASE.name}: up to date; set force to redo"
+    assert [r.getMessage() for r in caplog.records if r.name == "nemo2sherpa.targets"] == [up_to_date]
     assert again.skipped and not again.announce
 
 

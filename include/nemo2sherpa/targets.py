@@ -4,12 +4,13 @@ A `Target` answers what publishing and its readers need, whatever the store: whe
 the manifest published there (`manifest`: the refresh DAG decides by it), a published file's bytes (`read`: the
 report plugin), and publishing a bundle (`publish`, converging whichever write failed on an earlier try, its
 errors classified as nemo2sherpa.errors says). `publish_to` is the DAG's publish task, whatever the target: the
-bundle published, then the run's summary printed for the task's log; `download` gives a person a link to one
+bundle published, then the run's summary logged for the task's log; `download` gives a person a link to one
 variant (the report plugin). A new target is one module implementing `Target`, plus its tests.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ from .records import FileDigest, Manifest, Plan, Source
 from .variants import VARIANT_FILES, VARIANTS
 
 MANIFEST = Manifest.FILE
+log = logging.getLogger("nemo2sherpa.targets")
 
 # Where a run may publish, declared once (the DAG's param, convert's --publish-to, the refresh DAG): each kind, what
 # it is; a run chooses one or both.
@@ -104,10 +106,13 @@ class Target(Protocol):
 def publish_to(target: Target, bundle: Path, source: Source, variants: list[str], run_id: str,
                validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> PublishResult:
     """The publish task, whatever the target: the bundle published with validate's and the benchmark's figures in
-    its manifest, then the run's summary printed (the task's log shows what was published where)."""
+    its manifest, then the run's summary logged, a line a record (the task's log shows what was published where)."""
     result = target.publish(Path(bundle), source, variants, run_id,
                             {"validation": validated, "benchmark_p50_s": bench}, force)
-    print("\n".join(summary_lines(result, bundle, variants, source, validated, bench)), flush=True)
+    # Logged, not printed: a task's log records and its stdout reach Airflow on two channels, so a print could land
+    # after the task's own "Post Execute" marker; a record keeps its place in the task's section.
+    for line in "\n".join(summary_lines(result, bundle, variants, source, validated, bench)).splitlines():
+        log.info("%s", line)
     return result
 
 
