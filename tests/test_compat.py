@@ -82,6 +82,34 @@ def test_a_runtime_inside_the_range_that_decodes_otherwise_fails_the_step(valida
     assert "1.10.46 int8 (single file, sherpa-onnx >= 1.10.0)" in proc.stdout, proc.stdout
 
 
+def test_a_runtime_killed_for_memory_is_the_machines_limit_not_the_bundles_verdict(validated):
+    """A real runtime killed with SIGKILL once it holds more than 50 MB, as the kernel's OOM killer kills (a 9-minute
+    recording in one call at 24 GB did so): the matrix records the machine's limit with its memory, proves nothing
+    with that runtime, and does not fail the bundle."""
+    from conftest import ROOT
+
+    copy = validated.parent / "small-machine"
+    shutil.copytree(validated / "bundle", copy, dirs_exist_ok=True)
+    proc = in_onnx_venv(f"""
+        import json, sys
+        from pathlib import Path
+        from nemo2sherpa import compat, runtimes
+        real = compat.install
+        compat.install = lambda rt, cache: runtimes.Launch(
+            (sys.executable, {str(ROOT / "tests" / "memory_watchdog.py")!r}, "50", *real(rt, cache).cmd),
+            real(rt, cache).env)
+        r = compat.check_runtimes(Path({str(copy)!r}), Path({str(validated / 'reference')!r}), ["int8"],
+                                  runtimes=(runtimes.Runtime("python", "2.0.1"),), report=False)
+        print(json.dumps(r.to_json()))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    x = result["runtimes"][0]["variants"]["int8"]
+    assert result["passed"] and x["in_range"] and x["status"] == "machine limit", x
+    assert x["exit_code"] == -9 and "on a machine with " in x["error"] and "not the bundle's" in x["error"], x
+    assert "machine limit" in proc.stderr and "sherpa-onnx (Python) 2.0.1" in proc.stderr  # logged as a warning
+
+
 @pytest.mark.parametrize("case", ["no such wheel", "no cargo"])
 def test_a_runtime_that_cannot_be_installed_is_an_error_naming_it(case, tmp_path):
     """Node.js and the C compiler come from PyPI; Rust's toolchain cannot: without cargo the Rust runtime is an error

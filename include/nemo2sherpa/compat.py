@@ -6,7 +6,8 @@ measured on every release). The runtimes of runtimes.RUNTIMES that bound a varia
 kind users ship, decode that variant on the evaluation clips up to MATRIX_MAX_S; each is compared token for token
 (and timestamp for timestamp, to the 10 ms the runtimes print) with the newest sherpa-onnx Python wheel, whose
 output validate gated (validation.json). A runtime inside the variant's range that decodes otherwise fails the stage
-(GateFailed, naming runtime, variant and clip); one outside it is recorded with how it fails. Runtimes run two at a
+(GateFailed, naming runtime, variant and clip); one outside it is recorded with how it fails. A runtime killed as
+for memory is the machine's limit (MACHINE_LIMIT), recorded with the machine's memory: no verdict on the bundle. Runtimes run two at a
 time (at most one on a model with external weights: each holds it in memory), one thread each. Writes
 compatibility.json beside the bundle and re-renders VALIDATION.md with the matrix.
 """
@@ -34,6 +35,9 @@ log = logging.getLogger("nemo2sherpa.compat")
 # model knows; differences only, on a set with no clip the model knows (nothing there to hold a runtime to).
 PROVEN = ("agrees", "agrees where known")  # a runtime shown to decode the bundle as validated
 AGREE = (*PROVEN, "unknown audio only")
+# A runtime killed as for memory (runtimes.KILLED) proves nothing either way: the machine's limit, recorded and
+# logged with the machine's memory, is no verdict on the bundle.
+MACHINE_LIMIT = "machine limit"
 # The matrix decodes the evaluation clips up to this long (at least the shortest clip). What tells runtimes apart
 # is how each loads the files and follows the TDT durations, which any clip with speech shows; long clips would add
 # minutes at 1.1B (each runtime loads the model anew and decodes 105 s of the built-in set at RTF ~0.25 in fp32)
@@ -54,7 +58,8 @@ def _compare(ref: dict[str, Any], got: dict[str, Any], clips: list[str], known: 
     (measured: sherpa-onnx 1.12.26 and 2.0.1 on a model trained on other sentences); a difference there is
     recorded, one on a clip the model knows is the runtime's."""
     if not got["ok"]:
-        return {"status": "fails", "error": got["error"], "exit_code": got.get("exit_code")}
+        return {"status": MACHINE_LIMIT if got.get("killed") else "fails", "error": got["error"],
+                "exit_code": got.get("exit_code")}
     differ = [i for i in range(len(clips)) if got["tokens"][i] != ref["tokens"][i] or len(got["timestamps"][i]) !=
               len(ref["timestamps"][i]) or any(abs(a - b) > 0.011 for a, b in zip(got["timestamps"][i],
                                                                                   ref["timestamps"][i]))]
@@ -127,7 +132,8 @@ def check_runtimes(bundle: Path, reference_dir: Path, variants: list[str], runti
     with ThreadPoolExecutor(max(1, workers)) as pool:
         done = dict(zip(jobs, pool.map(run, jobs)))
     rows = [_row(rt, variants, layouts, done, validated, picked, clips, known) for rt in how]
-    bad = [(r, v, x) for r in rows for v, x in r.variants.items() if x.in_range and x.status not in AGREE]
+    bad = [(r, v, x) for r in rows for v, x in r.variants.items()
+           if x.in_range and x.status not in (*AGREE, MACHINE_LIMIT)]
     result = Compatibility(reference=f"sherpa-onnx (Python) {sherpa_onnx.__version__}", ranges=ranges_of(layouts),
                            clips=clips, clips_max_s=MATRIX_MAX_S, variants=variants, runtimes=rows, kinds=kinds,
                            left_out={k: f"{KINDS[k].label}: not chosen for this run" for k in left_out},
@@ -163,9 +169,10 @@ def _row(rt: Runtime, variants: list[str], layouts: dict[str, str], done: dict, 
                                   in_range=rt.in_range(layouts[v]), seconds=round(seconds, 1), native=got.get("native"))
         total = round(total + seconds, 1)
     statuses = {x.status for x in per.values()}
-    status = next(s for s in ("fails", "differs", "unknown audio only", "agrees where known", "agrees") if s in statuses)
+    status = next(s for s in ("fails", "differs", MACHINE_LIMIT, "unknown audio only", "agrees where known", "agrees")
+                  if s in statuses)
     for v, x in per.items():
-        log.info("%-56s %-5s %-18s %s (%s range, %.1f s)%s", rt.name, v, x.status, x.layout,
+        (log.warning if x.status == MACHINE_LIMIT else log.info)("%-56s %-5s %-18s %s (%s range, %.1f s)%s", rt.name, v, x.status, x.layout,
                  "in" if x.in_range else "outside", x.seconds,
                  f": {_said(x) or ''}" if x.example or x.error is not None else "")
     return RuntimeRow(runtime=rt.name, kind=rt.kind, version=rt.version, from_folder=rt.from_folder, note=rt.note,

@@ -281,6 +281,8 @@ def _matrix_cell(x: RuntimeOnVariant | None) -> str:
     where = "in range" if x.in_range else "outside range"
     if x.status == "fails":
         return f"{where}: fails: {(x.error or '')[:80]}"
+    if x.status == "machine limit":
+        return f"{where}: not proven on this machine: {(x.error or '')[:120]}"
     if x.status == "agrees":
         return f"{where}: same tokens and times"
     return (f"{where}: " + {"differs": "**", "unknown audio only": "no clip the model knows; "}.get(

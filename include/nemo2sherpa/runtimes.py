@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -374,10 +375,20 @@ def _answers_python(out: str, err: str) -> list[dict[str, Any]]:
             for t, k, s in zip(one.get("texts", []), one.get("tokens", []), one.get("timestamps", []))]
 
 
+# How a process killed for memory exits: SIGKILL, seen directly or through a shell (128 + 9).
+KILLED = (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+def memory_gib() -> float:
+    """The machine's memory (MemTotal), GiB."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemTotal:")) / 2**20
+
+
 def decode(rt: Runtime, how: Launch, graphs: Graphs, wavs: list[Path],
            feat_dim: int, threads: int = 2, timeout: float = 900) -> dict[str, Any]:
     """One runtime decoding `wavs` with one variant's graphs: per file text, tokens and timestamps;
-    {'ok': False, 'error': ...} when it exits or says nothing."""
+    {'ok': False, 'error': ...} when it exits or says nothing, with `killed` when it was killed as for memory."""
     kind = KINDS[rt.kind]
     proc = subprocess.run([*how.cmd, *kind.arguments(graphs, feat_dim, threads), *(str(w) for w in wavs)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **dict(how.env)},
@@ -385,6 +396,11 @@ def decode(rt: Runtime, how: Launch, graphs: Graphs, wavs: list[Path],
     answers = kind.answers(proc.stdout, proc.stderr)  # one JSON object a file, in order
     native = next((r["native"] for r in answers if "native" in r), None)  # the Node addon's own release
     results = [r for r in answers if "text" in r]
+    if proc.returncode in KILLED:
+        return {"ok": False, "exit_code": proc.returncode, "killed": True, "decoded": len(results),
+                "error": f"killed (SIGKILL, as the kernel's OOM killer or a container's memory limit kills) on a "
+                         f"machine with {memory_gib():.1f} GiB, after {len(results)} of {len(wavs)} files: the "
+                         f"machine's limit, not the bundle's"}
     if proc.returncode != 0 or len(results) != len(wavs):
         return {"ok": False, "exit_code": proc.returncode, "error": error_lines(proc.stderr or proc.stdout),
                 "decoded": len(results)}
