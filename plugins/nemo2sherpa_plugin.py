@@ -327,7 +327,10 @@ def headline(m: Manifest, get, links=None) -> str:
         out.append(f"<tr><td><b>{esc(v)}</b></td><td>{size / 1e6:,.1f} MB</td><td>{gated}</td>"
                    f"<td>{_figures_cell([f for f in mine if not f.gated])}</td><td>{esc(p50)}</td>"
                    f"<td>{esc(supported)}</td><td>{runtimes}</td><td>{_download_cell(found, sizes)}</td></tr>")
-    return "\n".join(out) + "</table>"
+    a = val.long_audio if val else None
+    long = (f"<p class='long'><b>Long recordings</b>: length limit {esc(a.limit)}. Longest clip validated: "
+            f"{a.longest_proven_s:g} s ({esc(a.longest_clip)}).</p>") if a else ""
+    return "\n".join(out) + "</table>" + long
 
 
 def _make_app():

@@ -120,6 +120,7 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, t
     assert "badge pass" in top and "<td>sherpa-onnx &gt;= 1.12.14</td>" in top and "ms at 2 s" in top
     assert "<td>sherpa-onnx &gt;= 1.12.36 (or &gt;= 1.12.21 run from the model&#x27;s folder" in top  # fp32's layout
     assert "<th>gated (limit)</th><th>reported only</th>" in top and "&le; 0.07" in top  # the run's int8 limit
+    assert "<b>Long recordings</b>: length limit none but memory" in top and "Longest clip validated: " in top
     row = top[top.index("<td><b>int8</b></td>"):]
     gated, reported = row.split("</td><td>")[2:4]
     assert "WER vs fp32 (worst length bucket)" in gated and "&le;" not in reported and "WER vs fp32" in reported

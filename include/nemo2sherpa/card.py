@@ -40,6 +40,16 @@ def _figures(validated: Validation, variant: str) -> list[str]:
     return rows
 
 
+def _long_recordings(validated: Validation) -> list[str]:
+    """How long a recording the bundle decodes at once: what bounds it, and the longest validate proved."""
+    a = validated.long_audio
+    if a is None:
+        return []
+    return ["", "## Long recordings", "", f"- Positions: {a.positions}.", f"- Length limit: {a.limit}.",
+            f"- Longest recording validated: {a.longest_proven_s:g} s (`{a.longest_clip}` of the evaluation set), "
+            f"decoded by sherpa-onnx as by the reference decoder on sherpa-onnx's own features."]
+
+
 def _runtimes(compat: Compatibility | None, variant: str) -> list[str]:
     """The card's runtime section: this variant's layout and range (the older releases and what they do), what the
     matrix measured on this bundle, and what Rust users should link."""
@@ -165,6 +175,7 @@ def model_card(name: str, variant: str, model: str, source: Source, validated: V
         if compat:
             out += ["", "Each variant's files and the sherpa-onnx releases that load them:", ""] + [
                 f"- {v}: {r.layout}: {r.range}" for v, r in compat.ranges.items()]
+    out += _long_recordings(validated)
     out += ["", "## Runtimes", "", *_runtimes(compat, variant), "", "## Test clips", "",
             "`test_wavs/` holds clips of the evaluation set; `trans.txt` their reference texts. sherpa-onnx "
             "(greedy search) transcribes them as:", ""]

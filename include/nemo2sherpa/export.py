@@ -25,7 +25,7 @@ from .decode import first_divergence
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
-from .positions import compute_in_graph
+from .positions import compute_in_graph, describe
 from .progress import Phases
 from .records import Engine, EvalSet, Export, ExportClip, Source
 from .reference import ClipReference, Reference
@@ -508,7 +508,8 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     sizes = {f: (bundle_dir / f).stat().st_size for f in files}
     manifest = Export(nemo2sherpa=__version__, nemo_path=str(nemo_path), spec=spec.to_dict(), params=params,
                       tokens=n_tokens, files=sizes, eval_set=replace(eval_record, dir=None) if eval_record else None,
-                      timings_s={"nemo_baseline": 0.0, **phase.seconds}, clips=clips, nemo_baseline=baseline)
+                      timings_s={"nemo_baseline": 0.0, **phase.seconds}, clips=clips, nemo_baseline=baseline,
+                      positions=describe(model.encoder))
     (reference_dir / Export.FILE).write_text(json.dumps(manifest.to_json(), indent=2))
     for f, s in sizes.items():
         log.info("%-16s %12s bytes", f, f"{s:,}")

@@ -21,6 +21,22 @@ log = logging.getLogger("nemo2sherpa.positions")
 
 POSITION_NODES = "/pos_enc/"  # the exported graph's name prefix of the module's nodes
 TABLE_KIND = "RelPositionalEncoding"  # the kind with a growing table (local attention's is fixed by its window)
+COMPUTED = "computed in the graph from the input's length"
+# What bounds the length a bundle decodes, by how its encoder gets its positions.
+NO_LIMIT = ("none but memory: full attention holds scores for every pair of encoder frames (12.5 a second), so "
+            "the memory a recording needs grows with the square of its length; split long recordings with a VAD")
+NOT_STATED = "not stated: the encoder's positions are not computed in the graph"
+
+
+def describe(encoder: Any) -> str:
+    """How the encoder, as it will be exported, gets its positions: COMPUTED, or the kind of NeMo's module."""
+    pos = getattr(encoder, "pos_enc", None)
+    return COMPUTED if getattr(pos, "in_graph", False) else f"NeMo's {type(pos).__name__}"
+
+
+def limit(positions: str | None) -> str:
+    """What bounds the length a bundle decodes, given how its encoder gets its positions (export.json)."""
+    return NO_LIMIT if positions == COMPUTED else NOT_STATED
 
 
 def compute_in_graph(encoder: Any) -> bool:
@@ -36,6 +52,8 @@ def compute_in_graph(encoder: Any) -> bool:
 
     class ComputedPositions(torch.nn.Module):
         """RelPositionalEncoding without its table: positions L-1 .. -(L-1), sin on even channels, cos on odd."""
+
+        in_graph = True  # describe(): no table to bound the length
 
         def __init__(self, nemo: torch.nn.Module) -> None:
             super().__init__()

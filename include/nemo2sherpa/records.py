@@ -292,6 +292,7 @@ class Export(Record):
     timings_s: dict[str, float]
     clips: list[ExportClip]
     nemo_baseline: Engine | None = None  # NeMo transcribe()'s timings, for the benchmark
+    positions: str | None = None  # how the exported encoder gets its positions (positions.describe)
 
     def model_spec(self) -> ModelSpec:
         """The model's spec (modelspec.ModelSpec)."""
@@ -412,6 +413,17 @@ class ModelFigures(Record):
     pred_hidden: int
     encoder_layers: int
     enc_hidden: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LongAudio(Record):
+    """What a bundle says about long recordings: how its encoder gets its positions, so what bounds the length it
+    decodes (`limit`), and the longest clip validate decoded with it, in every variant, as the reference decoder did."""
+
+    positions: str
+    limit: str
+    longest_clip: str
+    longest_proven_s: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -568,6 +580,7 @@ class Validation(Record):
     variants: dict[str, VariantResult] = field(default_factory=dict)
     source: dict[str, Any] | None = None
     eval_set: EvalSet | None = None
+    long_audio: LongAudio | None = None
     made: dict[str, dict[str, Any]] = field(default_factory=dict)
     known_clips: list[str] | None = None
     by_length: dict[str, dict[str, Any]] | None = None

@@ -198,6 +198,10 @@ def render_markdown(result: Validation, compatibility: Compatibility | None = No
         out += ["", f"Evaluation set: {e.source} (sha256 {e.sha256[:16]}...), {len(e.clips)} clips, "
                     f"{e.duration_s:g} s" + (f", sampled from {e.total_clips} with seed {e.seed}"
                                              if e.sampled else "") + "."]
+    a = result.long_audio
+    if a:
+        out += ["", f"Long recordings: positions {a.positions}; length limit: {a.limit}. Longest clip validated: "
+                    f"{a.longest_proven_s:g} s ({a.longest_clip})."]
     out += ["", f"{len(gates)} gates, {len(failed)} failed.", "",
             "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
             f"| WER vs {BASE.name} | sherpa WER vs NeMo | sherpa WER vs reference |",

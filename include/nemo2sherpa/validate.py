@@ -48,8 +48,9 @@ from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
 from .progress import Phases
 from .reference import Reference
+from .positions import limit as positions_limit
 from .records import (ClipRow, Decoding, Drift, Export, ExportClip, FileDigest, Frontend, FrontendClip, Gate,
-                      ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff, Stepwise, Timestamps,
+                      LongAudio, ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff, Stepwise, Timestamps,
                       Validation, VariantResult)
 from .source import sha256_file
 from .report import figures, render_markdown
@@ -516,7 +517,16 @@ def _result_head(exp: Export, mode: str, lim: dict[str, float | None], clips: li
                     **{g.key: lim[g.param] for g in GATES}},
         clips=[ClipRow(clip=c.name, reference=c.text, nemo=c.nemo_text, duration_s=c.duration_s) for c in clips],
         source=source.identity(("kind", "name", "repo_id", "url", "revision", "sha256")) if source else None,
-        eval_set=exp.eval_set, made=made)
+        eval_set=exp.eval_set, long_audio=_long_audio(exp, clips), made=made)
+
+
+def _long_audio(exp: Export, clips: list[ExportClip]) -> LongAudio:
+    """What the bundle says about long recordings: the positions export made, what bounds the length, and the
+    longest clip the gates hold in sherpa-onnx (every clip is decoded by every variant, on sherpa-onnx's features
+    too)."""
+    longest = max(clips, key=lambda c: c.duration_s)
+    return LongAudio(positions=exp.positions or "not recorded by export", limit=positions_limit(exp.positions),
+                     longest_clip=longest.name, longest_proven_s=longest.duration_s)
 
 
 def _decoding_gates(v: str, d: Decoding, sw: Stepwise | None, base: Decoding | None,
