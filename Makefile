@@ -22,7 +22,7 @@ export PYTHONPATH := $(ROOT)/include
 
 VARIANTS ?= fp32,int8
 
-.PHONY: bench-full-size bench-int8 bench-publish venv demo test system-deps convert hotwords-check up up-celery down fixtures clean
+.PHONY: bench-full-size bench-long-audio bench-int8 bench-publish venv demo test system-deps convert hotwords-check up up-celery down fixtures clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ fixtures: venv
 ## make test. Writes benchmarks/results/full-dag-1.1b.{json,md}; exits 1 when a step fails (~15 GB disk, ~10 GB RAM).
 bench-full-size: venv
 	$(PY) benchmarks/full_size.py $(ARGS)
+
+## make bench-long-audio: what sherpa-onnx needs, in memory and time, to decode 1, 5 and 10 minutes at once at 1.1B
+## size, fp32 and int8; by hand. Writes benchmarks/results/long-audio-1.1b.{json,md} (~25 min, ~20 GB RAM).
+bench-long-audio: venv
+	$(PY) benchmarks/long_audio.py $(ARGS)
 
 ## make bench-int8: the int8 recipes side by side at 1.1B size (fp32, sherpa-onnx's, ours), interleaved, by hand;
 ## writes benchmarks/results/int8-recipes-1.1b.{json,md} (~15 min, ~20 GB disk, ~10 GB RAM).

@@ -22,6 +22,7 @@ import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .audio import DEFAULT_CLIPS
 from .errors import InputError
@@ -175,28 +176,45 @@ def _names(items: list[Item]) -> list[str]:
     return stems if len(set(stems)) == len(stems) else [f"{i:03d}-{s}" for i, s in enumerate(stems)]
 
 
-def long_clips(folder: Path) -> list[Item]:
-    """The built-in set's long clips (LONG_CLIPS), written into `folder` (16 kHz 16-bit wav): the built-in speech
-    with pauses, the same bytes on every run; their texts the clips' texts joined."""
+def speech_with_pauses(seconds: float, first: int = 0) -> tuple[Any, str]:
+    """At least `seconds` of the built-in clips in turn from clip `first`, each followed by a pause of PAUSES_S in
+    turn (16 kHz float samples, the same on every run), and the clips' texts joined."""
     import numpy as np
-    import soundfile
 
     from .audio import load_clips, read_wav
 
     short = load_clips(DEFAULT_CLIPS)
     audio = [read_wav(c.path)[0] for c in short]
+    parts, texts, n, k = [], [], 0, 0
+    while n < seconds * 16000:
+        i = (first + k) % len(short)
+        pause = np.zeros(int(PAUSES_S[k % len(PAUSES_S)] * 16000), np.float32)
+        parts += [audio[i], pause]
+        texts.append(short[i].text)
+        n, k = n + len(audio[i]) + len(pause), k + 1
+    return np.concatenate(parts), " ".join(texts)
+
+
+def write_speech_with_pauses(path: Path, seconds: float, first: int = 0) -> float:
+    """speech_with_pauses written to `path` (16 kHz 16-bit wav); its length in seconds."""
+    import soundfile
+
+    samples, _ = speech_with_pauses(seconds, first)
+    soundfile.write(str(path), samples, 16000, subtype="PCM_16")
+    return len(samples) / 16000
+
+
+def long_clips(folder: Path) -> list[Item]:
+    """The built-in set's long clips (LONG_CLIPS), written into `folder` (16 kHz 16-bit wav): the built-in speech
+    with pauses, the same bytes on every run; their texts the clips' texts joined."""
+    import soundfile
+
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for name, seconds, first in LONG_CLIPS:
-        parts, texts, n, k = [], [], 0, 0
-        while n < seconds * 16000:
-            i = (first + k) % len(short)
-            pause = np.zeros(int(PAUSES_S[k % len(PAUSES_S)] * 16000), np.float32)
-            parts += [audio[i], pause]
-            texts.append(short[i].text)
-            n, k = n + len(audio[i]) + len(pause), k + 1
-        soundfile.write(str(folder / f"{name}.wav"), np.concatenate(parts), 16000, subtype="PCM_16")
-        out.append(Item(folder / f"{name}.wav", " ".join(texts)))
+        samples, text = speech_with_pauses(seconds, first)
+        soundfile.write(str(folder / f"{name}.wav"), samples, 16000, subtype="PCM_16")
+        out.append(Item(folder / f"{name}.wav", text))
     return out
 
 
