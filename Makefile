@@ -48,7 +48,7 @@ system-deps:
 	  else echo "the tests need Debian packages: sudo apt-get install -y $$missing" >&2; exit 1; fi; fi
 
 test: venv system-deps
-	$(PY) -m pytest -ra tests
+	$(PY) -m pytest -ra --durations=30 tests
 
 ## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8] [INT8_RECIPE=sherpa-onnx]
 ##              [EVAL=<manifest.jsonl | folder of audio>] [PUBLISH=s3://<bucket>/<prefix>,hf://<namespace>]
