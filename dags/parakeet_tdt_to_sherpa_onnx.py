@@ -411,7 +411,7 @@ def _keep_failure(context) -> None:
     try:
         context["ti"].xcom_push(key=FAILURE_XCOM, value=str(redact(said)))
     except Exception as e:  # noqa: BLE001 - the report then says "its log says why"; the task has failed anyway
-        log.info(f"could not keep the error for the bundle report: {e}")
+        log.warning(f"could not keep the error for the bundle report: {e}")
 
 
 @dag(

@@ -7,9 +7,9 @@ kind users ship, decode that variant on the evaluation clips up to MATRIX_MAX_S;
 (and timestamp for timestamp, to the 10 ms the runtimes print) with the newest sherpa-onnx Python wheel, whose
 output validate gated (validation.json). A runtime inside the variant's range that decodes otherwise fails the stage
 (GateFailed, naming runtime, variant and clip); one outside it is recorded with how it fails. A runtime killed as
-for memory is the machine's limit (MACHINE_LIMIT), recorded with the machine's memory: no verdict on the bundle. Runtimes run two at a
-time (at most one on a model with external weights: each holds it in memory), one thread each. Writes
-compatibility.json beside the bundle and re-renders VALIDATION.md with the matrix.
+for memory is the machine's limit (MACHINE_LIMIT), recorded with the machine's memory: no verdict on the bundle.
+Runtimes run two at a time (at most one on a model with external weights: each holds it in memory), one thread each.
+Writes compatibility.json beside the bundle and re-renders VALIDATION.md with the matrix.
 """
 
 from __future__ import annotations
@@ -172,9 +172,10 @@ def _row(rt: Runtime, variants: list[str], layouts: dict[str, str], done: dict, 
     status = next(s for s in ("fails", "differs", MACHINE_LIMIT, "unknown audio only", "agrees where known", "agrees")
                   if s in statuses)
     for v, x in per.items():
-        (log.warning if x.status == MACHINE_LIMIT else log.info)("%-56s %-5s %-18s %s (%s range, %.1f s)%s", rt.name, v, x.status, x.layout,
-                 "in" if x.in_range else "outside", x.seconds,
-                 f": {_said(x) or ''}" if x.example or x.error is not None else "")
+        say = log.warning if x.status == MACHINE_LIMIT else log.info
+        say("%-56s %-5s %-18s %s (%s range, %.1f s)%s", rt.name, v, x.status, x.layout,
+            "in" if x.in_range else "outside", x.seconds,
+            f": {_said(x) or ''}" if x.example or x.error is not None else "")
     return RuntimeRow(runtime=rt.name, kind=rt.kind, version=rt.version, from_folder=rt.from_folder, note=rt.note,
                       variants=per, seconds=total, status=status)
 
