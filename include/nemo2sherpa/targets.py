@@ -111,7 +111,7 @@ def publish_to(target: Target, bundle: Path, source: Source, variants: list[str]
                             {"validation": validated, "benchmark_p50_s": bench}, force)
     # Logged, not printed: a task's log records and its stdout reach Airflow on two channels, so a print could land
     # after the task's own "Post Execute" marker; a record keeps its place in the task's section.
-    for line in "\n".join(summary_lines(result, bundle, variants, source, validated, bench)).splitlines():
+    for line in summary_lines(result, bundle, variants, source, validated, bench):
         log.info("%s", line)
     return result
 
@@ -124,12 +124,13 @@ def summary_lines(result: PublishResult, bundle: Path, variants: list[str], sour
         return [f"{result.uri} already published with {', '.join(variants)}: up to date; set force to redo"]
     added = [f"{result.uri} is {result.added_to}: adding to it (its other files stay as they are)"]
     return [*(added if result.added_to else []), "published:", *(f"  {u}" for u in result.objects),
-            f"local bundle folder: {bundle}", run_summary(result, source, validated, bench)]
+            f"local bundle folder: {bundle}", *run_summary(result, source, validated, bench)]
 
 
 def run_summary(result: PublishResult, source: Source, validated: dict[str, Any],
-                bench: dict[str, Any]) -> str:
-    """The last thing a run's log shows: what was published where, with the figures that vouch for it."""
+                bench: dict[str, Any]) -> list[str]:
+    """The last thing a run's log shows, a line each: what was published where, with the figures that vouch for
+    it."""
     lines = [f"== nemo2sherpa: {source.name} @ {source.revision} (pipeline {PIPELINE_VERSION}) ==",
              "files:"]
     for f in result.files:
@@ -156,7 +157,7 @@ def run_summary(result: PublishResult, source: Source, validated: dict[str, Any]
     for variant, by_len in (bench or {}).items():
         lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
     lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")
-    return "\n".join(lines)
+    return lines
 
 
 def _figure_lines(summary: list[dict[str, Any]]) -> list[str]:
