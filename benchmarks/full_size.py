@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.benchmark import table  # noqa: E402
-from nemo2sherpa.child import run_measured  # noqa: E402
+from nemo2sherpa.child import memory_gib, run_measured  # noqa: E402
 from nemo2sherpa.records import Benchmark  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS  # noqa: E402
 
@@ -53,12 +53,11 @@ HUB_NAMESPACE, HUB_TOKEN = "nemo2sherpa-bench", "hf_bench_write_token"  # of the
 
 def machine() -> dict:
     """Cores, memory and the CPU (model, clock, the int8 instructions onnxruntime can use): figures depend on them."""
-    mem = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal"))
     info = Path("/proc/cpuinfo").read_text()
     field = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in info.split("\n\n")[0].splitlines() if ":" in ln)}
     flags = [f for f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8") if f in field.get("flags", "").split()]
     cpu = f"{field.get('model name', '?')} at {float(field.get('cpu MHz', 0)):.0f} MHz ({', '.join(flags) or 'no AVX2'})"
-    return {"cpus": os.cpu_count(), "memory_gb": round(mem / 2**30, 1), "python": platform.python_version(),
+    return {"cpus": os.cpu_count(), "memory_gb": round(memory_gib(), 1), "python": platform.python_version(),
             "platform": platform.platform(), "cpu": cpu}
 
 

@@ -160,6 +160,12 @@ def run_module_measured(args: list[str], python: str | Path = sys.executable,
     return run_measured(_cmd(args, python), env={**(os.environ if env is None else env), "PYTHONPATH": str(INCLUDE)})
 
 
+def memory_gib() -> float:
+    """The machine's memory (MemTotal), GiB."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemTotal:")) / 2**20
+
+
 def own_peak_rss() -> int:
     """This process's peak resident set (VmHWM) in bytes: its own, unlike wait4's, which starts at its parent's."""
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GateFailed
-from .records import (Compatibility, Example, Export, ExportClip, RuntimeOnVariant, RuntimeRow, SherpaRun,
-                      Validation)
+from .records import (MACHINE_LIMIT, Compatibility, Example, Export, ExportClip, RuntimeOnVariant, RuntimeRow,
+                      SherpaRun, Validation)
 from .runtimes import KINDS, RUNTIMES, Graphs, Runtime, chosen, decode, install, ranges_of
 from .variants import EXTERNAL_WEIGHTS, layout
 
@@ -35,9 +35,6 @@ log = logging.getLogger("nemo2sherpa.compat")
 # model knows; differences only, on a set with no clip the model knows (nothing there to hold a runtime to).
 PROVEN = ("agrees", "agrees where known")  # a runtime shown to decode the bundle as validated
 AGREE = (*PROVEN, "unknown audio only")
-# A runtime killed as for memory (runtimes.KILLED) proves nothing either way: the machine's limit, recorded and
-# logged with the machine's memory, is no verdict on the bundle.
-MACHINE_LIMIT = "machine limit"
 # The matrix decodes the evaluation clips up to this long (at least the shortest clip). What tells runtimes apart
 # is how each loads the files and follows the TDT durations, which any clip with speech shows; long clips would add
 # minutes at 1.1B (each runtime loads the model anew and decodes 105 s of the built-in set at RTF ~0.25 in fp32)

@@ -310,6 +310,11 @@ class Example(Record):
     reference: str
 
 
+# A runtime killed as for memory (runtimes.KILLED) proves nothing either way: the machine's limit, recorded with the
+# machine's memory, is no verdict on the bundle (compat, report).
+MACHINE_LIMIT = "machine limit"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeOnVariant(Record):
     """One runtime on one variant: agrees / differs (the clips, an example) / fails (its error), its layout and

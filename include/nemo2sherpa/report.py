@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .gates import DRIFT, GATES, SHERPA_WER
-from .records import Compatibility, RuntimeOnVariant, Validation, VariantResult, given
+from .records import MACHINE_LIMIT, Compatibility, RuntimeOnVariant, Validation, VariantResult, given
 from .variants import BASE, BPE_VOCAB, VARIANTS
 
 
@@ -285,7 +285,7 @@ def _matrix_cell(x: RuntimeOnVariant | None) -> str:
     where = "in range" if x.in_range else "outside range"
     if x.status == "fails":
         return f"{where}: fails: {(x.error or '')[:80]}"
-    if x.status == "machine limit":
+    if x.status == MACHINE_LIMIT:
         return f"{where}: not proven on this machine: {(x.error or '')[:120]}"
     if x.status == "agrees":
         return f"{where}: same tokens and times"

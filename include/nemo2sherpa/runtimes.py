@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .child import memory_gib
 from .errors import PermanentError, TransientError
 from .records import LayoutRange
 from .variants import EXTERNAL_WEIGHTS, SINGLE_FILE, TOKENS, variant_files
@@ -377,12 +378,6 @@ def _answers_python(out: str, err: str) -> list[dict[str, Any]]:
 
 # How a process killed for memory exits: SIGKILL, seen directly or through a shell (128 + 9).
 KILLED = (-signal.SIGKILL, 128 + signal.SIGKILL)
-
-
-def memory_gib() -> float:
-    """The machine's memory (MemTotal), GiB."""
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("MemTotal:")) / 2**20
 
 
 def decode(rt: Runtime, how: Launch, graphs: Graphs, wavs: list[Path],
