@@ -132,9 +132,9 @@ PARAMS = {
                                items={"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BENCHMARK_S},
                                minItems=1, maxItems=8, title="Benchmark clip lengths (s)",
                                description="Clip lengths, in seconds, to time (p50/p95 after a warm-up call)."),
-    # One WER limit per variant made from fp32, and sherpa-onnx's (nemo2sherpa.gates): empty means report only.
+    # One WER limit per variant made from fp32, sherpa-onnx's, the long-recording gate's length (nemo2sherpa.gates).
     **{g.param: Param(g.default, type=["null", "number"], minimum=0, title=g.title,
-                     description=f"{g.description} Empty: report only.")
+                     description=f"{g.description} Empty: {g.none_means}.")
        for g in GATES},
     "force": Param(False, type="boolean", title="Force",
                    description="Re-convert and re-publish even if this bundle's manifest is already published."),

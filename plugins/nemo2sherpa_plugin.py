@@ -328,8 +328,9 @@ def headline(m: Manifest, get, links=None) -> str:
                    f"<td>{_figures_cell([f for f in mine if not f.gated])}</td><td>{esc(p50)}</td>"
                    f"<td>{esc(supported)}</td><td>{runtimes}</td><td>{_download_cell(found, sizes)}</td></tr>")
     a = val.long_audio if val else None
-    long = (f"<p class='long'><b>Long recordings</b>: length limit {esc(a.limit)}. Longest clip validated: "
-            f"{a.longest_proven_s:g} s ({esc(a.longest_clip)}).</p>") if a else ""
+    memory = a.memory() if a else None
+    long = (f"<p class='long'><b>Long recordings</b>: length limit {esc(a.limit)}. Longest recording validated: "
+            f"{esc(a.proven())}." + (f" Memory: {esc(memory)}." if memory else "") + "</p>") if a else ""
     return "\n".join(out) + "</table>" + long
 
 

@@ -30,6 +30,9 @@ os.environ.setdefault("NEMO2SHERPA_VENV_CACHE", str(ROOT / ".cache" / "venvs"))
 os.environ["NEMO2SHERPA_WORKSPACE"] = str(ROOT / ".cache" / "test-workspace")  # test runs' files, not the demo's
 os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+# The long-recording gate (gates.LONG_RECORDING) off by default here, as a deployment would set it: the `validated`
+# fixture and the DAG test that read it turn it on.
+os.environ["NEMO2SHERPA_LONG_RECORDING_S"] = "none"
 
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.child import run_module  # noqa: E402
@@ -106,15 +109,19 @@ def full_bundle(exported, source_manifest, tmp_path_factory) -> Path:
     return d
 
 
+LONG_RECORDING_S = 540  # the `validated` fixture's long-recording gate: 9 minutes, past NeMo's old table (488 s)
+
+
 @pytest.fixture(scope="session")
 def validated(full_bundle, source_manifest, tmp_path_factory):
-    """The full fixture bundle (fp32 + int8), validated, with its reference: what compat, package and publish run
-    after (the runtime matrix's tests add compatibility.json to it)."""
+    """The full fixture bundle (fp32 + int8), validated, with its reference, and the long-recording gate on 9 minutes:
+    what compat, package and publish run after (the runtime matrix's tests add compatibility.json to it)."""
     d = tmp_path_factory.mktemp("validated")
     shutil.copytree(full_bundle / "bundle", d / "bundle")
     shutil.copytree(full_bundle / "reference", d / "reference")
     run_cli("onnx", "validate", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"), "--variants",
-            "fp32,int8", "--source-json", str(source_manifest), "--report", str(d / "bundle" / "validation.json"))
+            "fp32,int8", "--source-json", str(source_manifest), "--report", str(d / "bundle" / "validation.json"),
+            "--long-recording-s", str(LONG_RECORDING_S))
     return d
 
 

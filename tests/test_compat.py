@@ -159,13 +159,17 @@ def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_vali
             assert hashlib.sha256(tar.extractfile(f"{top}/{n}").read()).hexdigest() == digests[n]
         card = tar.extractfile(f"{top}/README.md").read().decode()
     assert "License: CC-BY-4.0" in card and 'encoder="encoder.int8.onnx"' in card and "--feat-dim=80" in card
-    # What bounds the length a recording may have, and the longest clip validate proved
+    # What bounds the length a recording may have, the longest recording validate proved (the long-recording gate's)
+    # and the memory sherpa-onnx took on it, per variant
     val = json.loads((d / "validation.json").read_text())
-    long_audio, clips = val["long_audio"], {c["clip"]: c["duration_s"] for c in val["clips"]}
+    long_audio = val["long_audio"]
     assert long_audio["positions"] == "computed in the graph from the input's length" and \
-        long_audio["limit"].startswith("none but memory") and long_audio["longest_clip"] == max(clips, key=clips.get)
-    assert f"- Longest recording validated: {max(clips.values()):g} s (`{long_audio['longest_clip']}`" in card and \
+        long_audio["limit"].startswith("none but memory") and long_audio["longest_clip"] == "long-recording gate"
+    assert f"- Longest recording validated: {long_audio['longest_proven_s']:g} s (" \
+           f"{long_audio['longest_proven_s'] / 60:.1f} min, the long-recording gate's" in card and \
         "- Length limit: none but memory: full attention" in card
+    assert f"- Memory: sherpa-onnx's peak memory decoding {long_audio['recording_s'] / 60:.1f} min at once: fp32 " \
+           f"{long_audio['sherpa_peak_gb']['fp32']:g} GB, int8 {long_audio['sherpa_peak_gb']['int8']:g} GB" in card
     assert "Supported for this variant (single file): **sherpa-onnx >= 1.12.14**" in card and "sherpa-rs" in card
     with tarfile.open(d / "sherpa-onnx-nemo-tiny-tdt.tar") as tar:  # fp32 in the big layout: its weights go along
         top = "sherpa-onnx-nemo-tiny-tdt"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from conftest import ROOT
+from conftest import INCLUDE, ROOT
 from nemo2sherpa import venvs
 from nemo2sherpa.pipeline import STEPS
 from nemo2sherpa.variants import VARIANT_FILES
@@ -93,6 +97,16 @@ def test_params_schema_rejects_bad_input(dag):
     assert p.get_param("variants").schema["examples"] == list(VARIANT_FILES) == ["fp32", "int8", "fp16"]
     assert p.get_param("int8_wer_max").resolve() == 0.05 and p.get_param("sherpa_wer_max").resolve() == 0.35
     assert p.get_param("int8_wer_max").resolve(None) is None  # empty in the form: report only
+    # The long-recording gate's length: the deployment's default (these tests set NEMO2SHERPA_LONG_RECORDING_S=none),
+    # else 10 minutes; a bad deployment setting is refused by name
+    assert p.get_param("long_recording_s").resolve() is None and p.get_param("long_recording_s").resolve(600) == 600
+    for env, said in (({}, "600.0"), ({"NEMO2SHERPA_LONG_RECORDING_S": "90"}, "90.0"),
+                      ({"NEMO2SHERPA_LONG_RECORDING_S": "ten"}, "NEMO2SHERPA_LONG_RECORDING_S='ten' is not a")):
+        others = {k: v for k, v in os.environ.items() if k != "NEMO2SHERPA_LONG_RECORDING_S"}
+        proc = subprocess.run([sys.executable, "-c", "from nemo2sherpa.gates import LONG_RECORDING; "
+                               "print(LONG_RECORDING.default)"], capture_output=True, text=True,
+                              env={**others, **env, "PYTHONPATH": str(INCLUDE)})
+        assert said in proc.stdout + proc.stderr, (env, proc.stdout, proc.stderr[-500:])
     assert p.get_param("int8_recipe").resolve() == "matmul-qint8"  # the VNNI recipe by default
     assert p.get_param("int8_recipe").resolve("sherpa-onnx") == "sherpa-onnx"  # the upstream scripts' recipe, on demand
 

@@ -56,7 +56,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, t
     dr = dag.test(run_conf={"source": "s3://e2e-inputs/models/tiny-tdt.nemo", "eval_set": "s3://e2e-inputs/eval",
                             "bucket": "e2e-bucket", "prefix": "ci", "benchmark_lengths": [1, 2],
                             "int8_recipe": "sherpa-onnx",  # not the default: the param must reach quantize
-                            "int8_wer_max": 0.07})  # nor this
+                            "int8_wer_max": 0.07,  # nor this
+                            "long_recording_s": 75})  # nor this (the tests' default: off)
     assert dr.state == "success", [(ti.task_id, ti.state) for ti in dr.get_task_instances()]
     logs = task_logs()  # under dag.test, every task logs in this process
     assert "published:" in logs
@@ -120,7 +121,9 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, t
     assert "badge pass" in top and "<td>sherpa-onnx &gt;= 1.12.14</td>" in top and "ms at 2 s" in top
     assert "<td>sherpa-onnx &gt;= 1.12.36 (or &gt;= 1.12.21 run from the model&#x27;s folder" in top  # fp32's layout
     assert "<th>gated (limit)</th><th>reported only</th>" in top and "&le; 0.07" in top  # the run's int8 limit
-    assert "<b>Long recordings</b>: length limit none but memory" in top and "Longest clip validated: " in top
+    assert "<b>Long recordings</b>: length limit none but memory" in top and "Longest recording validated: " in top
+    assert "min, the long-recording gate&#x27;s: the evaluation clips in turn with pauses)" in top and \
+        "Memory: sherpa-onnx&#x27;s peak memory decoding 1.3 min at once: fp32 " in top  # 75 s and the clip it ends in
     row = top[top.index("<td><b>int8</b></td>"):]
     gated, reported = row.split("</td><td>")[2:4]
     assert "WER vs fp32 (worst length bucket)" in gated and "&le;" not in reported and "WER vs fp32" in reported

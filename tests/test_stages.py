@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE, INCLUDE, ROOT, big_layout, last_json, run_cli, stage_python
+from conftest import FIXTURE, INCLUDE, LONG_RECORDING_S, ROOT, big_layout, last_json, run_cli, stage_python
 from nemo2sherpa.child import run_module
 from nemo2sherpa.variants import VARIANT_FILES
 
@@ -602,58 +602,17 @@ def test_the_benchmark_table_is_in_milliseconds_and_says_what_its_columns_mean()
     assert "gpu: skipped (GPU benchmark not requested (gpu_benchmark=false))" in lines
 
 
-LONG_RECORDING = """
-import json, sys, wave
-from pathlib import Path
-import numpy as np, onnx
-from nemo2sherpa.audio import load_clips, read_wav
-from nemo2sherpa.positions import POSITION_NODES
-
-bundle, out, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
-graph = onnx.load(str(bundle / "encoder.onnx"), load_external_data=False).graph
-shapes = [list(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
-shapes += [list(t.dims) for t in graph.initializer]
-parts, rate = [], 16000
-while sum(len(p) for p in parts) < seconds * rate:
-    for c in load_clips()[:4]:
-        samples, rate = read_wav(c.path)
-        parts += [samples, np.random.default_rng(len(parts)).normal(0, 0.003, int(1.5 * rate)).astype(np.float32)]
-with wave.open(str(out), "wb") as w:
-    w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-    w.writeframes((np.concatenate(parts) * 32767).astype("<i2").tobytes())
-print(json.dumps({"ops": sorted({n.op_type for n in graph.node if n.name.startswith(POSITION_NODES)}),
-                  "tables": [s for s in shapes if len(s) == 3 and s[0] == 1 and s[1] > 1000],
-                  "seconds": sum(len(p) for p in parts) / rate}))
-"""
-
-# validate's own-front-end gate (validate.frontend_parity) on one recording: the reference decoder (the library's
-# greedy decoder over the bundle's graphs, by sherpa-onnx's greedy rule) on the features sherpa-onnx computes must
-# give sherpa-onnx's tokens at its frames, or part from them only at a near-tie (SHERPA_TIE_REL of the logits' scale).
-REFERENCE_ON_SHERPA_FEATURES = """
+POSITION_TABLES = """
 import json, sys
 from pathlib import Path
-import numpy as np
-from nemo2sherpa.audio import read_wav
-from nemo2sherpa.decode import GreedyDecoder, Sessions, first_divergence, read_tokens
-from nemo2sherpa.frontend import sherpa_features
-from nemo2sherpa.records import Export, SherpaRun
-from nemo2sherpa.validate import SHERPA_TIE_REL, sherpa_ids_frames
+import onnx
+from nemo2sherpa.positions import POSITION_NODES
 
-bundle, reference, wav, variant = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-said = json.loads(Path(sys.argv[5]).read_text())
-spec = Export.read(reference).model_spec()
-dec = GreedyDecoder.for_spec(Sessions.load(bundle, variant), spec)
-samples, rate = read_wav(wav)
-feats = sherpa_features(samples, rate, spec.feat_dim)
-enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
-_, steps, logits = dec.path(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, keep_logits=True,
-                            rule="sherpa-onnx")
-run = SherpaRun(ok=True, tokens=said["tokens"], timestamps=said["timestamps"])
-(ids, frames), = sherpa_ids_frames(run, read_tokens(bundle), spec)
-div = first_divergence(steps, logits, ids, frames, spec.blank_id)
-tie = div is not None and div.margin is not None and div.margin <= SHERPA_TIE_REL * max(div.scale, 1e-12)
-print(json.dumps({"frames": int(enc_len[0]), "tokens": len(ids), "exact": div is None, "tie": tie,
-                  "divergence": None if div is None else div.to_json()}))
+graph = onnx.load(str(Path(sys.argv[1]) / "encoder.onnx"), load_external_data=False).graph
+shapes = [list(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+shapes += [list(t.dims) for t in graph.initializer]
+print(json.dumps({"ops": sorted({n.op_type for n in graph.node if n.name.startswith(POSITION_NODES)}),
+                  "tables": [s for s in shapes if len(s) == 3 and s[0] == 1 and s[1] > 1000]}))
 """
 
 
@@ -664,20 +623,28 @@ def _onnx_venv(code: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_the_encoder_computes_its_positions_so_a_recording_past_the_old_table_decodes(full_bundle, tmp_path):
+def test_the_encoder_computes_its_positions_so_a_recording_past_the_old_table_decodes(validated):
     """NeMo's positional table, baked into encoder.onnx by export, covered only what NeMo had seen (the built-in
     evaluation set: 6,101 encoder frames, about 488 s); sherpa-onnx stopped on anything longer ("Attempting to
     broadcast an axis"). The exported encoder computes its positions from the input's length (positions.py): no
-    table constant in the graph, and a 9-minute recording made of the evaluation clips with pauses decodes in
-    sherpa-onnx, fp32 and int8, as the reference decoder does on sherpa-onnx's own features (validate's gate). (What the
-    tiny model makes of 9 minutes at once is noise past the first clips: it was trained on short clips.)"""
-    bundle, reference, long = full_bundle / "bundle", full_bundle / "reference", tmp_path / "nine-minutes.wav"
-    made = _onnx_venv(LONG_RECORDING, str(bundle), str(long), "540")
+    table constant in the graph, and validate's long-recording gate (the `validated` fixture's: 9 minutes of the
+    evaluation clips with pauses, decoded at once) passes in sherpa-onnx, fp32 and int8: the reference decoder on
+    sherpa-onnx's own features gives its tokens at its frames, resynchronized on sherpa-onnx's token where the two
+    part at a near-tie. (What the tiny model makes of 9 minutes at once is noise past the first clips: it was trained
+    on short clips, so it parts often, always at near-ties.)"""
+    bundle = validated / "bundle"
+    made = _onnx_venv(POSITION_TABLES, str(bundle))
     assert {"Range", "Sin", "Cos"} <= set(made["ops"]) and made["tables"] == [], made  # no [1, rows, d] table
-    assert made["seconds"] >= 540
+    val = json.loads((bundle / "validation.json").read_text())
+    gates = {g["gate"]: g for g in val["gates"]}
     for variant in ("fp32", "int8"):
-        said = tmp_path / f"{variant}.json"
-        said.write_text(run_cli("onnx", "sherpa-decode", "--bundle", str(bundle), "--variant", variant,
-                                str(long)).stdout.strip().splitlines()[-1])
-        ref = _onnx_venv(REFERENCE_ON_SHERPA_FEATURES, str(bundle), str(reference), str(long), variant, str(said))
-        assert ref["frames"] > 6101 and ref["tokens"] > 100 and (ref["exact"] or ref["tie"]), (variant, ref)
+        run = val["variants"][variant]["long_recording"]
+        assert run["seconds"] >= LONG_RECORDING_S and "error" not in run, run
+        agreement = run["agreement"]
+        assert agreement["tokens"] > 100 and (agreement["exact"] or agreement["tie"]), (variant, run)
+        assert run["sherpa_peak_gb"] > 0.05 and run["sherpa_decode_s"] > 0 and run["reference_s"] > 0, run
+        gate = gates[f"{variant}: sherpa-onnx == reference decoder on a {run['seconds'] / 60:.1f}-minute recording"]
+        assert gate["passed"] and f"{agreement['tokens']} tokens" in gate["value"], gate
+    a = val["long_audio"]
+    assert a["longest_clip"] == "long-recording gate" and a["longest_proven_s"] == a["recording_s"] >= LONG_RECORDING_S
+    assert set(a["sherpa_peak_gb"]) == {"fp32", "int8"}, a

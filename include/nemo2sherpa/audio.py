@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CLIPS = Path(__file__).resolve().parent / "data" / "clips"
+PAUSES_S = (0.6, 1.1, 0.4, 1.6)  # the pauses between clips in a recording made of clips (with_pauses), in turn
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,30 @@ def fixed_length(samples, rate: int, seconds: float):
     n = int(round(seconds * rate))
     reps = int(np.ceil(n / max(1, len(samples))))
     return np.tile(samples, reps)[:n].astype(np.float32)
+
+
+def with_pauses(audio: list, seconds: float, rate: int, first: int = 0) -> tuple[object, list[int]]:
+    """At least `seconds` of the clips' samples in turn from clip `first`, each followed by a pause of PAUSES_S in
+    turn (the same on every run): the samples, and which clip each part is."""
+    import numpy as np
+
+    parts, order, n, k = [], [], 0, 0
+    while n < seconds * rate:
+        i = (first + k) % len(audio)
+        pause = np.zeros(int(PAUSES_S[k % len(PAUSES_S)] * rate), np.float32)
+        parts += [audio[i], pause]
+        order.append(i)
+        n, k = n + len(audio[i]) + len(pause), k + 1
+    return np.concatenate(parts), order
+
+
+def write_wav(path: Path, samples, rate: int) -> None:
+    """Float samples in [-1, 1] as a mono 16-bit PCM wav (stdlib), clipped to the range."""
+    import numpy as np
+
+    pcm = np.clip(np.round(np.asarray(samples) * 32768.0), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())

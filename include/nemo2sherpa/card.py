@@ -45,9 +45,9 @@ def _long_recordings(validated: Validation) -> list[str]:
     a = validated.long_audio
     if a is None:
         return []
+    memory = a.memory()
     return ["", "## Long recordings", "", f"- Positions: {a.positions}.", f"- Length limit: {a.limit}.",
-            f"- Longest recording validated: {a.longest_proven_s:g} s (`{a.longest_clip}` of the evaluation set), "
-            f"decoded by sherpa-onnx as by the reference decoder on sherpa-onnx's own features."]
+            f"- Longest recording validated: {a.proven()}."] + ([f"- Memory: {memory}."] if memory else [])
 
 
 def _runtimes(compat: Compatibility | None, variant: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -164,6 +165,17 @@ def memory_gib() -> float:
     """The machine's memory (MemTotal), GiB."""
     with open("/proc/meminfo") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("MemTotal:")) / 2**20
+
+
+# How a process killed for memory exits: SIGKILL, seen directly or through a shell (128 + 9).
+KILLED = (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+def killed_for_memory(when: str) -> str:
+    """Why a process that exited by SIGKILL (KILLED) stopped, in words, with the machine's memory; `when`: how far it
+    got."""
+    return (f"killed (SIGKILL, as the kernel's OOM killer or a container's memory limit kills) on a machine with "
+            f"{memory_gib():.1f} GiB, {when}: the machine's limit, not the bundle's")
 
 
 def own_peak_rss() -> int:

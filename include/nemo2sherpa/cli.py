@@ -68,8 +68,8 @@ def _source_json(a: argparse.Namespace) -> Source | None:
 INT8_RECIPE_FLAG: Flag = ("--int8-recipe", {"choices": list(INT8_RECIPES), "default": DEFAULT_INT8_RECIPE,
                                             "help": "how int8 is made; " + "; ".join(f"{k}: {r.summary}"
                                                                                      for k, r in INT8_RECIPES.items())})
-GATE_FLAGS: list[Flag] = [(g.flag, {"dest": g.param, "help": f"{g.description} Default {g.default}; none: report "
-                                                           f"only.".replace("%", "%%")}) for g in GATES]
+GATE_FLAGS: list[Flag] = [(g.flag, {"dest": g.param, "help": f"{g.description} Default {g.shown(g.default)}; none: "
+                                                           f"{g.none_means}.".replace("%", "%%")}) for g in GATES]
 VARIANTS_FLAG: Flag = ("--variants", {"default": ",".join(DEFAULT_VARIANTS),
                                       "help": "comma-separated; " + "; ".join(f"{n}: {v.summary}"
                                                                               for n, v in VARIANTS.items())})

@@ -106,6 +106,12 @@ class GreedyDecoder:
                            self.zero_state(layers, hidden), length, self.blank, self.durations, self.max_symbols,
                            keep_logits, rule)
 
+    def partings(self, enc: np.ndarray, length: int, layers: int, hidden: int, tokens: list[int],
+                 frames: list[int]) -> list[Divergence]:
+        """Where sherpa-onnx's greedy rule over these graphs parts from sherpa-onnx's output (sherpa_partings)."""
+        return sherpa_partings(lambda t, g: self.joint(enc[:, :, t : t + 1], g).reshape(-1), self.predict,
+                               self.zero_state(layers, hidden), length, self.blank, tokens, frames)
+
     def follow(self, enc: np.ndarray, layers: int, hidden: int, steps: np.ndarray) -> list[np.ndarray]:
         """The joiner's logits along another decoder's path (teacher forcing, follow_path)."""
         return follow_path(lambda t, g: self.joint(enc[:, :, t : t + 1], g).reshape(-1), self.predict,
@@ -191,6 +197,54 @@ def _sherpa_tdt_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[
     return hyp, steps, kept
 
 
+def sherpa_partings(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]],
+                    state: Any, length: int, blank: int, tokens: list[int], frames: list[int]) -> list[Divergence]:
+    """sherpa-onnx's greedy TDT rule (_sherpa_tdt_path) run beside sherpa-onnx's own output (its tokens and the frame
+    of each) and resynchronized on sherpa-onnx's token at every parting, so one near-tie early in a long recording
+    leaves the rest of it checked: every parting in order (first_divergence over the steps since the last
+    resynchronization, `token_index` counting sherpa-onnx's tokens), [] when the two agree throughout. At a parting
+    the path takes sherpa-onnx's token at its frame, with the duration its own logits there choose (sherpa-onnx's
+    are the same logits), as sherpa-onnx's rule would go on from it."""
+    partings: list[Divergence] = []
+    dec_out, new_state = predict(blank, state)
+    v1, t, on_frame, j, n = blank + 1, 0, 0, 0, len(tokens)
+    seg_steps: list[Step] = []
+    seg_logits: list[np.ndarray] = []
+    seg_j = 0
+    while True:
+        logits = np.asarray(joint(t, dec_out)).reshape(-1).astype(np.float32) if t < length else None
+        k, skip = (int(np.argmax(logits[:v1])), int(np.argmax(logits[v1:]))) if logits is not None else (blank, 1)
+        if logits is not None:
+            seg_steps.append((t, k, skip))
+            seg_logits.append(logits)
+        missed = j < n and frames[j] < t  # the path passed sherpa-onnx's next emission
+        wrong = logits is not None and k != blank and (j >= n or (k, t) != (tokens[j], frames[j]))
+        if missed or wrong or (logits is None and j < n):
+            div = first_divergence(seg_steps, seg_logits, tokens[seg_j:], frames[seg_j:], blank)
+            div = div or Divergence(token_index=0, step=None, frame=t, choice=None, path=k, other=None, margin=None,
+                                    scale=None)
+            partings.append(replace(div, token_index=div.token_index + seg_j))
+            if j >= n or frames[j] >= length:
+                break
+            t = frames[j]  # resynchronize on sherpa-onnx's token j at its frame
+            logits = np.asarray(joint(t, dec_out)).reshape(-1).astype(np.float32)
+            k, skip = tokens[j], int(np.argmax(logits[v1:]))
+            on_frame = sum(1 for f in frames[:j] if f == t)
+            seg_steps, seg_logits, seg_j = [(t, k, skip)], [logits], j
+        elif logits is None:
+            break
+        if k != blank:
+            state = new_state
+            dec_out, new_state = predict(k, state)
+            on_frame, j = on_frame + 1, j + 1
+        if skip > 0:
+            on_frame = 0
+        if on_frame >= SHERPA_TDT_MAX_TOKENS or (k == blank and skip == 0):
+            on_frame, skip = 0, 1
+        t += skip
+    return partings
+
+
 def follow_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]], state: Any,
                 steps: np.ndarray, blank: int) -> list[np.ndarray]:
     """The joint's logits at each decision of a recorded path (greedy_path's steps), the prediction net fed the
@@ -232,6 +286,13 @@ def first_divergence(steps: list[Step], logits: list[np.ndarray], tokens: list[i
                     best = alt
             return replace(best, margin=float(f"{best.margin:.3g}"),
                            scale=float(f"{float(np.abs(logits[best.step]).max()):.3g}"))
+    # The path passed the other's emission on blanks alone: a duration that would have landed there explains it.
+    alts = _duration_choices(steps, logits, start if j else 0, len(steps), blank, theirs[1], j) \
+        if theirs[1] is not None else []
+    if alts:
+        best = min(alts, key=lambda a: a.margin)
+        return replace(best, margin=float(f"{best.margin:.3g}"),
+                       scale=float(f"{float(np.abs(logits[best.step]).max()):.3g}"))
     return Divergence(token_index=j, step=None, frame=theirs[1], choice=None, path=None, other=theirs[0], margin=None,
                       scale=None)
 

@@ -36,7 +36,6 @@ BUILTIN = "built-in"
 # The built-in set's long clips: (name, at least this many seconds, first built-in clip): the built-in clips in turn
 # from that one, each followed by a pause of PAUSES_S in turn, until the clip is that long.
 LONG_CLIPS = (("long30s", 30.0, 0), ("long60s", 60.0, 2))
-PAUSES_S = (0.6, 1.1, 0.4, 1.6)
 
 
 @dataclass(frozen=True)
@@ -179,20 +178,11 @@ def _names(items: list[Item]) -> list[str]:
 def speech_with_pauses(seconds: float, first: int = 0) -> tuple[Any, str]:
     """At least `seconds` of the built-in clips in turn from clip `first`, each followed by a pause of PAUSES_S in
     turn (16 kHz float samples, the same on every run), and the clips' texts joined."""
-    import numpy as np
-
-    from .audio import load_clips, read_wav
+    from .audio import load_clips, read_wav, with_pauses
 
     short = load_clips(DEFAULT_CLIPS)
-    audio = [read_wav(c.path)[0] for c in short]
-    parts, texts, n, k = [], [], 0, 0
-    while n < seconds * 16000:
-        i = (first + k) % len(short)
-        pause = np.zeros(int(PAUSES_S[k % len(PAUSES_S)] * 16000), np.float32)
-        parts += [audio[i], pause]
-        texts.append(short[i].text)
-        n, k = n + len(audio[i]) + len(pause), k + 1
-    return np.concatenate(parts), " ".join(texts)
+    samples, order = with_pauses([read_wav(c.path)[0] for c in short], seconds, 16000, first)
+    return samples, " ".join(short[i].text for i in order)
 
 
 def write_speech_with_pauses(path: Path, seconds: float, first: int = 0) -> float:

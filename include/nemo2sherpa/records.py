@@ -423,12 +423,34 @@ class ModelFigures(Record):
 @dataclass(frozen=True, kw_only=True)
 class LongAudio(Record):
     """What a bundle says about long recordings: how its encoder gets its positions, so what bounds the length it
-    decodes (`limit`), and the longest clip validate decoded with it, in every variant, as the reference decoder did."""
+    decodes (`limit`), and the longest recording validate decoded with it, in every variant, as the reference decoder
+    did: the long-recording gate's (`recording_s`, when it ran and held) or else the longest evaluation clip; and the
+    peak memory of sherpa-onnx's process on that recording, per variant."""
 
     positions: str
     limit: str
     longest_clip: str
     longest_proven_s: float
+    recording_s: float | None = None
+    sherpa_peak_gb: dict[str, float] | None = None
+
+    GATE: ClassVar[str] = "long-recording gate"  # longest_clip when the gate's recording is the longest proven
+
+    def proven(self) -> str:
+        """The longest recording proven, in words (the card, VALIDATION.md and the report say it alike)."""
+        where = ("the long-recording gate's: the evaluation clips in turn with pauses" if self.longest_clip == self.GATE
+                 else f"{self.longest_clip} of the evaluation set")
+        return (f"{self.longest_proven_s:g} s ({self.longest_proven_s / 60:.1f} min, {where}), decoded at once by "
+                f"sherpa-onnx in every variant as by the reference decoder on sherpa-onnx's own features")
+
+    def memory(self) -> str | None:
+        """sherpa-onnx's peak memory on the long-recording gate's recording, per variant, in words; None if the gate
+        did not run."""
+        if not self.sherpa_peak_gb or self.recording_s is None:
+            return None
+        return (f"sherpa-onnx's peak memory decoding {self.recording_s / 60:.1f} min at once: " +
+                ", ".join(f"{v} {gb:g} GB" for v, gb in self.sherpa_peak_gb.items()) +
+                " (what the audio adds grows with the square of the length)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -508,6 +530,7 @@ class SherpaRun(Record):
     tokens: list[list[str]] | None = None
     timestamps: list[list[float]] | None = None
     decode_s: float | None = None
+    peak_rss_bytes: int | None = None  # the child process's own peak resident memory when it answered
     ok: bool
     exit_code: int | None = None
     error: str | None = None
@@ -527,9 +550,10 @@ class FrontendClip(Record):
 
     clip: str
     exact: bool
-    tie: bool
+    tie: bool  # parted only at near-ties
     divergence: Divergence | None
     tokens: int
+    partings: int | None = None  # how often the two parted (each time resynchronized on sherpa-onnx's token)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -542,6 +566,22 @@ class Frontend(Record):
     failed: int
     max_relative_margin: float | None
     tie_rel: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LongRecording(Record):
+    """One variant on the long-recording gate's recording: sherpa-onnx (in a process of its own: its peak resident
+    memory, its time) against the reference decoder on sherpa-onnx's features (`agreement`; its time, and validate's
+    own peak resident memory once it ran, in-process), or sherpa-onnx's error."""
+
+    seconds: float
+    agreement: FrontendClip | None
+    sherpa_peak_gb: float | None
+    sherpa_load_s: float | None
+    sherpa_decode_s: float | None
+    reference_s: float | None
+    validate_peak_gb: float | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -570,6 +610,7 @@ class VariantResult(Record):
     timestamps: Timestamps | None = None
     sherpa_seconds: dict[str, dict[str, float | None]] | None = None
     sherpa_beam: SherpaRun | None = None
+    long_recording: LongRecording | None = None
 
 
 @dataclass(kw_only=True)

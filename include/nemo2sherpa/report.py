@@ -84,10 +84,6 @@ def _both(gated: Any, every: Any) -> Any:
     return every if gated == every else f"{'-' if gated is None else gated} ({every})"
 
 
-def _thr(x: float | None) -> str:
-    return "report only" if x is None else f"<= {x:g}"
-
-
 def _stepwise_markdown(result: Validation) -> list[str]:
     """VALIDATION.md's step-by-step decoding parity: per variant, NeMo's path followed, ties and mismatches."""
     rows = [(v, x.stepwise) for v, x in result.variants.items() if x.stepwise]
@@ -200,8 +196,9 @@ def render_markdown(result: Validation, compatibility: Compatibility | None = No
                                              if e.sampled else "") + "."]
     a = result.long_audio
     if a:
-        out += ["", f"Long recordings: positions {a.positions}; length limit: {a.limit}. Longest clip validated: "
-                    f"{a.longest_proven_s:g} s ({a.longest_clip})."]
+        memory = a.memory()
+        out += ["", f"Long recordings: positions {a.positions}; length limit: {a.limit}. Longest recording "
+                    f"validated: {a.proven()}." + (f" Memory: {memory}." if memory else "")]
     out += ["", f"{len(gates)} gates, {len(failed)} failed.", "",
             "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "
             f"| WER vs {BASE.name} | sherpa WER vs NeMo | sherpa WER vs reference |",
@@ -215,7 +212,7 @@ def render_markdown(result: Validation, compatibility: Compatibility | None = No
     out += ["", "Encoder relative error: ||ONNX - PyTorch|| / ||PyTorch|| of the encoder output on the evaluation "
                 "clips' features."]
     out += ["", f"Thresholds: {BASE.name} max abs diff <= {t[f'{BASE.name}_max_abs_diff']:g}; {BASE.name} tokens "
-                f"identical to NeMo; " + "; ".join(f"{g.label} {_thr(t.get(g.key))}" for g in GATES) + ".",
+                f"identical to NeMo; " + "; ".join(f"{g.label} {g.shown(t.get(g.key))}" for g in GATES) + ".",
             "", "| gate | result | value | threshold |", "|---|---|---|---|"]
     for g in gates:
         out.append(f"| {g.gate} | {'pass' if g.passed else '**FAIL**'} | {g.value} | "

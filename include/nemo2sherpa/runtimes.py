@@ -25,14 +25,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .child import memory_gib
+from .child import KILLED, killed_for_memory
 from .errors import PermanentError, TransientError
 from .records import LayoutRange
 from .variants import EXTERNAL_WEIGHTS, SINGLE_FILE, TOKENS, variant_files
@@ -376,10 +375,6 @@ def _answers_python(out: str, err: str) -> list[dict[str, Any]]:
             for t, k, s in zip(one.get("texts", []), one.get("tokens", []), one.get("timestamps", []))]
 
 
-# How a process killed for memory exits: SIGKILL, seen directly or through a shell (128 + 9).
-KILLED = (-signal.SIGKILL, 128 + signal.SIGKILL)
-
-
 def decode(rt: Runtime, how: Launch, graphs: Graphs, wavs: list[Path],
            feat_dim: int, threads: int = 2, timeout: float = 900) -> dict[str, Any]:
     """One runtime decoding `wavs` with one variant's graphs: per file text, tokens and timestamps;
@@ -393,9 +388,7 @@ def decode(rt: Runtime, how: Launch, graphs: Graphs, wavs: list[Path],
     results = [r for r in answers if "text" in r]
     if proc.returncode in KILLED:
         return {"ok": False, "exit_code": proc.returncode, "killed": True, "decoded": len(results),
-                "error": f"killed (SIGKILL, as the kernel's OOM killer or a container's memory limit kills) on a "
-                         f"machine with {memory_gib():.1f} GiB, after {len(results)} of {len(wavs)} files: the "
-                         f"machine's limit, not the bundle's"}
+                "error": killed_for_memory(f"after {len(results)} of {len(wavs)} files")}
     if proc.returncode != 0 or len(results) != len(wavs):
         return {"ok": False, "exit_code": proc.returncode, "error": error_lines(proc.stderr or proc.stdout),
                 "decoded": len(results)}

@@ -78,11 +78,14 @@ def check_files(bundle: Path, variant: str, wavs: list[Path], threads: int = 2, 
     ("beam": the hotwords need no model load of their own)."""
     import sherpa_onnx
 
+    from .child import own_peak_rss
+
     out: dict[str, Any] = {}
     if "greedy" in parts:
         t0 = time.monotonic()
         rec = recognizer(bundle, variant, threads)
-        out["greedy"] = {"variant": variant, "load_s": round(time.monotonic() - t0, 3), **_decode(rec, wavs)}
+        out["greedy"] = {"variant": variant, "load_s": round(time.monotonic() - t0, 3), **_decode(rec, wavs),
+                         "peak_rss_bytes": own_peak_rss()}
         del rec  # one model in memory at a time (4 GB at 1.1B)
     if "beam" in parts:
         t0 = time.monotonic()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +43,8 @@ import numpy as np
 
 from .decode import GreedyDecoder, Sessions, ids_to_text, read_tokens
 from .errors import GateFailed
-from .gates import DRIFT, GATES, SHERPA_WER, limits
+from .child import KILLED, killed_for_memory, own_peak_rss
+from .gates import DRIFT, GATES, LONG_RECORDING, SHERPA_WER, limits
 from .hotwords import decoy_phrases
 from .metadata import REQUIRED_KEYS, expected_metadata, read_metadata
 from .modelspec import ModelSpec
@@ -50,8 +52,8 @@ from .progress import Phases
 from .reference import Reference
 from .positions import limit as positions_limit
 from .records import (ClipRow, Decoding, Drift, Export, ExportClip, FileDigest, Frontend, FrontendClip, Gate,
-                      LongAudio, ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff, Stepwise, Timestamps,
-                      Validation, VariantResult)
+                      LongAudio, LongRecording, ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff,
+                      Stepwise, Timestamps, Validation, VariantResult)
 from .source import sha256_file
 from .report import figures, render_markdown
 from .sherpa import check_in_subprocess
@@ -76,6 +78,11 @@ NEMO_TIE_REL = 0.01
 # padding, the decoder state, onnxruntime 1.28 against 1.32, nor threads). Allowed up to this share, the largest
 # recorded; a wrong front end (normalize_type "") still fails it (tests/test_stages.py).
 SHERPA_TIE_REL = 0.02
+# The same on the long-recording gate's recording, where the reference decoder is resynchronized on sherpa-onnx's token
+# at every parting: the trained tiny TDT model on 10 minutes of its own clips with pauses parts 57 (int8) and 78
+# (fp32) times in ~1,760 tokens, the widest at 1.5% (int8) and 3.1% of the logits' scale (fp32, the next 1.9%):
+# attention over 7,500 frames sums in another order in sherpa-onnx's onnxruntime build. Allowed up to this share.
+LONG_TIE_REL = 0.05
 # A clip NeMo transcribes within this WER of its reference text is one the model knows: the runtime gates hold
 # those (known_clips). On audio the model does not know, NeMo's transcript is noise, and another front end or int8
 # turns it into other noise; there the proof is the step-by-step and own-features gates, which hold every clip.
@@ -393,6 +400,7 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         if hotwords else None
     pre = _pre_record(reference_dir, base_digests) if mode == "full" and BASE.name in variants else None
     wavs = [c.path for c in clips]
+    scratch, long_wav, long_s = _long_recording_file(clips, lim[LONG_RECORDING.param] if runtime else None)
     for v in base_first(variants):
         # sherpa-onnx in child processes, one model at a time, beside the in-process gates: greedy search now, beam
         # search and hotwords once greedy is done (while its output is checked on sherpa-onnx's own features).
@@ -400,21 +408,19 @@ def validate_bundle(bundle: Path, reference_dir: Path, variants: list[str], mode
         result.variants[v], dec = _onnx_gates(ctx, v, result, pre if v == BASE.name else None)
         vr = result.variants[v]
         if greedy is not None:
-            with phase(f"{v}: sherpa-onnx greedy child (waited for)"):
-                checks = _runs(greedy.result())
-            beam = runtime.submit(check_in_subprocess, bundle, v, wavs, decoy, ("beam",))
-            _runtime_gates(ctx, v, vr, dec, checks)
-            with phase(f"{v}: sherpa-onnx beam search child (waited for)"):
-                checks.update(_runs(beam.result()))
-            vr.sherpa_seconds = {k: {"load_s": x.load_s, "decode_s": x.decode_s} for k, x in checks.items()}
-            if vr.sherpa.texts:
-                vr.sherpa_beam = _beam_gates(v, clips, known, vr.sherpa.texts, checks, hotwords, r)
+            _sherpa_children(ctx, v, vr, dec, greedy, runtime.submit(check_in_subprocess, bundle, v, wavs, decoy,
+                                                                     ("beam",)), hotwords)
+        if long_wav and dec is not None:
+            vr.long_recording = long_recording(ctx, v, dec, long_wav, long_s)
     result.by_length = by_length(result, clips, known)
+    result.long_audio = proven_long_audio(result.long_audio, result.variants)
     with phase("sha256 of every file (waited for)"):
         result.files = base_digests.result() + other_digests.result()
     hashing.shutdown()
     if runtime:
         runtime.shutdown()
+    if scratch:
+        scratch.cleanup()
     result.timings_s = phase.seconds
     if mode == "pre" and not r.failed and BASE.name in variants:
         _write_pre_record(reference_dir, result, r)
@@ -463,6 +469,30 @@ def _onnx_gates(ctx: _Context, v: str, result: Validation,
     _decoding_gates(v, vr.decoding, vr.stepwise, base.decoding if base else None, ctx.lim, ctx.clips, ctx.known,
                     ctx.r)
     return vr, dec
+
+
+def _long_recording_file(clips: list[ExportClip], seconds: float | None) -> tuple[Any, Path | None, float | None]:
+    """The long-recording gate's recording (write_long_recording) in a scratch folder: the folder (cleanup() it),
+    the wav and its length; (None, None, None) when the gate is off."""
+    if not seconds:
+        return None, None, None
+    scratch = tempfile.TemporaryDirectory(prefix="long-recording-")
+    wav = Path(scratch.name) / "long-recording.wav"
+    return scratch, wav, write_long_recording(clips, seconds, wav)
+
+
+def _sherpa_children(ctx: _Context, v: str, vr: VariantResult, dec: GreedyDecoder | None, greedy: Any, beam: Any,
+                     hotwords: bool) -> None:
+    """sherpa-onnx's gates on one variant from its children: greedy search (`greedy`, a future), its output checked
+    on sherpa-onnx's own features while beam search and hotwords run (`beam`, started with it)."""
+    with ctx.phase(f"{v}: sherpa-onnx greedy child (waited for)"):
+        checks = _runs(greedy.result())
+    _runtime_gates(ctx, v, vr, dec, checks)
+    with ctx.phase(f"{v}: sherpa-onnx beam search child (waited for)"):
+        checks.update(_runs(beam.result()))
+    vr.sherpa_seconds = {k: {"load_s": x.load_s, "decode_s": x.decode_s} for k, x in checks.items()}
+    if vr.sherpa.texts:
+        vr.sherpa_beam = _beam_gates(v, ctx.clips, ctx.known, vr.sherpa.texts, checks, hotwords, ctx.r)
 
 
 def _runs(checks: dict[str, Any]) -> dict[str, SherpaRun]:
@@ -612,26 +642,14 @@ def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[ExportClip]
     """sherpa-onnx proven on its own front end: the library's greedy decoder over the same graphs, fed the features
     sherpa-onnx computes (frontend.sherpa_features) and following sherpa-onnx's own greedy rule, must give
     sherpa-onnx's tokens at sherpa-onnx's frames (its timestamps) on every clip, whatever the audio, or part from
-    them only at a near-tie (neither side's logits being observable in the runtime: the margin there in the
-    decoder's logits <= SHERPA_TIE_REL of their scale), recorded with the largest relative margin seen."""
-    from .audio import read_wav
-    from .decode import first_divergence
-    from .frontend import sherpa_features
-
-    rows = []
-    for c, (ids, frames) in zip(clips, sherpa_ids_frames(sh, pieces, spec)):
-        samples, rate = read_wav(c.path)
-        feats = sherpa_features(samples, rate, spec.feat_dim)
-        enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
-        _, steps, logits = dec.path(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, keep_logits=True,
-                                    rule="sherpa-onnx")
-        div = first_divergence(steps, logits, ids, frames, spec.blank_id)
-        tie = div is not None and div.margin is not None and div.margin <= SHERPA_TIE_REL * max(div.scale, 1e-12)
-        rows.append(FrontendClip(clip=c.name, exact=div is None, tie=tie, divergence=div, tokens=len(ids)))
+    them only at a near-tie (on_sherpa_features), recorded with the largest relative margin seen."""
+    rows = [on_sherpa_features(dec, spec, c.path, c.name, ids, frames)
+            for c, (ids, frames) in zip(clips, sherpa_ids_frames(sh, pieces, spec))]
     exact, ties = sum(x.exact for x in rows), sum(x.tie for x in rows)
     bad = [x for x in rows if not x.exact and not x.tie]
     r.gate(f"{v}: sherpa-onnx == reference decoder on its own features", not bad,
-           value=f"{exact}/{len(rows)} clips exact (tokens and timestamps), {ties} ties",
+           value=f"{exact}/{len(rows)} clips exact (tokens and timestamps), {ties} parted only at near-ties "
+                 f"({sum(x.partings or 0 for x in rows)} partings, each resynchronized on sherpa-onnx's token)",
            threshold=f"every clip exact, or parted at a near-tie (margin <= {SHERPA_TIE_REL:g} x the logits' scale)",
            detail=(f"first: clip {bad[0].clip} token {bad[0].divergence.token_index} (frame "
                    f"{bad[0].divergence.frame}), margin {bad[0].divergence.margin}" if bad
@@ -640,6 +658,89 @@ def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[ExportClip]
            if x.divergence and x.divergence.margin is not None]
     return Frontend(clips=rows, exact=exact, ties=ties, failed=len(bad),
                     max_relative_margin=round(max(rel), 5) if rel else None, tie_rel=SHERPA_TIE_REL)
+
+
+def on_sherpa_features(dec: GreedyDecoder, spec: ModelSpec, wav: Path, name: str, ids: list[int],
+                       frames: list[int], tie_rel: float = SHERPA_TIE_REL) -> FrontendClip:
+    """One recording: the reference decoder on the features sherpa-onnx computes from it, following sherpa-onnx's
+    greedy rule, against sherpa-onnx's tokens `ids` at its `frames`, resynchronized on sherpa-onnx's token at each
+    parting (decode.sherpa_partings): exact, or parted only at near-ties (neither side's logits being observable in
+    the runtime: the margin there in the decoder's logits <= `tie_rel` of their scale). `divergence`: the first
+    parting that is not a near-tie, else the first."""
+    from .audio import read_wav
+    from .frontend import sherpa_features
+
+    samples, rate = read_wav(wav)
+    feats = sherpa_features(samples, rate, spec.feat_dim)
+    enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
+    partings = dec.partings(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, ids, frames)
+    wide = [d for d in partings if d.margin is None or d.margin > tie_rel * max(d.scale, 1e-12)]
+    return FrontendClip(clip=name, exact=not partings, tie=bool(partings) and not wide,
+                        divergence=(wide or partings or [None])[0], tokens=len(ids), partings=len(partings))
+
+
+def write_long_recording(clips: list[ExportClip], seconds: float, path: Path) -> float:
+    """The long-recording gate's recording, written to `path`: the run's evaluation clips in turn, each followed by a
+    pause (audio.with_pauses), at least `seconds` long; its length in seconds."""
+    from .audio import read_wav, with_pauses, write_wav
+
+    audio = [read_wav(c.path) for c in clips]
+    rate = audio[0][1]
+    if any(r != rate for _, r in audio):  # evalset writes every clip at the model's rate
+        raise GateFailed(f"the evaluation clips have more than one sample rate: {sorted({r for _, r in audio})}")
+    samples, _ = with_pauses([a for a, _ in audio], seconds, rate)
+    write_wav(path, samples, rate)
+    return round(len(samples) / rate, 2)
+
+
+def long_recording(ctx: _Context, v: str, dec: GreedyDecoder, wav: Path, seconds: float) -> LongRecording:
+    """The long-recording gate on one variant: sherpa-onnx decodes the whole recording at once in a process of its
+    own (its peak memory measured there), then the reference decoder on sherpa-onnx's features must give its tokens
+    at its frames, or part at a near-tie; NeMo never transcribes the recording. A sherpa-onnx killed for memory
+    fails the gate as the machine's limit, naming the fix."""
+    with ctx.phase(f"{v}: long recording ({seconds:g} s), sherpa-onnx child (waited for)"):
+        sh = _runs(check_in_subprocess(ctx.bundle, v, [wav], None, ("greedy",)))["greedy"]
+    agreement, error, reference_s = None, None, None
+    if not sh.ok:
+        error = (killed_for_memory("decoding it") + ": set long_recording_s lower (or none) or give the worker more "
+                 "memory") if sh.exit_code in KILLED else f"exit {sh.exit_code}: {sh.error}"
+    else:
+        phase = f"{v}: long recording, reference decoder on sherpa-onnx's features"
+        with ctx.phase(phase):
+            (ids, frames), = sherpa_ids_frames(sh, ctx.pieces, ctx.spec)
+            agreement = on_sherpa_features(dec, ctx.spec, wav, wav.stem, ids, frames, LONG_TIE_REL)
+        reference_s = round(ctx.phase.seconds[phase], 1)
+    out = LongRecording(seconds=seconds, agreement=agreement, error=error, reference_s=reference_s,
+                        sherpa_peak_gb=round(sh.peak_rss_bytes / 1e9, 2) if sh.peak_rss_bytes else None,
+                        sherpa_load_s=sh.load_s, sherpa_decode_s=sh.decode_s,
+                        validate_peak_gb=round(own_peak_rss() / 1e9, 2))
+    div = agreement.divergence if agreement else None
+    ctx.r.gate(f"{v}: sherpa-onnx == reference decoder on a {seconds / 60:.1f}-minute recording",
+               agreement is not None and (agreement.exact or agreement.tie),
+               value=error or (f"{agreement.tokens} tokens, exact" if agreement.exact else
+                               f"{agreement.tokens} tokens, parted {agreement.partings} times, each resynchronized; "
+                               f"{'first wide' if not agreement.tie else 'first'} at token {div.token_index} (frame "
+                               f"{div.frame}), margin {div.margin} of {div.scale}"),
+               threshold=f"exact, or parted only at near-ties (margin <= {LONG_TIE_REL:g} x the logits' scale)",
+               detail=f"the evaluation clips in turn with pauses, decoded at once; sherpa-onnx peak RSS "
+                      f"{out.sherpa_peak_gb} GB, decode {sh.decode_s} s; reference decoder {reference_s} s (validate's "
+                      f"peak RSS so far {out.validate_peak_gb} GB)")
+    return out
+
+
+def proven_long_audio(a: LongAudio, variants: dict[str, VariantResult]) -> LongAudio:
+    """LongAudio once the long-recording gate ran on every variant: its recording is the longest proven where every
+    variant held it; sherpa-onnx's peak memory on it per variant."""
+    runs = {v: x.long_recording for v, x in variants.items() if x.long_recording is not None}
+    if not runs:
+        return a
+    held = len(runs) == len(variants) and all(x.agreement and (x.agreement.exact or x.agreement.tie)
+                                               for x in runs.values())
+    seconds = next(iter(runs.values())).seconds
+    longer = held and seconds > a.longest_proven_s
+    return replace(a, recording_s=seconds, longest_proven_s=seconds if longer else a.longest_proven_s,
+                   longest_clip=LongAudio.GATE if longer else a.longest_clip,
+                   sherpa_peak_gb={v: x.sherpa_peak_gb for v, x in runs.items() if x.sherpa_peak_gb is not None})
 
 
 def sherpa_ids_frames(sh: SherpaRun, pieces: list[str], spec: ModelSpec) -> list[tuple[list[int], list[int]]]:
