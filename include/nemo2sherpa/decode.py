@@ -110,7 +110,8 @@ class GreedyDecoder:
                  frames: list[int]) -> list[Divergence]:
         """Where sherpa-onnx's greedy rule over these graphs parts from sherpa-onnx's output (sherpa_partings)."""
         return sherpa_partings(lambda t, g: self.joint(enc[:, :, t : t + 1], g).reshape(-1), self.predict,
-                               self.zero_state(layers, hidden), length, self.blank, tokens, frames)
+                               self.zero_state(layers, hidden), length, self.blank, tokens, frames,
+                               bool(self.durations), self.max_symbols)
 
     def follow(self, enc: np.ndarray, layers: int, hidden: int, steps: np.ndarray) -> list[np.ndarray]:
         """The joiner's logits along another decoder's path (teacher forcing, follow_path)."""
@@ -198,14 +199,17 @@ def _sherpa_tdt_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[
 
 
 def sherpa_partings(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]],
-                    state: Any, length: int, blank: int, tokens: list[int], frames: list[int]) -> list[Divergence]:
+                    state: Any, length: int, blank: int, tokens: list[int], frames: list[int], tdt: bool = True,
+                    max_symbols: int = 10) -> list[Divergence]:
     """sherpa-onnx's greedy TDT rule (_sherpa_tdt_path) run beside sherpa-onnx's own output (its tokens and the frame
     of each) and resynchronized on sherpa-onnx's token at every parting, so one near-tie early in a long recording
     leaves the rest of it checked: every parting in order (first_divergence over the steps since the last
     resynchronization, `token_index` counting sherpa-onnx's tokens), [] when the two agree throughout. At a parting
     the path takes sherpa-onnx's token at its frame, with the duration its own logits there choose (sherpa-onnx's
-    are the same logits), as sherpa-onnx's rule would go on from it."""
+    are the same logits), as sherpa-onnx's rule would go on from it. RNNT (`tdt` False): a token stays on its frame
+    (at most `max_symbols`), a blank moves on one, as greedy_path's rule for it."""
     partings: list[Divergence] = []
+    cap = SHERPA_TDT_MAX_TOKENS if tdt else max_symbols
     dec_out, new_state = predict(blank, state)
     v1, t, on_frame, j, n = blank + 1, 0, 0, 0, len(tokens)
     seg_steps: list[Step] = []
@@ -213,7 +217,8 @@ def sherpa_partings(joint: Callable[[int, Any], np.ndarray], predict: Callable[[
     seg_j = 0
     while True:
         logits = np.asarray(joint(t, dec_out)).reshape(-1).astype(np.float32) if t < length else None
-        k, skip = (int(np.argmax(logits[:v1])), int(np.argmax(logits[v1:]))) if logits is not None else (blank, 1)
+        k = int(np.argmax(logits[:v1])) if logits is not None else blank
+        skip = _skip(logits, k, v1, blank, tdt) if logits is not None else 1
         if logits is not None:
             seg_steps.append((t, k, skip))
             seg_logits.append(logits)
@@ -228,7 +233,8 @@ def sherpa_partings(joint: Callable[[int, Any], np.ndarray], predict: Callable[[
                 break
             t = frames[j]  # resynchronize on sherpa-onnx's token j at its frame
             logits = np.asarray(joint(t, dec_out)).reshape(-1).astype(np.float32)
-            k, skip = tokens[j], int(np.argmax(logits[v1:]))
+            k = tokens[j]
+            skip = _skip(logits, k, v1, blank, tdt)
             on_frame = sum(1 for f in frames[:j] if f == t)
             seg_steps, seg_logits, seg_j = [(t, k, skip)], [logits], j
         elif logits is None:
@@ -239,10 +245,15 @@ def sherpa_partings(joint: Callable[[int, Any], np.ndarray], predict: Callable[[
             on_frame, j = on_frame + 1, j + 1
         if skip > 0:
             on_frame = 0
-        if on_frame >= SHERPA_TDT_MAX_TOKENS or (k == blank and skip == 0):
+        if on_frame >= cap or (k == blank and skip == 0):
             on_frame, skip = 0, 1
         t += skip
     return partings
+
+
+def _skip(logits: np.ndarray, k: int, v1: int, blank: int, tdt: bool) -> int:
+    """How far a step moves: TDT, the best duration's index; RNNT, none after a token, one after a blank."""
+    return int(np.argmax(logits[v1:])) if tdt else (0 if k != blank else 1)
 
 
 def follow_path(joint: Callable[[int, Any], np.ndarray], predict: Callable[[int, Any], tuple[Any, Any]], state: Any,

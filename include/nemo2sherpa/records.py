@@ -554,6 +554,7 @@ class FrontendClip(Record):
     divergence: Divergence | None
     tokens: int
     partings: int | None = None  # how often the two parted (each time resynchronized on sherpa-onnx's token)
+    widest_rel: float | None = None  # the widest parting's margin / the logits' scale
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -648,8 +648,10 @@ def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[ExportClip]
     exact, ties = sum(x.exact for x in rows), sum(x.tie for x in rows)
     bad = [x for x in rows if not x.exact and not x.tie]
     r.gate(f"{v}: sherpa-onnx == reference decoder on its own features", not bad,
-           value=f"{exact}/{len(rows)} clips exact (tokens and timestamps), {ties} parted only at near-ties "
-                 f"({sum(x.partings or 0 for x in rows)} partings, each resynchronized on sherpa-onnx's token)",
+           value=f"{exact}/{len(rows)} clips exact (tokens and timestamps), {ties} parted first at a near-tie "
+                 f"({sum(x.partings or 0 for x in rows)} partings in all, each resynchronized on sherpa-onnx's token: "
+                 f"the widest {max((x.widest_rel for x in rows if x.widest_rel is not None), default=0):g} of the "
+                 f"logits' scale, recorded)",
            threshold=f"every clip exact, or parted at a near-tie (margin <= {SHERPA_TIE_REL:g} x the logits' scale)",
            detail=(f"first: clip {bad[0].clip} token {bad[0].divergence.token_index} (frame "
                    f"{bad[0].divergence.frame}), margin {bad[0].divergence.margin}" if bad
@@ -661,12 +663,13 @@ def frontend_parity(dec: GreedyDecoder, spec: ModelSpec, clips: list[ExportClip]
 
 
 def on_sherpa_features(dec: GreedyDecoder, spec: ModelSpec, wav: Path, name: str, ids: list[int],
-                       frames: list[int], tie_rel: float = SHERPA_TIE_REL) -> FrontendClip:
+                       frames: list[int], tie_rel: float = SHERPA_TIE_REL, every: bool = False) -> FrontendClip:
     """One recording: the reference decoder on the features sherpa-onnx computes from it, following sherpa-onnx's
     greedy rule, against sherpa-onnx's tokens `ids` at its `frames`, resynchronized on sherpa-onnx's token at each
-    parting (decode.sherpa_partings): exact, or parted only at near-ties (neither side's logits being observable in
-    the runtime: the margin there in the decoder's logits <= `tie_rel` of their scale). `divergence`: the first
-    parting that is not a near-tie, else the first."""
+    parting (decode.sherpa_partings): exact, or parted at near-ties (neither side's logits being observable in the
+    runtime: the margin there in the decoder's logits <= `tie_rel` of their scale): the first parting (a clip's
+    gate), or `every` parting (the long-recording gate's). `divergence`: the first parting that is not a near-tie
+    where that decides, else the first; every parting is counted, the widest recorded."""
     from .audio import read_wav
     from .frontend import sherpa_features
 
@@ -674,9 +677,12 @@ def on_sherpa_features(dec: GreedyDecoder, spec: ModelSpec, wav: Path, name: str
     feats = sherpa_features(samples, rate, spec.feat_dim)
     enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
     partings = dec.partings(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, ids, frames)
-    wide = [d for d in partings if d.margin is None or d.margin > tie_rel * max(d.scale, 1e-12)]
+    rel = [d.margin / max(d.scale, 1e-12) if d.margin is not None else float("inf") for d in partings]
+    wide = [d for d, x in zip(partings, rel) if x > tie_rel][: None if every else 1] if partings else []
+    wide = wide if every or (wide and wide[0] is partings[0]) else []
     return FrontendClip(clip=name, exact=not partings, tie=bool(partings) and not wide,
-                        divergence=(wide or partings or [None])[0], tokens=len(ids), partings=len(partings))
+                        divergence=(wide or partings or [None])[0], tokens=len(ids), partings=len(partings),
+                        widest_rel=round(max(rel), 5) if rel and max(rel) != float("inf") else None)
 
 
 def write_long_recording(clips: list[ExportClip], seconds: float, path: Path) -> float:
@@ -708,7 +714,7 @@ def long_recording(ctx: _Context, v: str, dec: GreedyDecoder, wav: Path, seconds
         phase = f"{v}: long recording, reference decoder on sherpa-onnx's features"
         with ctx.phase(phase):
             (ids, frames), = sherpa_ids_frames(sh, ctx.pieces, ctx.spec)
-            agreement = on_sherpa_features(dec, ctx.spec, wav, wav.stem, ids, frames, LONG_TIE_REL)
+            agreement = on_sherpa_features(dec, ctx.spec, wav, wav.stem, ids, frames, LONG_TIE_REL, every=True)
         reference_s = round(ctx.phase.seconds[phase], 1)
     out = LongRecording(seconds=seconds, agreement=agreement, error=error, reference_s=reference_s,
                         sherpa_peak_gb=round(sh.peak_rss_bytes / 1e9, 2) if sh.peak_rss_bytes else None,
