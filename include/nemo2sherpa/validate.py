@@ -678,8 +678,8 @@ def on_sherpa_features(dec: GreedyDecoder, spec: ModelSpec, wav: Path, name: str
     enc, enc_len = dec.encode(feats, np.array([feats.shape[2]], dtype=np.int64))
     partings = dec.partings(enc, int(enc_len[0]), spec.pred_rnn_layers, spec.pred_hidden, ids, frames)
     rel = [d.margin / max(d.scale, 1e-12) if d.margin is not None else float("inf") for d in partings]
-    wide = [d for d, x in zip(partings, rel) if x > tie_rel][: None if every else 1] if partings else []
-    wide = wide if every or (wide and wide[0] is partings[0]) else []
+    held = len(partings) if every else 1  # the partings the gate holds: every one, or the first
+    wide = [d for d, x in zip(partings[:held], rel) if x > tie_rel]
     return FrontendClip(clip=name, exact=not partings, tie=bool(partings) and not wide,
                         divergence=(wide or partings or [None])[0], tokens=len(ids), partings=len(partings),
                         widest_rel=round(max(rel), 5) if rel and max(rel) != float("inf") else None)
