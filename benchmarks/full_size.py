@@ -8,8 +8,8 @@ Builds the architecture from a NeMo config (tests/fixtures/build_tiny_model.py -
 what a default DAG run runs, with the DAG's defaults (variants, int8 recipe, gates, runtime matrix, benchmark
 lengths) but the long-recording gate's length (--long-recording-s, default LONG_RECORDING_S: 2 minutes; the DAG's 10
 minutes would add ~25 minutes and need ~18 GB for fp32 at this size, benchmarks/results/long-audio-1.1b.md, where
-10 minutes is measured by hand): every step of pipeline.STEPS in its own venv and process (`nemo2sherpa convert`: source, export,
-validate_export, quantize, metadata, validate, compat, package, benchmark), then publish to a loopback S3 server
+10 minutes is measured by hand): every step of pipeline.STEPS in its own venv and process (`nemo2sherpa convert`:
+source, export, validate_export, quantize, metadata, validate, compat, package, benchmark), then publish to a loopback S3 server
 (rclone), manifest and latest.json included, as the DAG's publish task does. The DAG's gates stay on: on random
 weights no clip is one the model knows, so the WER gates have nothing to hold, while every exactness gate holds.
 convert also publishes to a loopback Hugging Face Hub (tests/hubserver.py, `--publish-to hf://...`: one repo a
@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.benchmark import table  # noqa: E402
 from nemo2sherpa.child import memory_gib, run_measured  # noqa: E402
-from nemo2sherpa.records import Benchmark  # noqa: E402
+from nemo2sherpa.gates import LONG_RECORDING  # noqa: E402
+from nemo2sherpa.records import Benchmark, LongRecording  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -142,7 +143,8 @@ def main() -> int:
     ap.add_argument("--gpu", action="store_true",
                     help="also benchmark onnxruntime CUDA (on a machine with an NVIDIA GPU; else recorded as skipped)")
     ap.add_argument("--long-recording-s", type=float, default=LONG_RECORDING_S,
-                    help=f"the long-recording gate's length (default {LONG_RECORDING_S} s; the DAG's default: 600)")
+                    help=f"the long-recording gate's length (default {LONG_RECORDING_S} s; the DAG's default: "
+                         f"{LONG_RECORDING.shown(LONG_RECORDING.default)})")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
@@ -213,10 +215,11 @@ def _long_recording_rows(rec: dict) -> list[str]:
            "", "| variant | sherpa-onnx peak RSS (GB) | load (s) | decode (s) | reference decoder (s) | validate's peak "
            "RSS so far (GB) | tokens | partings (near-ties) | held |", "|---|---|---|---|---|---|---|---|---|"]
     for v, x in runs.items():
-        a = x.get("agreement") or {}
-        out.append(f"| {v} | {x.get('sherpa_peak_gb')} | {x.get('sherpa_load_s')} | {x.get('sherpa_decode_s')} | "
-                   f"{x.get('reference_s')} | {x.get('validate_peak_gb')} | {a.get('tokens', '-')} | {a.get('partings', '-')} | "
-                   f"{'yes' if a.get('exact') or a.get('tie') else 'no: ' + str(x.get('error') or 'a wide parting')} |")
+        r = LongRecording.from_json(x, f"long_recording of {v}")
+        a = r.agreement
+        out.append(f"| {v} | {r.sherpa_peak_gb} | {r.sherpa_load_s} | {r.sherpa_decode_s} | {r.reference_s} | "
+                   f"{r.validate_peak_gb} | {a.tokens if a else '-'} | {a.partings if a else '-'} | "
+                   f"{'yes' if r.held else 'no: ' + (r.error or 'a wide parting')} |")
     return out + [""]
 
 
@@ -233,8 +236,9 @@ def markdown(rec: dict) -> str:
            f"other load on the machine during the run: at most {100 * (rec['other_load_max'] or 0):.0f}% of it "
            f"(per step below).", "",
            f"**{'PASSED' if rec['passed'] else 'FAILED: ' + str(rec['failure'])}**: every step of a default DAG run "
-           f"(the DAG's variants, gates, runtime matrix and benchmark lengths; the long-recording gate on "
-           f"{rec.get('long_recording_s', 600):g} s, not the DAG's 600), then publish to a loopback S3 server.", "",
+           f"(the DAG's variants, gates, runtime matrix and benchmark lengths" +
+           (f"; the long-recording gate on {rec['long_recording_s']:g} s, not the DAG's default"
+            if rec.get("long_recording_s") else "") + "), then publish to a loopback S3 server.", "",
            "| step | wall (s) | peak RSS (GB) | its processes together (GB) | CPU (s) | other load |",
            "|---|---|---|---|---|---|"]
     for name, s in rec["steps"].items():

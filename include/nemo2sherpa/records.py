@@ -584,6 +584,11 @@ class LongRecording(Record):
     validate_peak_gb: float | None = None
     error: str | None = None
 
+    @property
+    def held(self) -> bool:
+        """The gate passed: sherpa-onnx decoded it, and agreed with the reference decoder or parted at near-ties."""
+        return self.agreement is not None and (self.agreement.exact or self.agreement.tie)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Timestamps(Record):

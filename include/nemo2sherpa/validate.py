@@ -725,7 +725,7 @@ def long_recording(ctx: _Context, v: str, wav: Path, seconds: float) -> LongReco
                         validate_peak_gb=round(own_peak_rss() / 1e9, 2))
     div = agreement.divergence if agreement else None
     ctx.r.gate(f"{v}: sherpa-onnx == reference decoder on a {seconds / 60:.1f}-minute recording",
-               agreement is not None and (agreement.exact or agreement.tie),
+               out.held,
                value=error or (f"{agreement.tokens} tokens, exact" if agreement.exact else
                                f"{agreement.tokens} tokens, parted {agreement.partings} times, each resynchronized; "
                                f"{'first wide' if not agreement.tie else 'first'} at token {div.token_index} (frame "
@@ -743,8 +743,7 @@ def proven_long_audio(a: LongAudio, variants: dict[str, VariantResult]) -> LongA
     runs = {v: x.long_recording for v, x in variants.items() if x.long_recording is not None}
     if not runs:
         return a
-    held = len(runs) == len(variants) and all(x.agreement and (x.agreement.exact or x.agreement.tie)
-                                               for x in runs.values())
+    held = len(runs) == len(variants) and all(x.held for x in runs.values())
     seconds = next(iter(runs.values())).seconds
     longer = held and seconds > a.longest_proven_s
     return replace(a, recording_s=seconds, longest_proven_s=seconds if longer else a.longest_proven_s,
