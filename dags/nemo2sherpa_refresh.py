@@ -82,32 +82,31 @@ def _allowed_connection(conn_id: str) -> str:
 
 
 def _targets(p: dict) -> dict:
-    """The targets the run checks (param targets): S3 over the run's connection, the Hub with the token of the
-    Airflow Variable hf_token (masked)."""
+    """The targets the run checks (param targets, targets.KINDS): S3 over the run's connection, the Hub with the token
+    of the Airflow Variable hf_token (masked)."""
     from airflow.sdk import Variable
     from airflow.sdk.log import mask_secret
 
-    def hub():
-        from nemo2sherpa.hubtarget import HubTarget, hub_api
+    from nemo2sherpa.targets import KINDS, open_targets
 
-        if not p["hub_namespace"]:
-            from airflow.sdk.exceptions import AirflowFailException
+    def hub_api():
+        from nemo2sherpa.hubtarget import hub_api
 
-            raise AirflowFailException("checking the Hub (targets: hub) needs the Hub namespace (hub_namespace)")
         token = Variable.get("hf_token", default=None)
         if token:
             mask_secret(token)
-        return HubTarget(hub_api(token), p["hub_namespace"])
+        return hub_api(token)
 
-    def s3():
+    def s3_client():
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from nemo2sherpa.publish import S3Target
+        return S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"])).get_conn()
 
-        return S3Target(S3Hook(aws_conn_id=_allowed_connection(p["aws_conn_id"])).get_conn(), p["bucket"], p["prefix"])
+    if "hub" in p["targets"] and not p["hub_namespace"]:
+        from airflow.sdk.exceptions import AirflowFailException
 
-    make = {"s3": s3, "hub": hub}
-    return {name: make[name]() for name in p["targets"]}
+        raise AirflowFailException("checking the Hub (targets: hub) needs the Hub namespace (hub_namespace)")
+    return open_targets({name: KINDS[name].url_from(p) for name in p["targets"]}, {"s3": s3_client, "hub": hub_api})
 
 
 @dag(

@@ -290,39 +290,33 @@ def _hub_api():
 
 
 def _targets(p: dict, plan) -> dict:
-    """The run's publish targets (param targets), each over the run's own settings: the S3 connection, bucket and
-    prefix; the Hub namespace and token."""
+    """The run's publish targets (param targets, targets.KINDS), each over the run's own settings and clients: the S3
+    connection, bucket and prefix; the Hub namespace and the token of the Variable hf_token."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from nemo2sherpa.hubtarget import HubTarget
-    from nemo2sherpa.publish import S3Target
+    from nemo2sherpa.targets import KINDS, TargetOptions, open_targets
 
-    make = {"s3": lambda: S3Target(S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn(), p["bucket"], p["prefix"],
-                                   p["create_bucket"]),
-            "hub": lambda: HubTarget(_hub_api(), p["hub_namespace"], p["hub_private"], plan.reference)}
-    return {name: make[name]() for name in p["targets"]}
+    clients = {"s3": lambda: S3Hook(aws_conn_id=p["aws_conn_id"]).get_conn(), "hub": _hub_api}
+    return open_targets({name: KINDS[name].url_from(p) for name in p["targets"]}, clients,
+                        TargetOptions(p["create_bucket"], p["hub_private"], plan.reference))
 
 
 def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
-    """publish's wiring: the run's targets (_targets), the library's publish to each (targets.publish_to: up to
-    date, a variant added, or the whole bundle, then the run's summary), each bundle's asset event when this run
-    published it; the XCom the report plugin reads (the first target's result, and every target's)."""
+    """publish's wiring: the run's targets (_targets), the library's publish step over them (targets.publish_all),
+    each bundle's asset event when this run published it; the XCom the report plugin reads."""
     from nemo2sherpa.records import Plan, Source
-    from nemo2sherpa.targets import publish_to
+    from nemo2sherpa.targets import publish_all, published_xcom
 
     ctx = get_current_context()
     p = ctx["params"]
     plan, source = Plan.from_json(plan), Source.from_json(src)
-    results = {}
-    for name, target in _targets(p, plan).items():
-        results[name] = publish_to(target, plan.bundle, source, plan.variants, ctx["run_id"], validated, bench,
-                                   p["force"])
-        if results[name].announce:
-            uri, extra = results[name].asset_event(source)
+    results = publish_all(_targets(p, plan), plan.bundle, source, plan.variants, ctx["run_id"], validated, bench,
+                          p["force"])
+    for result in results.values():
+        if result.announce:
+            uri, extra = result.asset_event(source)
             ctx["outlet_events"][BUNDLES].add(Asset(uri), extra=extra)
-    first = results[p["targets"][0]]
-    return {**first.to_json(), "bundle": str(plan.bundle), "aws_conn_id": p["aws_conn_id"],
-            "targets": {name: r.to_json() for name, r in results.items()}}
+    return {**published_xcom(results, plan.bundle), "aws_conn_id": p["aws_conn_id"]}
 
 
 def _classified(task_id: str, work, *args):

@@ -92,26 +92,28 @@ def _publish_result(dag_id: str, run_id: str) -> dict[str, Any] | None:
 
 
 def _target(uri: str, aws_conn_id: str | None):
-    """The target a published URI lives in, as the api-server reaches it: the Hub (hf://) with the token of the
-    Variable hf_token (hubtarget.HubTarget), else S3 through the run's connection (publish.S3Target)."""
-    if uri.startswith("hf://"):
-        from airflow.models import Variable  # the api-server's own: it reads the metadata database
+    """The target a published URI lives in (targets.KINDS), as the api-server reaches it: the Hub with the token of the
+    Variable hf_token, S3 through the run's connection."""
+    from airflow.models import Variable  # the api-server's own: it reads the metadata database
 
-        from nemo2sherpa.hubtarget import HubTarget, hub_api
+    from nemo2sherpa.hubtarget import hub_api
+    from nemo2sherpa.targets import kind_of, open_targets
 
-        return HubTarget(hub_api(Variable.get("hf_token", default_var=None)), uri[len("hf://"):].split("/", 1)[0])
-    from botocore.config import Config
+    def s3_client():
+        from botocore.config import Config
 
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from nemo2sherpa.publish import S3Target
-    from nemo2sherpa.workspace import split
+        conn = aws_conn_id or "aws_default"
+        # the connection's own client settings, its download links signed as S3 takes them (SigV4; botocore may
+        # presign with SigV2, which S3 refuses for most buckets)
+        sigv4 = S3Hook(aws_conn_id=conn).config.merge(Config(signature_version="s3v4"))
+        return S3Hook(aws_conn_id=conn, config=sigv4).get_conn()
 
-    conn = aws_conn_id or "aws_default"
-    # the connection's own client settings, its download links signed as S3 takes them (SigV4; botocore may presign
-    # with SigV2, which S3 refuses for most buckets)
-    sigv4 = S3Hook(aws_conn_id=conn).config.merge(Config(signature_version="s3v4"))
-    return S3Target(S3Hook(aws_conn_id=conn, config=sigv4).get_conn(), split(uri)[0])
+    kind = kind_of(uri)
+    root = kind.scheme + uri[len(kind.scheme):].split("/", 1)[0]  # the bucket, the Hub namespace
+    clients = {"s3": s3_client, "hub": lambda: hub_api(Variable.get("hf_token", default_var=None))}
+    return open_targets({root: root}, clients)[root]
 
 
 def _bundle_reader(pub: dict[str, Any]):

@@ -16,7 +16,8 @@ from nemo2sherpa.errors import InputError
 from nemo2sherpa.publish import S3Target, bundle_key
 from nemo2sherpa.records import FileDigest, Manifest, Source
 from nemo2sherpa.report import Figure
-from nemo2sherpa.targets import MANIFEST, Download, PublishResult, Target, publish_to, published_state
+from nemo2sherpa.targets import (KINDS, MANIFEST, Download, PublishResult, Target, TargetOptions, open_targets,
+                                 publish_all, publish_to, published_state, published_xcom)
 from nemo2sherpa.variants import BASE, VARIANT_FILES
 
 
@@ -59,6 +60,47 @@ def test_targets_implement_the_interface():
     assert isinstance(S3Target(client=None, bucket="b"), Target)
     assert isinstance(MemoryTarget(), Target)
     assert not isinstance(object(), Target)
+
+
+def test_every_kind_opens_from_its_url_and_from_a_runs_params(tmp_path):
+    """targets.KINDS, the one place a kind is declared: each opens from its URL (and from the DAGs' params) through the
+    client its caller hands over, with the run's options, into a Target; a URL of no kind, or one its kind refuses,
+    is refused naming it and the forms there are, before any client is made."""
+    params = {"bucket": "models", "prefix": "asr/parakeet", "hub_namespace": "acme"}
+    made: list[str] = []
+    clients = {name: (lambda name=name: made.append(name) or f"client-{name}") for name in KINDS}
+    options = TargetOptions(create_bucket=False, private=True, reference=tmp_path)
+    opened = open_targets({name: kind.url_from(params) for name, kind in KINDS.items()}, clients, options)
+    assert list(opened) == list(KINDS) == made and all(isinstance(t, Target) for t in opened.values())
+    s3, hub = opened["s3"], opened["hub"]
+    assert (s3.client, s3.bucket, s3.prefix, s3.create_bucket) == ("client-s3", "models", "asr/parakeet", False)
+    assert (hub.api, hub.namespace, hub.private, hub.reference) == ("client-hub", "acme", True, tmp_path)
+    assert s3.where("m", "r") == f"s3://models/asr/parakeet/m/r-{PIPELINE_VERSION}/"
+    made.clear()
+    for bad in ("ftp://acme", "hf://acme/extra", "hf://", "s3://"):
+        with pytest.raises(InputError, match=f"{bad}"):
+            open_targets({"s3": "s3://fine", "x": bad}, clients)
+        assert not made, bad
+
+
+def test_publish_all_publishes_to_each_target_and_hands_the_plugin_their_results(tmp_path, caplog):
+    """publish_all, the publish step of the DAG and of convert: each target in turn, its time kept; the XCom the
+    report plugin reads gives the first target's result, the bundle folder, and every target's by name."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "tokens.txt").write_text("a 0\n")
+    src = Source(kind="local", name="m", revision="r")
+    targets = {"one": MemoryTarget(), "two": MemoryTarget()}
+    caplog.set_level(logging.INFO, logger="nemo2sherpa.targets")
+    results = publish_all(targets, bundle, src, [BASE.name], "run-1", {"passed": True}, {})
+    assert list(results) == ["one", "two"] and all(r.wall_s is not None and r.wall_s >= 0 for r in results.values())
+    assert all(t.read("mem://m/r/tokens.txt") == b"a 0\n" for t in targets.values())
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("published to one in ") for m in logged) and any(m.startswith("published to two in ")
+                                                                             for m in logged)
+    xcom = published_xcom(results, bundle)
+    assert xcom == {**results["one"].to_json(), "bundle": str(bundle),
+                    "targets": {"one": results["one"].to_json(), "two": results["two"].to_json()}}
 
 
 def test_any_target_is_published_to_through_the_dags_function(tmp_path, caplog):

@@ -25,6 +25,7 @@ from .pipeline import STEP, STEPS, make_plan
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
 from .records import Export, Plan, Record, Source
 from .runtimes import KINDS
+from .targets import Target
 from .variants import BASE, DEFAULT_VARIANTS, VARIANTS
 
 log = logging.getLogger("nemo2sherpa")
@@ -159,27 +160,15 @@ def _convert(a):
                    _csv(a.publish_to or ""), a.hub_private)
 
 
-def publish_targets(urls: list[str], reference: Path, private: bool = False) -> dict[str, Any]:
-    """convert's publish targets from their URLs (targets.TARGET_KINDS): s3://<bucket>[/<prefix>] through the AWS_*
+def publish_targets(urls: list[str], reference: Path, private: bool = False) -> dict[str, Target]:
+    """convert's publish targets from their URLs (targets.KINDS): s3://<bucket>[/<prefix>] through the AWS_*
     environment, hf://<namespace> with HF_TOKEN; InputError naming a URL that is neither."""
-    import re
+    from .hubtarget import hub_api
+    from .s3input import client
+    from .targets import TargetOptions, open_targets
 
-    from .hubtarget import SCHEME, HubTarget, hub_api
-    from .publish import S3Target
-    from .s3input import client, split_url
-    from .targets import HUB_NAMESPACE_PATTERN
-
-    out: dict[str, Any] = {}
-    for url in urls:
-        if url.startswith("s3://"):
-            bucket, prefix = split_url(url)
-            out[url] = S3Target(client(), bucket, prefix.strip("/"))
-        elif url.startswith(SCHEME) and re.match(HUB_NAMESPACE_PATTERN, ns := url[len(SCHEME):].strip("/")) and ns:
-            out[url] = HubTarget(hub_api(os.environ.get("HF_TOKEN")), ns, private, reference)
-        else:
-            raise InputError(f"publish target {url!r}: give s3://<bucket>[/<prefix>] or hf://<user or organization> "
-                             f"(nothing was done)")
-    return out
+    return open_targets({url: url for url in urls}, {"s3": client, "hub": lambda: hub_api(os.environ.get("HF_TOKEN"))},
+                        TargetOptions(private=private, reference=reference))
 
 
 def _package(a):
@@ -366,24 +355,18 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
             "package": results.get("package"), "published": published}
 
 
-def _publish(targets: dict[str, Any], plan: Plan, results: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """convert's publish: the validated bundle to each target (targets.publish_to, as the DAG's publish task), with
-    its wall time and this process's peak RSS so far (it holds nothing else large)."""
+def _publish(targets: dict[str, Target], plan: Plan, results: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """convert's publish: the validated bundle to each target (targets.publish_all, as the DAG's publish task), with
+    its wall time and this process's peak RSS when publishing ended (it holds nothing else large)."""
     import resource
-    import time
 
-    from .targets import publish_to
+    from .targets import publish_all
 
-    source = Source.from_json(results["source"])
-    out = {}
-    for url, target in targets.items():
-        t0 = time.monotonic()
-        result = publish_to(target, plan.bundle, source, plan.variants, run_id, results["validate"],
-                            results["benchmark"])
-        out[url] = {**result.to_json(), "wall_s": round(time.monotonic() - t0, 1),
-                    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-        log.info("published to %s in %.1f s", url, out[url]["wall_s"])
-    return out
+    published = publish_all(targets, plan.bundle, Source.from_json(results["source"]), plan.variants, run_id,
+                            results["validate"], results["benchmark"])
+    return {url: {**r.to_json(), "wall_s": r.wall_s,
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            for url, r in published.items()}
 
 
 def _run_steps(plan: Plan, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

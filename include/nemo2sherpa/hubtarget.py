@@ -27,7 +27,7 @@ from typing import Any
 from . import PIPELINE_VERSION, __version__
 from .errors import InputError, PermanentError, TransientError
 from .records import FileDigest, Manifest, Source
-from .targets import MANIFEST, Download, PublishResult, published_state
+from .targets import MANIFEST, Download, PublishResult, TargetOptions, published_state
 from .variants import BASE, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.hub")
@@ -62,6 +62,11 @@ def front_matter(source: Source, variant: str, license_: str | None, languages: 
     tags = [*MODEL_TAGS, "tdt" if "tdt" in (source.repo_id or source.name or "") else "rnnt", variant]
     lines += ["tags:", *(f"- {t}" for t in tags), "---", ""]
     return "\n".join(lines)
+
+
+def open_target(url: str, api: Any, options: TargetOptions) -> HubTarget:
+    """The Hub target at hf://<namespace> (targets.KINDS checked its form) through a huggingface_hub.HfApi."""
+    return HubTarget(api, url[len(SCHEME):].strip("/"), options.private, options.reference)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .progress import Progress
 from .records import Benchmark, Compatibility, FileDigest, Latest, Manifest, Source, Validation
 from .s3input import classified, split_url
 from .source import sha256_file
-from .targets import MANIFEST, Download, PublishResult, published_state
+from .targets import MANIFEST, Download, PublishResult, TargetOptions, published_state
 from .variants import ARCHIVE_FORMATS, SHARED, VARIANT_FILES, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.publish")
@@ -59,6 +59,12 @@ def bundle_key(prefix: str, model: str, revision: str) -> str:
         raise InputError(f"bundle key {key!r} (prefix {prefix!r}, model {model!r}) has an empty, '.' or '..' segment "
                          f"or other characters than letters, digits, '.', '_', '-': fix the prefix")
     return key
+
+
+def open_target(url: str, client: Any, options: TargetOptions) -> S3Target:
+    """The S3 target at s3://<bucket>[/<prefix>] through a boto3 client (targets.KINDS)."""
+    bucket, prefix = split_url(url)
+    return S3Target(client, bucket, prefix.strip("/"), options.create_bucket)
 
 
 @dataclass(frozen=True)

@@ -3,37 +3,37 @@
 A `Target` answers what publishing and its readers need, whatever the store: where a model's bundle is (`where`),
 the manifest published there (`manifest`: the refresh DAG decides by it), a published file's bytes (`read`: the
 report plugin), and publishing a bundle (`publish`, converging whichever write failed on an earlier try, its
-errors classified as nemo2sherpa.errors says). `publish_to` is the DAG's publish task, whatever the target: the
-bundle published, then the run's summary logged for the task's log; `download` gives a person a link to one
-variant (the report plugin). A new target is one module implementing `Target`, plus its tests.
+errors classified as nemo2sherpa.errors says). `publish_all` is the publish step, whatever the targets (the DAG's
+publish task and `convert --publish-to`): each bundle published, then the run's summary logged for the task's log;
+`download` gives a person a link to one variant (the report plugin).
+
+Target kinds are declared once (`KINDS`): a kind's name (the DAGs' `targets` param), its URL scheme, and the module
+whose `open_target(url, client, options)` makes one from a URL and a client. Whoever opens targets hands over the
+clients (`open_targets`): the DAGs and the report plugin from Airflow's connection and Variable, `convert` from the
+environment. A new target is one module implementing `Target` and `open_target`, one entry in `KINDS`, its tests.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from dataclasses import dataclass, field
+import re
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 from . import PIPELINE_VERSION
+from .errors import InputError
 from .records import FileDigest, Manifest, Plan, Source
 from .variants import VARIANT_FILES, VARIANTS
 
 MANIFEST = Manifest.FILE
 log = logging.getLogger("nemo2sherpa.targets")
 
-# Where a run may publish, declared once (the DAG's param, convert's --publish-to, the refresh DAG): each kind, what
-# it is; a run chooses one or both.
-TARGET_KINDS: dict[str, str] = {
-    "s3": "the S3 bucket and prefix below, through the S3 connection: the bundle's files, manifest.json last, "
-          "latest.json",
-    "hub": "Hugging Face Hub model repos under the Hub namespace below, one a variant "
-           "(<namespace>/sherpa-onnx-nemo-<model>[-<variant>]), laid out as sherpa-onnx's own, "
-           "one commit each; the token is the Airflow Variable hf_token (write access)",
-}
 DEFAULT_TARGETS = ["s3"]
-# A Hub user or organization name (empty: no Hub target).
-HUB_NAMESPACE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,94})?$"
+HUB_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,94}"  # a Hub user or organization name
+HUB_NAMESPACE_PATTERN = rf"^({HUB_NAME})?$"  # the DAGs' param (empty: no Hub target)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class PublishResult:
     validated: list[str] = field(default_factory=list)
     added_to: str | None = None
     commits: dict[str, str] = field(default_factory=dict)  # a target that commits (the Hub): repo -> commit sha
+    wall_s: float | None = None  # how long publishing took (publish_all), for convert's result
 
     def to_json(self) -> dict[str, Any]:
         """What the run keeps of it (the publish task's XCom, which the report plugin reads): where the bundle is,
@@ -103,6 +104,50 @@ class Target(Protocol):
         classified as nemo2sherpa.errors says (transient: retried)."""
 
 
+@dataclass(frozen=True)
+class TargetOptions:
+    """What a run sets on its targets besides their URLs: S3 creates a missing bucket (`create_bucket`, else publish
+    fails naming it); the Hub creates new repos private (`private`) and reads the run's reference folder for the model
+    card's figures (`reference`)."""
+
+    create_bucket: bool = True
+    private: bool = False
+    reference: Path | None = None
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """A kind of publish target: its name (the DAGs' `targets` param, the key of its client), its URLs' scheme, form
+    and pattern, what it is (the trigger form), the module whose `open_target(url, client, options)` makes one, and
+    its URL from a run's params (the DAGs' form)."""
+
+    name: str
+    scheme: str
+    form: str
+    pattern: str
+    what: str
+    module: str
+    url_from: Callable[[Mapping[str, Any]], str]
+
+    def open(self, url: str, client: Any, options: TargetOptions) -> Target:
+        """The target at `url` through `client` (InputError for a URL its module refuses, naming the fix)."""
+        return importlib.import_module(f"{__package__}.{self.module}").open_target(url, client, options)
+
+
+# Where a run may publish, declared once (the DAG's param, convert's --publish-to, the refresh DAG, the report plugin):
+# each kind, what it is; a run chooses one or both.
+KINDS: dict[str, TargetKind] = {k.name: k for k in (
+    TargetKind("s3", "s3://", "s3://<bucket>[/<prefix>]", r"^s3://[^/\s]+(/\S*)?$", "the S3 bucket and prefix below, through the S3 "
+               "connection: the bundle's files, manifest.json last, latest.json", "publish",
+               lambda p: f"s3://{p['bucket']}/{p['prefix']}"),
+    TargetKind("hub", "hf://", "hf://<user or organization>", rf"^hf://{HUB_NAME}/?$", "Hugging Face Hub model repos under the Hub namespace "
+               "below, one a variant (<namespace>/sherpa-onnx-nemo-<model>[-<variant>]), laid out as sherpa-onnx's "
+               "own, one commit each; the token is the Airflow Variable hf_token (write access)", "hubtarget",
+               lambda p: f"hf://{p['hub_namespace']}"),
+)}
+TARGET_KINDS: dict[str, str] = {k.name: k.what for k in KINDS.values()}
+
+
 def publish_to(target: Target, bundle: Path, source: Source, variants: list[str], run_id: str,
                validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> PublishResult:
     """The publish task, whatever the target: the bundle published with validate's and the benchmark's figures in
@@ -114,6 +159,46 @@ def publish_to(target: Target, bundle: Path, source: Source, variants: list[str]
     for line in summary_lines(result, bundle, variants, source, validated, bench):
         log.info("%s", line)
     return result
+
+
+def kind_of(url: str) -> TargetKind:
+    """The kind of target a URL names; InputError naming the URL and the form it should have."""
+    for kind in KINDS.values():
+        if url.startswith(kind.scheme):
+            if not re.match(kind.pattern, url):
+                raise InputError(f"publish target {url!r}: give {kind.form} (nothing was done)")
+            return kind
+    raise InputError(f"publish target {url!r}: give " + " or ".join(k.form for k in KINDS.values())
+                     + " (nothing was done)")
+
+
+def open_targets(urls: Mapping[str, str], clients: Mapping[str, Callable[[], Any]],
+                 options: TargetOptions = TargetOptions()) -> dict[str, Target]:
+    """The targets of a run, by the names it gives them (the DAG: its kinds; convert: the URLs), each opened from its
+    URL through the client its kind's factory in `clients` makes (the caller decides where credentials come from).
+    Every URL is checked before any client is made."""
+    kinds = {name: kind_of(url) for name, url in urls.items()}
+    return {name: kinds[name].open(url, clients[kinds[name].name](), options) for name, url in urls.items()}
+
+
+def publish_all(targets: Mapping[str, Target], bundle: Path, source: Source, variants: list[str], run_id: str,
+                validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> dict[str, PublishResult]:
+    """The publish step: the bundle published to each target in turn (publish_to), how long each took logged and
+    kept (`wall_s`)."""
+    out: dict[str, PublishResult] = {}
+    for name, target in targets.items():
+        t0 = time.monotonic()
+        result = publish_to(target, bundle, source, variants, run_id, validated, bench, force)
+        out[name] = replace(result, wall_s=round(time.monotonic() - t0, 1))
+        log.info("published to %s in %.1f s", name, out[name].wall_s)
+    return out
+
+
+def published_xcom(results: Mapping[str, PublishResult], bundle: Path) -> dict[str, Any]:
+    """What the publish task hands the report plugin (its XCom): the first target's result, the local bundle folder,
+    and every target's result by name."""
+    first = next(iter(results.values()))
+    return {**first.to_json(), "bundle": str(bundle), "targets": {name: r.to_json() for name, r in results.items()}}
 
 
 def summary_lines(result: PublishResult, bundle: Path, variants: list[str], source: Source,
