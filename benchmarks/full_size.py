@@ -43,7 +43,7 @@ from nemo2sherpa import venvs  # noqa: E402
 from nemo2sherpa.benchmark import table  # noqa: E402
 from nemo2sherpa.child import memory_gib, run_measured  # noqa: E402
 from nemo2sherpa.gates import LONG_RECORDING  # noqa: E402
-from nemo2sherpa.records import Benchmark, LongRecording  # noqa: E402
+from nemo2sherpa.records import Benchmark, LongAudio, LongRecording  # noqa: E402
 from nemo2sherpa.variants import DEFAULT_VARIANTS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -85,7 +85,7 @@ def build(nemo: Path) -> tuple[dict, dict]:
                                 "--out", str(nemo)])
     if proc.returncode != 0:
         raise SystemExit(f"building the full-size checkpoint failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1]), usage
+    return json.loads(proc.stdout.strip().splitlines()[-1]), usage.to_json()
 
 
 def convert_steps(nemo: Path, out: Path, gpu: bool, hub, long_recording_s: float) -> tuple[dict, dict, str | None]:
@@ -130,7 +130,7 @@ def publish(bundle: Path, source: dict, work: Path) -> tuple[dict, dict, str | N
         proc, usage = run_measured([sys.executable, "-c", code, str(ROOT / "include"), s3.endpoint, s3.key,
                                     s3.secret, str(bundle), json.dumps(source)])
     lines = proc.stdout.strip().splitlines()
-    return usage, (json.loads(lines[-1]) if proc.returncode == 0 else {}), (
+    return usage.to_json(), (json.loads(lines[-1]) if proc.returncode == 0 else {}), (
         None if proc.returncode == 0 else f"publish exited {proc.returncode}")
 
 
@@ -207,19 +207,22 @@ def record(a, info: dict, built: dict, steps: dict, bundle: Path, result: dict, 
 
 
 def _long_recording_rows(rec: dict) -> list[str]:
-    """The long-recording gate per variant: sherpa-onnx's peak memory and time, the reference decoder's, the verdict."""
+    """The long-recording gate per variant: sherpa-onnx's peak memory and time (and its peak on the evaluation clips,
+    for what the length adds), the reference decoder's, the verdict."""
     runs = rec.get("long_recording") or {}
     if not runs:
         return []
+    clips = LongAudio.from_json(rec["long_audio"]).clips_peak_gb or {} if rec.get("long_audio") else {}
     out = [f"Long-recording gate ({rec['long_recording_s']:g} s of the evaluation clips with pauses, decoded at once):",
-           "", "| variant | sherpa-onnx peak RSS (GB) | load (s) | decode (s) | reference decoder (s) | validate's peak "
-           "RSS so far (GB) | tokens | partings (near-ties) | held |", "|---|---|---|---|---|---|---|---|---|"]
+           "", "| variant | sherpa-onnx peak RSS (GB) | on the evaluation clips (GB) | load (s) | decode (s) | "
+           "reference decoder (s) | validate's peak RSS so far (GB) | tokens | partings (near-ties) | held |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for v, x in runs.items():
         r = LongRecording.from_json(x, f"long_recording of {v}")
         a = r.agreement
-        out.append(f"| {v} | {r.sherpa_peak_gb} | {r.sherpa_load_s} | {r.sherpa_decode_s} | {r.reference_s} | "
-                   f"{r.validate_peak_gb} | {a.tokens if a else '-'} | {a.partings if a else '-'} | "
-                   f"{'yes' if r.held else 'no: ' + (r.error or 'a wide parting')} |")
+        out.append(f"| {v} | {r.sherpa_peak_gb} | {clips.get(v, '-')} | {r.sherpa_load_s} | {r.sherpa_decode_s} | "
+                   f"{r.reference_s} | {r.validate_peak_gb} | {a.tokens if a else '-'} | "
+                   f"{a.partings if a else '-'} | {'yes' if r.held else 'no: ' + (r.error or 'a wide parting')} |")
     return out + [""]
 
 

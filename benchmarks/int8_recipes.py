@@ -42,8 +42,8 @@ def _step(what: str, args: list[str], venv: str) -> dict:
     proc, usage = run_module_measured(args, python=venvs.ensure(venv) / "bin" / "python")
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed (exit {proc.returncode}); its log is above")
-    print(f"{what}: {usage['wall_s']:.0f} s, peak RSS {usage['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
-    return {**usage, "result": json.loads(proc.stdout.strip().splitlines()[-1])}
+    print(f"{what}: {usage.wall_s:.0f} s, peak RSS {usage.peak_rss_bytes / 1e9:.2f} GB", flush=True)
+    return {**usage.to_json(), "result": json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def prepare(nemo: Path, work: Path) -> dict:
@@ -184,9 +184,10 @@ def make_bundles(nemo: Path | None, work: Path) -> dict:
     steps: dict = {}
     if nemo is None:
         nemo = work / "parakeet-tdt-1.1b-random.nemo"
-        proc, steps["build (fixture)"] = run_measured([
+        proc, built = run_measured([
             str(venvs.ensure("nemo") / "bin" / "python"), str(ROOT / "tests" / "fixtures" / "build_tiny_model.py"),
             "--family", "tdt-1.1b-full", "--out", str(nemo)])
+        steps["build (fixture)"] = built.to_json()
         if proc.returncode != 0:
             raise SystemExit("building the full-size checkpoint failed; its log is above")
     for k, v in prepare(nemo, work).items():

@@ -82,7 +82,8 @@ def main() -> int:
                 os.sync()  # the previous upload's dirty pages are written back before, not during, this one
                 cmd = [sys.executable, "-c", UPLOAD, str(ROOT / "include"), mode, str(folders[mode]), s3.endpoint, s3.key,
                        s3.secret, f"{mode}-{r}"]
-                proc, usage = run_measured(cmd)
+                proc, measured = run_measured(cmd)
+                usage = measured.to_json()
                 if proc.returncode != 0:
                     print(f"{mode} upload failed (exit {proc.returncode})", file=sys.stderr)
                     return 1

@@ -304,14 +304,14 @@ def _targets(p: dict, plan) -> dict:
 def _publish(plan: dict, src: dict, validated: dict, bench: dict) -> dict:
     """publish's wiring: the run's targets (_targets), the library's publish step over them (targets.publish_all),
     each bundle's asset event when this run published it; the XCom the report plugin reads."""
-    from nemo2sherpa.records import Plan, Source
+    from nemo2sherpa.records import Plan, Source, ValidationSummary
     from nemo2sherpa.targets import publish_all, published_xcom
 
     ctx = get_current_context()
     p = ctx["params"]
     plan, source = Plan.from_json(plan), Source.from_json(src)
-    results = publish_all(_targets(p, plan), plan.bundle, source, plan.variants, ctx["run_id"], validated, bench,
-                          p["force"])
+    results = publish_all(_targets(p, plan), plan.bundle, source, plan.variants, ctx["run_id"],
+                          ValidationSummary.from_json(validated, "validate's XCom"), bench, p["force"])
     for result in results.values():
         if result.announce:
             uri, extra = result.asset_event(source)
@@ -377,8 +377,9 @@ def _plan(ctx) -> dict:
             raise InputError(f"S3 connection {p['aws_conn_id']!r} is not one this deployment allows: choose one "
                              f"of {', '.join(S3_CONNECTIONS)} (NEMO2SHERPA_S3_CONNECTIONS declares them)")
         layout = make_plan((workspace.default_cache() if REMOTE else Path(WORKSPACE)) / run_key, p["source"],
-                           p["revision"], p["variants"], p["gpu_benchmark"], p["benchmark_lengths"],
-                           {k: p[k] for k in GATE_DEFAULTS}, **{k: p[k] for k in PLAN_PARAMS})
+                           revision=p["revision"], variants=p["variants"], gpu=p["gpu_benchmark"],
+                           lengths=p["benchmark_lengths"], gates={k: p[k] for k in GATE_DEFAULTS},
+                           **{k: p[k] for k in PLAN_PARAMS})
     except InputError as e:
         raise AirflowFailException(str(e)) from None
     if REMOTE:

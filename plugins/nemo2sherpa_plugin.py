@@ -97,7 +97,7 @@ def _target(uri: str, aws_conn_id: str | None):
     from airflow.models import Variable  # the api-server's own: it reads the metadata database
 
     from nemo2sherpa.hubtarget import hub_api
-    from nemo2sherpa.targets import kind_of, open_targets
+    from nemo2sherpa.targets import open_targets, target_url
 
     def s3_client():
         from botocore.config import Config
@@ -110,10 +110,9 @@ def _target(uri: str, aws_conn_id: str | None):
         sigv4 = S3Hook(aws_conn_id=conn).config.merge(Config(signature_version="s3v4"))
         return S3Hook(aws_conn_id=conn, config=sigv4).get_conn()
 
-    kind = kind_of(uri)
-    root = kind.scheme + uri[len(kind.scheme):].split("/", 1)[0]  # the bucket, the Hub namespace
+    home = target_url(uri)  # the bucket, the Hub namespace
     clients = {"s3": s3_client, "hub": lambda: hub_api(Variable.get("hf_token", default_var=None))}
-    return open_targets({root: root}, clients)[root]
+    return open_targets({home: home}, clients)[home]
 
 
 def _bundle_reader(pub: dict[str, Any]):

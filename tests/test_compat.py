@@ -169,7 +169,10 @@ def test_release_archives_are_laid_out_as_sherpa_onnx_releases_and_hold_the_vali
            f"{long_audio['longest_proven_s'] / 60:.1f} min, the long-recording gate's" in card and \
         "- Length limit: none but memory: full attention" in card
     assert f"- Memory: sherpa-onnx's peak memory decoding {long_audio['recording_s'] / 60:.1f} min at once: fp32 " \
-           f"{long_audio['sherpa_peak_gb']['fp32']:g} GB, int8 {long_audio['sherpa_peak_gb']['int8']:g} GB" in card
+           f"{long_audio['sherpa_peak_gb']['fp32']:g} GB, int8 {long_audio['sherpa_peak_gb']['int8']:g} GB; decoding " \
+           f"the evaluation clips (the longest {long_audio['longest_clip_s']:g} s): fp32 " \
+           f"{long_audio['clips_peak_gb']['fp32']:g} GB, int8 {long_audio['clips_peak_gb']['int8']:g} GB (what the " \
+           f"audio adds grows with the square of the length)" in card
     assert "Supported for this variant (single file): **sherpa-onnx >= 1.12.14**" in card and "sherpa-rs" in card
     with tarfile.open(d / "sherpa-onnx-nemo-tiny-tdt.tar") as tar:  # fp32 in the big layout: its weights go along
         top = "sherpa-onnx-nemo-tiny-tdt"

@@ -18,7 +18,7 @@ import pytest
 from conftest import last_json, run_cli
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.errors import InputError, TransientError
-from nemo2sherpa.records import Export, Source, Validation
+from nemo2sherpa.records import Export, Source, Validation, ValidationSummary
 from nemo2sherpa.targets import published_state, publish_to
 
 TOKEN = "hf_" + "wr1te" * 7
@@ -55,7 +55,7 @@ def _target(private: bool = False, token: str = TOKEN, namespace: str = "acme", 
 def _publish(d: Path, src: Source, variants: list[str], run_id: str, **kw):
     validated = Validation.read(d / "bundle")
     return publish_to(_target(reference=d / "reference", **kw), d / "bundle", src, variants, run_id,
-                      {"passed": validated.passed, "gates": len(validated.gates or [])}, {})
+                      ValidationSummary(passed=validated.passed, gates=len(validated.gates or [])), {})
 
 
 def test_each_variant_is_a_hub_repo_that_sherpa_onnx_decodes_and_a_second_publish_commits_nothing(
@@ -156,4 +156,5 @@ def test_an_unreachable_hub_is_transient(hub_run, fake_hub):
     fake_hub.__exit__(None, None, None)
     api = hub_api(TOKEN)
     with pytest.raises(TransientError, match="did not answer"):
-        publish_to(HubTarget(api, "acme", reference=d / "reference"), d / "bundle", src, ["fp32"], "r", {}, {})
+        publish_to(HubTarget(api, "acme", reference=d / "reference"), d / "bundle", src, ["fp32"], "r",
+                   ValidationSummary(passed=True), {})

@@ -161,4 +161,4 @@ def test_an_unknown_recipe_is_refused_before_any_work(exported, tmp_path):
     from nemo2sherpa.pipeline import make_plan
 
     with pytest.raises(InputError, match="int8 recipe 'int4' is unknown: choose one of matmul-qint8, matmul-qint8-7bit, sherpa-onnx"):
-        make_plan(tmp_path / "ws", "x.nemo", None, ["int8"], False, [1.0], None, "int4")
+        make_plan(tmp_path / "ws", "x.nemo", variants=["int8"], lengths=[1.0], int8_recipe="int4")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -118,14 +119,35 @@ def test_registry_entries_are_convertible_and_the_readme_lists_them():
 
     reg = load_registry()
     for name, e in reg.items():
-        assert REPO_ID.match(e["repo_id"]), name
-        assert e.get("durations", [0]) == list(range(len(e.get("durations", [0])))), name
-        assert set(e.get("variants", [])) <= set(VARIANT_FILES), name
-        assert isinstance(e.get("revision", ""), str), name
-        assert e.get("feat_dim", 80) in (80, 128), name
+        assert REPO_ID.match(e.repo_id), name
+        assert e.durations is None or e.durations == list(range(len(e.durations))), name
+        assert set(e.variants or []) <= set(VARIANT_FILES), name
+        assert e.feat_dim in (None, 80, 128), name
     readme = (ROOT / "README.md").read_text()
     listed = re.search(r"models \(`include/nemo2sherpa/models.toml`:\s*([^)]*)\)", readme).group(1)
     assert sorted(x.strip() for x in listed.split(",")) == sorted(reg)
+
+
+def test_a_teams_registry_with_a_misspelt_key_or_a_wrong_value_is_refused_by_name(tmp_path, monkeypatch):
+    """NEMO2SHERPA_REGISTRY points at a team's own list: each entry is a typed record (registry.RegistryEntry), so a
+    key nobody reads (a typo) or a figure of the wrong type is refused naming the file, the model and the key, where
+    a dict would have let the figure go unchecked."""
+    from nemo2sherpa.records import RecordError
+
+    reg = tmp_path / "models.toml"
+    monkeypatch.setenv("NEMO2SHERPA_REGISTRY", str(reg))
+    for body, match in [('["ours"]\nrepo_id = "acme/m"\nvocab_sise = 1024\n', r"\[ours\]: unknown field\(s\) vocab_sise"),
+                        ('["ours"]\nrepo_id = "acme/m"\nfeat_dim = "80"\n', r"\[ours\]\.feat_dim"),
+                        ('["ours"]\nrevision = "main"\n', r"\[ours\]: field 'repo_id' missing")]:
+        reg.write_text(body)
+        load_registry.cache_clear()
+        with pytest.raises(RecordError, match=match):
+            load_registry()
+    reg.write_text('["ours"]\nrepo_id = "acme/m"\nvocab_size = 1024\nlicense = "MIT"\n')
+    load_registry.cache_clear()
+    assert load_registry()["ours"].vocab_size == 1024 and load_registry()["ours"].license == "MIT"
+    monkeypatch.delenv("NEMO2SHERPA_REGISTRY")
+    load_registry.cache_clear()
 
 
 def test_registry_figures_are_checked_against_the_checkpoint():
@@ -134,8 +156,8 @@ def test_registry_figures_are_checked_against_the_checkpoint():
     spec = ModelSpec.from_config(read_nemo_config(FIXTURE))
     entry = reg["parakeet-tdt-1.1b"]
     with pytest.raises(InputError, match=r"vocab_size 64 \(registry: 1024\).*encoder_layers 2 \(registry: 42\)"):
-        spec.check_expected(entry, entry["repo_id"])
-    spec.check_expected({**entry, "vocab_size": spec.vocab_size, "encoder_layers": spec.encoder_layers}, "x")
+        entry.check(spec)
+    dataclasses.replace(entry, vocab_size=spec.vocab_size, encoder_layers=spec.encoder_layers).check(spec)
 
 
 @pytest.mark.parametrize("section, key, field", [("encoder", "d_model", "encoder.d_model"),

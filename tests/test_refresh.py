@@ -35,7 +35,7 @@ def test_refresh_triggers_conversions_only_for_what_changed(airflow_db, s3, fake
     small.write_bytes(b"not read by the refresh: it only asks which commit a revision is")
     both = ["encoder.onnx", "decoder.onnx", "joiner.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"]
     for name, entry in registry.items():
-        fake_hub.add_repo(entry["repo_id"], {"model.nemo": small, "README.md": small}, _sha(name))
+        fake_hub.add_repo(entry.repo_id, {"model.nemo": small, "README.md": small}, _sha(name))
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", s3.airflow_conn())
     c = s3.client()
     c.create_bucket(Bucket="refresh")

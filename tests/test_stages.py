@@ -261,7 +261,7 @@ def test_a_child_measures_its_own_peak_rss_not_its_parents():
     big[::4096] = b"\x01" * (len(big) // 4096)  # 1 GiB resident in this process
     code = f"import sys; sys.path.insert(0, {str(INCLUDE)!r}); from nemo2sherpa.child import own_peak_rss; print(own_peak_rss())"
     proc, usage = run_measured([sys.executable, "-c", code])
-    assert usage["peak_rss_bytes"] >= 1 << 30  # the parent's gigabyte, which the child never touched
+    assert usage.peak_rss_bytes >= 1 << 30  # the parent's gigabyte, which the child never touched
     assert 1e6 < int(proc.stdout) < 200e6  # the child's own
     del big
 
@@ -274,8 +274,8 @@ def test_a_step_measures_the_memory_of_all_its_processes_together():
     inner = "y = bytearray(200_000_000); import time; time.sleep(1.5)"
     outer = f"import subprocess, sys; x = bytearray(300_000_000); subprocess.run([sys.executable, '-c', {inner!r}])"
     _, usage = run_measured([sys.executable, "-c", outer])
-    assert usage["peak_rss_bytes"] > 300e6  # wait4's: the largest process (from this one's high-water mark up)
-    assert 480e6 < usage["peak_tree_bytes"] < 800e6 and usage["cpu_s"] > 0 and 0 <= usage["other_load"] <= 1
+    assert usage.peak_rss_bytes > 300e6  # wait4's: the largest process (from this one's high-water mark up)
+    assert 480e6 < usage.peak_tree_bytes < 800e6 and usage.cpu_s > 0 and 0 <= usage.other_load <= 1
 
 
 def test_cli_refuses_bad_input_with_one_line(tmp_path):
@@ -648,3 +648,7 @@ def test_the_encoder_computes_its_positions_so_a_recording_past_the_old_table_de
     a = val["long_audio"]
     assert a["longest_clip"] == "long-recording gate" and a["longest_proven_s"] == a["recording_s"] >= LONG_RECORDING_S
     assert set(a["sherpa_peak_gb"]) == {"fp32", "int8"}, a
+    # and on the evaluation clips (the greedy child's own peak): what the 9 minutes add over them is the audio's share
+    longest = max(c["duration_s"] for c in json.loads((validated / "reference" / "export.json").read_text())["clips"])
+    assert a["longest_clip_s"] == longest and set(a["clips_peak_gb"]) == {"fp32", "int8"}, a
+    assert all(0.05 < a["clips_peak_gb"][v] < a["sherpa_peak_gb"][v] for v in ("fp32", "int8")), a

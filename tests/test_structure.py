@@ -70,6 +70,34 @@ def test_the_readme_table_is_the_step_table():
                      *((s.name, s.venv) for s in rest), ("publish", "Airflow")]
 
 
+def test_every_step_command_is_made_from_the_steps_declaration(tmp_path):
+    """`python -m nemo2sherpa <step>` has no adapter of its own: its flags are its arguments' fields, and what they
+    give is the step's arguments (pipeline.Step.inputs), which its one call (Step.run) takes, as the DAG and convert
+    give it over a plan (Step.args)."""
+    import dataclasses
+    import json
+
+    from nemo2sherpa.cli import COMMANDS, parser, step_command, step_flags
+    from nemo2sherpa.records import Source
+
+    source_json = tmp_path / "source.json"
+    source_json.write_text(json.dumps(Source(kind="local", name="m", revision="r").to_json()))
+    commands = {s.command or s.name: s for s in STEPS if s.command is not None}
+    assert set(commands) <= set(COMMANDS) and len(commands) == len(STEPS) - 1  # validate_export: validate --mode pre
+    for name, step in commands.items():
+        flags = step_flags(step.inputs)
+        assert COMMANDS[name].flags == flags and COMMANDS[name].help == step.what, name
+        names = {flag for flag, _ in flags}
+        for f in dataclasses.fields(step.inputs):
+            dashed = f.name.replace("_", "-")
+            assert {f"--{dashed}", f"--{dashed}-json", f"--no-{dashed}"} & names or f.name == "gates", (name, f.name)
+        argv = [name, *(x for flag, opts in flags if opts.get("required")
+                        for x in (flag, str(source_json) if flag.endswith("-json") else "x"))]
+        captured = []
+        step_command(dataclasses.replace(step, run=captured.append)).run(parser().parse_args(argv))
+        assert len(captured) == 1 and isinstance(captured[0], step.inputs), name
+
+
 def test_every_family_has_its_rules_in_one_place():
     seen = {family_of(cls, durations).name for cls in TRANSDUCER_CLASSES for durations in ((), (0, 1, 2, 3, 4))}
     assert seen == set(FAMILIES)

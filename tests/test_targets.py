@@ -14,10 +14,10 @@ import pytest
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.errors import InputError
 from nemo2sherpa.publish import S3Target, bundle_key
-from nemo2sherpa.records import FileDigest, Manifest, Source
+from nemo2sherpa.records import FileDigest, Manifest, RecordError, Source, ValidationSummary
 from nemo2sherpa.report import Figure
 from nemo2sherpa.targets import (KINDS, MANIFEST, Download, PublishResult, Target, TargetOptions, open_targets,
-                                 publish_all, publish_to, published_state, published_xcom)
+                                 publish_all, publish_to, published_state, published_xcom, target_url)
 from nemo2sherpa.variants import BASE, VARIANT_FILES
 
 
@@ -77,6 +77,9 @@ def test_every_kind_opens_from_its_url_and_from_a_runs_params(tmp_path):
     assert (hub.api, hub.namespace, hub.private, hub.reference) == ("client-hub", "acme", True, tmp_path)
     assert s3.where("m", "r") == f"s3://models/asr/parakeet/m/r-{PIPELINE_VERSION}/"
     made.clear()
+    # the report plugin opens the target a published URI lives in
+    assert target_url("hf://acme/sherpa-onnx-nemo-m/README.md") == "hf://acme" == KINDS["hub"].url_from(params)
+    assert target_url(s3.where("m", "r") + "manifest.json") == "s3://models"
     for bad in ("ftp://acme", "hf://acme/extra", "hf://", "s3://"):
         with pytest.raises(InputError, match=f"{bad}"):
             open_targets({"s3": "s3://fine", "x": bad}, clients)
@@ -92,7 +95,7 @@ def test_publish_all_publishes_to_each_target_and_hands_the_plugin_their_results
     src = Source(kind="local", name="m", revision="r")
     targets = {"one": MemoryTarget(), "two": MemoryTarget()}
     caplog.set_level(logging.INFO, logger="nemo2sherpa.targets")
-    results = publish_all(targets, bundle, src, [BASE.name], "run-1", {"passed": True}, {})
+    results = publish_all(targets, bundle, src, [BASE.name], "run-1", ValidationSummary(passed=True), {})
     assert list(results) == ["one", "two"] and all(r.wall_s is not None and r.wall_s >= 0 for r in results.values())
     assert all(t.read("mem://m/r/tokens.txt") == b"a 0\n" for t in targets.values())
     logged = [r.getMessage() for r in caplog.records]
@@ -114,8 +117,8 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, caplog):
     src = Source(kind="local", name="m", revision="r")
     gated = Figure("int8", "WER vs fp32 (worst length bucket)", 0.0, 3, "the clips the model knows", 0.05)
     reported = Figure("int8", "WER vs fp32", 0.1504, 5, "every clip")
-    validated = {"passed": True, "gates": 3, "token_match": {BASE.name: 1.0, "int8": 0.97},
-                 "figures": [gated.to_json(), reported.to_json()]}
+    validated = ValidationSummary(passed=True, gates=3, token_match={BASE.name: 1.0, "int8": 0.97},
+                                  figures=[gated.to_json(), reported.to_json()])
     bench = {BASE.name: {"1": 0.012}}
     target = MemoryTarget()
 
@@ -135,7 +138,7 @@ def test_any_target_is_published_to_through_the_dags_function(tmp_path, caplog):
         "    int8: WER vs fp32 (worst length bucket) 0.0 (limit 0.05), 3 clips",
         "  reported only (on every clip, audio the model does not know included; no limit):",
         "    int8: WER vs fp32 0.1504, 5 clips"]
-    assert target.manifest("m", "r").summary == {"validation": validated, "benchmark_p50_s": bench}
+    assert target.manifest("m", "r").summary == {"validation": validated.to_json(), "benchmark_p50_s": bench}
     assert target.read("mem://m/r/tokens.txt") == (bundle / "tokens.txt").read_bytes()
     assert result.to_json() == {"uri": "mem://m/r/", "objects": result.objects, "skipped": False}
     assert result.asset_event(src) == ("mem://m/r", {"model": "m", "revision": "r",
@@ -181,10 +184,11 @@ def test_published_as_says_whether_a_target_holds_this_exact_bundle(tmp_path):
     target = MemoryTarget()
 
     def plan(variants, recipe=None):
-        return make_plan(tmp_path / "ws", "m", None, variants, False, [1.0], int8_recipe=recipe, runtimes=["python"])
+        return make_plan(tmp_path / "ws", "m", variants=variants, lengths=[1.0], int8_recipe=recipe, runtimes=["python"])
 
     assert published_as(target, src, plan(["fp32"])) == "not published yet at mem://m/r/"
-    publish_to(target, bundle, src, ["fp32", "int8"], "run-1", {"passed": True, "int8_recipe": "matmul-qint8"}, {})
+    publish_to(target, bundle, src, ["fp32", "int8"], "run-1",
+               ValidationSummary(passed=True, made={"int8_recipe": "matmul-qint8"}), {})
     assert published_as(target, src, plan(["fp32", "int8"], "matmul-qint8")) == \
         "already published at mem://m/r/ (run run-1)"
     assert published_as(target, src, plan(["fp32", "int8"], "sherpa-onnx")) == \
@@ -197,3 +201,20 @@ def test_published_as_says_whether_a_target_holds_this_exact_bundle(tmp_path):
         manifest, files=[f for f in manifest.files if "int8" not in f.name]).to_json()).encode()
     assert published_as(target, src, plan(["fp32", "int8"], "matmul-qint8")) == \
         "published without int8 at mem://m/r/"
+
+
+def test_validations_summary_is_a_record_with_the_made_variants_options_beside_the_rest():
+    """What validate hands publish (records.ValidationSummary): its JSON keeps the published manifests' shape (each
+    made variant's options, int8_recipe, as keys of their own, fp32's WER key by name) and reads back equal; a key
+    nobody declared is refused by name."""
+    summary = ValidationSummary(passed=False, gates=7, made={"int8_recipe": "sherpa-onnx"},
+                                token_match={BASE.name: 1.0}, wer_vs_base={"int8": 0.02})
+    data = summary.to_json()
+    assert list(data)[:7] == ["passed", "gates", "mode", "thresholds", "max_abs_diff", "encoder_rel_err",
+                              "int8_recipe"]
+    assert data["int8_recipe"] == "sherpa-onnx" and data[f"wer_vs_{BASE.name}"] == {"int8": 0.02}
+    assert ValidationSummary.from_json(json.loads(json.dumps(data))) == summary
+    with pytest.raises(RecordError, match="unknown field.*int4_recipe"):
+        ValidationSummary.from_json({**data, "int4_recipe": "x"})
+    with pytest.raises(RecordError, match="gates"):
+        ValidationSummary.from_json({**data, "gates": "seven"})

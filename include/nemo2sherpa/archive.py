@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import PermanentError
 from .progress import Progress
-from .records import Compatibility, Export, Source, Validation
+from .records import Compatibility, Export, PackageResult, Source, Validation
 from .variants import BASE, BPE_VOCAB, TOKENS, VARIANTS, variant_paths
 
 log = logging.getLogger("nemo2sherpa.archive")
@@ -202,7 +202,7 @@ def releases(bundle: Path, reference: Path, variants: list[str], source: Source,
 
 
 def package(bundle: Path, reference: Path, variants: list[str], source: Source,
-            license_: str | None = None) -> dict[str, Any]:
+            license_: str | None = None) -> PackageResult:
     """One release archive a variant, in the bundle folder, and README.md (the model card); their names, sizes and
     sha256s."""
     from .card import model_card
@@ -213,7 +213,7 @@ def package(bundle: Path, reference: Path, variants: list[str], source: Source,
     out = [_write(bundle, r) for r in releases(bundle, reference, variants, source, license_)]
     (bundle / CARD).write_text(model_card(archive_name(model, BASE.name), BASE.name, model, source, validated, compat,
                                           wavs, license_, archives=[a["name"] for a in out]))
-    return {"archives": out, "card": CARD}
+    return PackageResult(archives=out, card=CARD)
 
 
 def _check_disk(bundle: Path, variants: list[str]) -> None:

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from .records import Record
 
 INCLUDE = Path(__file__).resolve().parents[1]
 
@@ -66,8 +69,20 @@ def run_module(args: list[str], python: str | Path = sys.executable, **kw) -> su
     return subprocess.run(_cmd(args, python), text=True, env=_env(), **kw)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Usage(Record):
+    """What a child process took (run_measured): wall time, peak RSS, its process tree's peak memory (None: not
+    sampled), CPU time, and the share of the machine's CPUs other processes used meanwhile."""
+
+    wall_s: float
+    peak_rss_bytes: int
+    peak_tree_bytes: int | None
+    cpu_s: float
+    other_load: float
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None,
-                 tree_memory: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
+                 tree_memory: bool = True) -> tuple[subprocess.CompletedProcess, Usage]:
     """Run cmd with stdout captured (stderr passes through); also its wall time, peak RSS, the peak memory of its
     whole process tree, its CPU time and how busy the rest of the machine was meanwhile.
 
@@ -92,9 +107,9 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None,
         stdout = out.read()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, None)
     cpu = usage.ru_utime + usage.ru_stime
-    return done, {"wall_s": round(wall, 2), "peak_rss_bytes": usage.ru_maxrss * 1024, "peak_tree_bytes": tree.peak if tree else None,
-                  "cpu_s": round(cpu, 2), "other_load": round(max(0.0, busy - cpu) / max(wall * (os.cpu_count() or 1),
-                                                                                        1e-9), 3)}
+    return done, Usage(wall_s=round(wall, 2), peak_rss_bytes=usage.ru_maxrss * 1024,
+                       peak_tree_bytes=tree.peak if tree else None, cpu_s=round(cpu, 2),
+                       other_load=round(max(0.0, busy - cpu) / max(wall * (os.cpu_count() or 1), 1e-9), 3))
 
 
 def machine_busy_seconds() -> float:
@@ -156,7 +171,7 @@ def tree_pss(pid: int) -> int:
 
 
 def run_module_measured(args: list[str], python: str | Path = sys.executable,
-                        env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+                        env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, Usage]:
     """run_module, measured (see run_measured), in `env` (default: this process's) with include/ on its path."""
     return run_measured(_cmd(args, python), env={**(os.environ if env is None else env), "PYTHONPATH": str(INCLUDE)})
 

@@ -8,11 +8,14 @@ transient fault (the Hub or the store unreachable) exits 4: running it again may
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,9 +24,9 @@ from .errors import (EXIT_CODES, PERMANENT, TRANSIENT, VERDICT, GateFailed, Inpu
                      TransientError)
 from .benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS
 from .gates import GATE_DEFAULTS, GATES
-from .pipeline import STEP, STEPS, make_plan
+from .pipeline import STEP, STEPS, Step, make_plan
 from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
-from .records import Export, Plan, Record, Source
+from .records import Export, Plan, Record, Source, ValidationSummary
 from .runtimes import KINDS
 from .targets import Target
 from .variants import BASE, DEFAULT_VARIANTS, VARIANTS
@@ -99,31 +102,70 @@ class Command:
     plain: bool = False  # print the result as is (a path for the shell), not as JSON
 
 
-def _source(a):
-    from .evalset import with_eval_set
-    from .source import resolve_source
-    found = resolve_source(a.source, a.revision, Path(a.download_dir))
-    return with_eval_set(found, a.eval_set, Path(a.eval_dir or Path(a.download_dir) / "eval"), a.eval_max_clips)
+# The steps' arguments' flags where several steps share them: their help and defaults, said once.
+SHARED_FLAGS: dict[str, dict[str, Any]] = {"variants": VARIANTS_FLAG[1], "runtimes": RUNTIMES_FLAG[1],
+                                           "int8_recipe": INT8_RECIPE_FLAG[1], "lengths": LENGTHS[1],
+                                           "eval_set": EVAL_FLAGS[0][1], "eval_max_clips": EVAL_FLAGS[1][1]}
+
+
+def _bare(tp: Any) -> Any:
+    """A field's type without its None (`Path | None` -> Path)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+
+
+def _is_record(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Record)
+
+
+def step_flags(inputs: type) -> list[Flag]:
+    """A step's flags, one per field of its arguments (pipeline.Step.inputs): `--<field>`; a record read from a JSON
+    file `--<field>-json`; a flag `--<field>` (`--no-<field>` where it defaults on); a list comma-separated; the gate
+    limits as GATE_FLAGS. Required where the field has no default."""
+    out: list[Flag] = []
+    for f in dataclasses.fields(inputs):
+        tp, name = _bare(typing.get_type_hints(inputs)[f.name]), f.name.replace("_", "-")
+        opts = {"default": None, **SHARED_FLAGS.get(f.name, {}), **f.metadata}
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name == "gates":
+            out += GATE_FLAGS
+        elif _is_record(tp):
+            out.append((f"--{name}-json", {**opts, "dest": f"{f.name}_json", "required": required}))
+        elif tp is bool:
+            out.append((f"--no-{name}", {"dest": f.name, "action": "store_false", "help": opts.get("help")}) if f.default
+                       else (f"--{name}", {"action": "store_true", "help": opts.get("help")}))
+        else:
+            out.append((f"--{name}", {**({"type": tp} if tp in (int, float, Path) else {}), **opts,
+                                      "required": required}))
+    return out
+
+
+def step_args(inputs: type, a: argparse.Namespace) -> Any:
+    """A step's arguments from its flags (step_flags): each given flag read as its field's type, the others at the
+    field's default."""
+    given: dict[str, Any] = {}
+    for f in dataclasses.fields(inputs):
+        tp = _bare(typing.get_type_hints(inputs)[f.name])
+        if f.name == "gates":
+            given[f.name] = {g.param: getattr(a, g.param) for g in GATES if getattr(a, g.param) is not None}
+        elif _is_record(tp):
+            path = getattr(a, f"{f.name}_json")
+            given[f.name] = tp.from_json(json.loads(Path(path).read_text()), str(path)) if path else None
+        elif getattr(a, f.name) is not None:
+            value = getattr(a, f.name)
+            given[f.name] = ((_floats if typing.get_args(tp) == (float,) else _csv)(value)
+                             if typing.get_origin(tp) is list else value)
+    return inputs(**{k: v for k, v in given.items() if v is not None})
+
+
+def step_command(step: Step) -> Command:
+    """The command that runs a step from flags: its arguments' flags, then the step's own call (pipeline.STEPS)."""
+    return Command(step.what, step_flags(step.inputs), lambda a: step.run(step_args(step.inputs, a)))
 
 
 def _upstream(a):
     from .source import upstream_revision
     return upstream_revision(a.source, a.revision)
-
-
-def _export(a):
-    from .export import export_nemo, summary
-    return summary(export_nemo(Path(a.nemo), Path(a.bundle), Path(a.reference),
-                               clips_dir=Path(a.clips_dir) if a.clips_dir else None,
-                               baseline_lengths=_floats(a.baseline_lengths) if a.baseline_lengths else None))
-
-
-def _validate(a):
-    from .validate import summary, validate_bundle
-    return summary(validate_bundle(Path(a.bundle), Path(a.reference), _csv(a.variants), a.mode, _source_json(a),
-                                   Path(a.report) if a.report else None, **{g.param: getattr(a, g.param)
-                                                                            for g in GATES if getattr(a, g.param)
-                                                                            is not None}))
 
 
 def _quantize(a):
@@ -137,27 +179,17 @@ def _make_variant(a):
     return v.maker().make(v, Path(a.bundle), Path(a.reference), **json.loads(a.options))
 
 
-def _metadata(a):
-    from .metadata import apply_metadata
-    return apply_metadata(Path(a.bundle), Export.read(Path(a.reference)).model_spec(), _source_json(a))
-
-
-def _benchmark(a):
-    from .benchmark import p50s, run_benchmark
-    return p50s(run_benchmark(Path(a.bundle), Path(a.reference), _csv(a.variants), _floats(a.lengths), int(a.runs),
-                              int(a.threads), a.gpu, Path(a.out) if a.out else None))
-
-
 def _step(a):
     from .pipeline import run_step
     return run_step(a.step, Plan.from_json(json.loads(a.plan.read_text()), str(a.plan)), _source_json(a))
 
 
 def _convert(a):
-    return convert(a.src, a.out, _csv(a.variants), a.revision, a.lengths, a.gpu,
-                   {k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None}, a.int8_recipe,
-                   a.eval_set, a.eval_max_clips, a.runtime_matrix, a.keep_work_on_failure, _csv(a.runtimes),
-                   _csv(a.publish_to or ""), a.hub_private)
+    return convert(a.src, a.out, variants=_csv(a.variants), revision=a.revision, lengths=a.lengths, gpu=a.gpu,
+                   gates={k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None},
+                   int8_recipe=a.int8_recipe, eval_set=a.eval_set, eval_max_clips=a.eval_max_clips,
+                   runtime_matrix=a.runtime_matrix, keep_work_on_failure=a.keep_work_on_failure,
+                   runtimes=_csv(a.runtimes), publish_to=_csv(a.publish_to or ""), hub_private=a.hub_private)
 
 
 def publish_targets(urls: list[str], reference: Path, private: bool = False) -> dict[str, Target]:
@@ -169,16 +201,6 @@ def publish_targets(urls: list[str], reference: Path, private: bool = False) -> 
 
     return open_targets({url: url for url in urls}, {"s3": client, "hub": lambda: hub_api(os.environ.get("HF_TOKEN"))},
                         TargetOptions(private=private, reference=reference))
-
-
-def _package(a):
-    from .archive import package
-    return package(Path(a.bundle), Path(a.reference), _csv(a.variants), _source_json(a), a.license)
-
-
-def _compat(a):
-    from .compat import check_runtimes, summary
-    return summary(check_runtimes(Path(a.bundle), Path(a.reference), _csv(a.variants), kinds=_csv(a.runtimes)))
 
 
 def _runtimes_install(a):
@@ -235,18 +257,9 @@ def _bench_gpu(a):
 
 RUNS: list[Flag] = [("--runs", {"type": int, "default": 5}), ("--threads", {"type": int, "default": 2})]
 COMMANDS: dict[str, Command] = {
-    "source": Command(STEP["source"].what, [("--source", {"required": True}), ("--revision", {}),
-                                            ("--download-dir", {"required": True}), *EVAL_FLAGS,
-                                            ("--eval-dir", {"help": "where the prepared set goes"})], _source),
+    **{step.command or step.name: step_command(step) for step in STEPS if step.command is not None},
     "upstream": Command("the commit a Hub model's revision points at now (no download)",
                         [("--source", {"required": True}), ("--revision", {})], _upstream),
-    "export": Command(STEP["export"].what, [("--nemo", {"required": True}), BUNDLE, REFERENCE, (
-        "--baseline-lengths", {"help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"}), (
-        "--clips-dir", {"help": "a prepared evaluation set (wav files + texts.tsv, as `source` leaves it); default: "
-                                "the four built-in clips"})], _export),
-    "validate": Command("validation gates over a bundle; validation.json + VALIDATION.md with --report", [
-        BUNDLE, REFERENCE, VARIANTS_FLAG, ("--mode", {"default": "full", "choices": ["pre", "full"]}),
-        ("--source-json", {}), ("--report", {}), *GATE_FLAGS], _validate),
     "quantize": Command("the int8 variant", [BUNDLE, ("--reference", {
         "help": "also write the report (recipe, rewrite check) to <reference>/quantize.json"}), INT8_RECIPE_FLAG,
         ("--stock-quantizer", {"action": "store_true",
@@ -256,10 +269,6 @@ COMMANDS: dict[str, Command] = {
                             [BUNDLE, REFERENCE, ("--options", {"default": "{}", "help": "JSON: the maker's options"})],
                             _make_variant, positional=[("variant", {"choices": [v for v in VARIANTS
                                                                                 if VARIANTS[v].module]})]),
-    "metadata": Command(STEP["metadata"].what, [BUNDLE, REFERENCE, ("--source-json", {})], _metadata),
-    "benchmark": Command(STEP["benchmark"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, LENGTHS,
-                                                  ("--runs", {"default": "5"}), ("--threads", {"default": "2"}),
-                                                  ("--gpu", {"action": "store_true"}), ("--out", {})], _benchmark),
     "convert": Command("every step in its venv, no publish", [
         VARIANTS_FLAG, ("--revision", {}), LENGTHS, ("--gpu", {"action": "store_true"}),
         *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS, ("--no-runtime-matrix", {
@@ -273,10 +282,6 @@ COMMANDS: dict[str, Command] = {
                                   "Hub)"}),
         ("--hub-private", {"action": "store_true", "help": "create the Hub repos private"})],
         _convert, positional=[("src", {}), ("out", {"type": Path})]),
-    "compat": Command(STEP["compat"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, RUNTIMES_FLAG], _compat),
-    "package": Command(STEP["package"].what, [BUNDLE, REFERENCE, VARIANTS_FLAG, ("--source-json", {"required": True}),
-                                              ("--license", {"help": "the checkpoint's license, for the card"})],
-                       _package),
     "step": Command("one pipeline step over a plan (what a DAG task runs)", [
         ("--plan", {"type": Path, "required": True}), ("--source-json", {"type": Path})], _step,
         positional=[("step", {"choices": list(STEP)})]),
@@ -309,7 +314,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def convert(src: str, out: Path, variants: list[str], revision: str | None = None, lengths: str = DEFAULT_LENGTHS,
+def convert(src: str, out: Path, *, variants: list[str], revision: str | None = None, lengths: str = DEFAULT_LENGTHS,
             gpu: bool = False, gates: dict[str, Any] | None = None, int8_recipe: str | None = None,
             eval_set: str | None = None, eval_max_clips: int | None = None,
             runtime_matrix: bool = True, keep_work_on_failure: bool = False,
@@ -325,8 +330,9 @@ def convert(src: str, out: Path, variants: list[str], revision: str | None = Non
     work = out.parent / f".{out.name}.work"
     if eval_set and not eval_set.startswith("s3://"):
         eval_set = str(Path(eval_set).expanduser().resolve())  # the steps run elsewhere
-    plan = make_plan(work, src, revision, variants, gpu, _floats(lengths), gates, int8_recipe, eval_set,
-                     eval_max_clips, runtime_matrix, runtimes)  # checks the choices
+    plan = make_plan(work, src, revision=revision, variants=variants, gpu=gpu, lengths=_floats(lengths), gates=gates,
+                     int8_recipe=int8_recipe, eval_set=eval_set, eval_max_clips=eval_max_clips,
+                     runtime_matrix=runtime_matrix, runtimes=runtimes)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     targets = publish_targets(publish_to or [], plan.reference, hub_private)
@@ -363,7 +369,7 @@ def _publish(targets: dict[str, Target], plan: Plan, results: dict[str, Any], ru
     from .targets import publish_all
 
     published = publish_all(targets, plan.bundle, Source.from_json(results["source"]), plan.variants, run_id,
-                            results["validate"], results["benchmark"])
+                            ValidationSummary.from_json(results["validate"]), results["benchmark"])
     return {url: {**r.to_json(), "wall_s": r.wall_s,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
             for url, r in published.items()}
@@ -383,15 +389,15 @@ def _run_steps(plan: Plan, work: Path) -> tuple[dict[str, Any], dict[str, dict[s
                                                                  if "source" in results else [])
         proc, usage = run_module_measured(args, python=venvs.ensure(step.venv) / "bin" / "python",
                                           env=step_environment(dict(os.environ), step.reads_inputs))
-        steps[step.name] = usage
+        steps[step.name] = usage.to_json()
         (work / "steps.json").write_text(json.dumps(steps, indent=1))
         if proc.returncode in EXIT_CODES.values():
             raise SystemExit(proc.returncode)  # the child printed its one-line error (permanent, verdict, transient)
         if proc.returncode != 0:
             raise SystemExit(f"nemo2sherpa: step {step.name} failed (exit {proc.returncode}); see the log above")
         log.info("step %-15s done in %7.1f s, peak RSS %6.2f GB (its processes together %.2f GB); other load on the "
-                 "machine %.0f%%", step.name, usage["wall_s"], usage["peak_rss_bytes"] / 1e9,
-                 usage["peak_tree_bytes"] / 1e9, 100 * usage["other_load"])
+                 "machine %.0f%%", step.name, usage.wall_s, usage.peak_rss_bytes / 1e9,
+                 (usage.peak_tree_bytes or 0) / 1e9, 100 * usage.other_load)
         results[step.name] = json.loads(proc.stdout.strip().splitlines()[-1])
         if step.name == STEPS[0].name:  # the source manifest: every later step may read it
             source_json.write_text(json.dumps(results[step.name]))

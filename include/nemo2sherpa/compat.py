@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GateFailed
-from .records import (MACHINE_LIMIT, Compatibility, Example, Export, ExportClip, RuntimeOnVariant, RuntimeRow,
+from .records import (MACHINE_LIMIT, CompatSummary, Compatibility, Example, Export, ExportClip, RuntimeOnVariant, RuntimeRow,
                       SherpaRun, Validation)
 from .runtimes import KINDS, RUNTIMES, Graphs, Runtime, chosen, decode, install, ranges_of
 from .variants import EXTERNAL_WEIGHTS, layout
@@ -183,7 +183,7 @@ def proven(result: Compatibility, variant: str) -> list[str]:
             if variant in r.variants and r.variants[variant].in_range and r.variants[variant].status in PROVEN]
 
 
-def summary(result: Compatibility) -> dict[str, Any]:
+def summary(result: Compatibility) -> CompatSummary:
     """The stage's small manifest (XCom): each variant's range and each runtime's status."""
-    return {"passed": result.passed, "ranges": {v: r.range for v, r in result.ranges.items()},
-            "runtimes": {r.runtime: r.status for r in result.runtimes}, "seconds": result.seconds}
+    return CompatSummary(passed=result.passed, ranges={v: r.range for v, r in result.ranges.items()},
+                         runtimes={r.runtime: r.status for r in result.runtimes}, seconds=result.seconds)

@@ -280,8 +280,8 @@ def with_eval_set(found: Source, eval_set: str | None, dest: Path, max_clips: in
     from .modelspec import ModelSpec, read_nemo_config
     from .registry import load_registry, registry_path
 
-    entry = load_registry().get(found.registry or "", {})
-    spec = eval_set or (str((registry_path().parent / entry["eval_set"]).resolve()) if entry.get("eval_set") else None)
+    entry = load_registry().get(found.registry or "")
+    spec = eval_set or (str((registry_path().parent / entry.eval_set).resolve()) if entry and entry.eval_set else None)
     # A set of the user's is resampled to the checkpoint's rate; the built-in set is 16 kHz (export refuses it for a
     # model of another rate, naming the fix: an evaluation set of its own).
     rate = ModelSpec.from_config(read_nemo_config(Path(found.path))).sample_rate if spec else 16000

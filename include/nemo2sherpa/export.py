@@ -27,8 +27,9 @@ from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
 from .positions import compute_in_graph, describe
 from .progress import Phases
-from .records import Engine, EvalSet, Export, ExportClip, Source
+from .records import Engine, EvalSet, Export, ExportClip, ExportSummary, Source
 from .reference import ClipReference, Reference
+from .registry import RegistryEntry
 from .variants import BASE, BPE_VOCAB, TOKENS, WEIGHTS_SUFFIX, single_file_max
 
 log = logging.getLogger("nemo2sherpa.export")
@@ -429,12 +430,13 @@ def nemo_baseline(model, lengths: list[float], runs: int = 3, threads: int = 2) 
                   by_length=by_length)
 
 
-def summary(manifest: Export) -> dict[str, Any]:
+def summary(manifest: Export) -> ExportSummary:
     """The export step's small manifest (XCom): the spec, parameter count, file sizes and timings."""
-    return {"spec": manifest.spec, "params": manifest.params, "files": manifest.files, "timings_s": manifest.timings_s}
+    return ExportSummary(spec=manifest.spec, params=manifest.params, files=manifest.files,
+                         timings_s=manifest.timings_s)
 
 
-def checked_spec(nemo_path: Path, out_dir: Path, expect: dict[str, Any] | None = None) -> ModelSpec:
+def checked_spec(nemo_path: Path, out_dir: Path, expect: RegistryEntry | None = None) -> ModelSpec:
     """The checkpoint's spec, refused before any work if sherpa-onnx cannot run it, if it does not match its
     registry entry (`expect`), or if `out_dir`'s disk or the memory cannot hold the export."""
     if not nemo_path.is_file():
@@ -443,7 +445,7 @@ def checked_spec(nemo_path: Path, out_dir: Path, expect: dict[str, Any] | None =
     spec = ModelSpec.from_config(cfg)
     spec.check_sherpa_compatible()
     if expect:
-        spec.check_expected(expect, f"{expect.get('repo_id', nemo_path.name)}")
+        expect.check(spec)
     preflight.before_export(nemo_path, out_dir)
     log.info("model: %s, %d mels, vocab %d (+blank), durations %s, encoder %d x %d, prednet %d x %d",
              spec.model_class, spec.feat_dim, spec.vocab_size, list(spec.durations), spec.encoder_layers,
@@ -466,7 +468,7 @@ def _restore(nemo_path: Path, bundle_dir: Path, reference_dir: Path):
 
 
 def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
-                expect: dict[str, Any] | None = None, baseline_lengths: list[float] | None = None,
+                expect: RegistryEntry | None = None, baseline_lengths: list[float] | None = None,
                 eval_record: EvalSet | None = None, source: Source | None = None) -> Export:
     """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
 

@@ -122,7 +122,7 @@ class HubTarget:
         """Each variant's release committed to its repo (created where missing), its manifest.json in the same
         commit; a repo that holds these bytes of this revision is left alone (no commit) unless `force`."""
         from .archive import releases
-        from .registry import load_registry
+        from .registry import RegistryEntry, load_registry
 
         if self.reference is None:
             raise PermanentError("the Hub target needs the run's reference folder (the test clips): give reference")
@@ -132,9 +132,9 @@ class HubTarget:
         files: list[FileDigest] = []
         validated: list[str] = []
         missing = published_state(None if force else self.manifest(source.name, source.revision), variants)
-        entry = load_registry().get(source.registry or "", {})
-        matter = {v: front_matter(source, v, entry.get("license"), entry.get("languages")) for v in variants}
-        for rel in releases(Path(bundle), self.reference, variants, source, entry.get("license")):
+        entry = load_registry().get(source.registry or "") or RegistryEntry(repo_id=source.repo_id or source.name)
+        matter = {v: front_matter(source, v, entry.license, entry.languages) for v in variants}
+        for rel in releases(Path(bundle), self.reference, variants, source, entry.license):
             repo_id = f"{self.namespace}/{rel.name}"
             commit, entries, checked, by = self._publish_release(rel, repo_id, matter[rel.variant], source, run_id,
                                                                  summary, force)

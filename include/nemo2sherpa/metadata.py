@@ -14,7 +14,7 @@ from typing import Any
 
 from . import PIPELINE_VERSION, __version__
 from .modelspec import ModelSpec
-from .records import Source
+from .records import MetadataResult, Source
 from .variants import BASE, VARIANTS
 
 log = logging.getLogger("nemo2sherpa.metadata")
@@ -83,7 +83,7 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
-def apply_metadata(bundle: Path, spec: ModelSpec, source: Source | None) -> dict[str, Any]:
+def apply_metadata(bundle: Path, spec: ModelSpec, source: Source | None) -> MetadataResult:
     """Write the metadata into every variant's encoder in the bundle (fp32's must be there); encoders that carry it
     already (export writes fp32's, quantize and fp16 copy it) are left untouched."""
     meta = expected_metadata(spec, source)
@@ -97,4 +97,4 @@ def apply_metadata(bundle: Path, spec: ModelSpec, source: Source | None) -> dict
     for k, v in meta.items():
         log.info("metadata %-18s = %s", k, v)
     log.info("metadata written to %s; already there in %s", ", ".join(done) or "no file", ", ".join(kept) or "none")
-    return {"metadata": meta, "files": done + kept, "written": done}
+    return MetadataResult(metadata=meta, files=done + kept, written=done)

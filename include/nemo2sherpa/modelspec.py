@@ -131,21 +131,6 @@ class ModelSpec:
                 f"[0, 1, 2, 3, 4])"
             )
 
-    def check_expected(self, expected: dict[str, Any], what: str) -> None:
-        """Compare with a registry entry's figures (models.toml); a mismatch means upstream changed shape."""
-        diffs = []
-        for key in ("feat_dim", "vocab_size", "encoder_layers", "durations"):
-            if key in expected:
-                got = list(getattr(self, key)) if key == "durations" else getattr(self, key)
-                if got != expected[key]:
-                    diffs.append(f"{key} {got} (registry: {expected[key]})")
-        if diffs:
-            raise InputError(
-                f"{what}: the checkpoint's config does not match the registry: {'; '.join(diffs)}. Upstream changed "
-                f"the model, or the revision is not the one registered; check the revision, then update "
-                f"include/nemo2sherpa/models.toml if the change is intended"
-            )
-
     def to_dict(self) -> dict[str, Any]:
         """The spec as export.json records it (with the derived figures later stages read)."""
         d = dataclasses.asdict(self)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .errors import PermanentError
-from .variants import BASE
+from .variants import BASE, VARIANTS
 
 if TYPE_CHECKING:
     from .modelspec import ModelSpec
@@ -425,7 +425,8 @@ class LongAudio(Record):
     """What a bundle says about long recordings: how its encoder gets its positions, so what bounds the length it
     decodes (`limit`), and the longest recording validate decoded with it, in every variant, as the reference decoder
     did: the long-recording gate's (`recording_s`, when it ran and held) or else the longest evaluation clip; and the
-    peak memory of sherpa-onnx's process on that recording, per variant."""
+    peak memory of sherpa-onnx's process per variant, on that recording and on the evaluation clips (the longest
+    `longest_clip_s`): two lengths, so an app sees what the audio adds and when to split it."""
 
     positions: str
     limit: str
@@ -433,6 +434,8 @@ class LongAudio(Record):
     longest_proven_s: float
     recording_s: float | None = None
     sherpa_peak_gb: dict[str, float] | None = None
+    longest_clip_s: float | None = None
+    clips_peak_gb: dict[str, float] | None = None
 
     GATE: ClassVar[str] = "long-recording gate"  # longest_clip when the gate's recording is the longest proven
 
@@ -444,13 +447,21 @@ class LongAudio(Record):
                 f"sherpa-onnx in every variant as by the reference decoder on sherpa-onnx's own features")
 
     def memory(self) -> str | None:
-        """sherpa-onnx's peak memory on the long-recording gate's recording, per variant, in words; None if the gate
-        did not run."""
-        if not self.sherpa_peak_gb or self.recording_s is None:
+        """sherpa-onnx's peak memory per variant, in words: on the long-recording gate's recording, and on the
+        evaluation clips; None if neither was measured."""
+        def per_variant(peaks: dict[str, float]) -> str:
+            return ", ".join(f"{v} {gb:g} GB" for v, gb in peaks.items())
+
+        said = []
+        if self.sherpa_peak_gb and self.recording_s is not None:
+            said.append(f"decoding {self.recording_s / 60:.1f} min at once: {per_variant(self.sherpa_peak_gb)}")
+        if self.clips_peak_gb and self.longest_clip_s is not None:
+            said.append(f"decoding the evaluation clips (the longest {self.longest_clip_s:g} s): "
+                        f"{per_variant(self.clips_peak_gb)}")
+        if not said:
             return None
-        return (f"sherpa-onnx's peak memory decoding {self.recording_s / 60:.1f} min at once: " +
-                ", ".join(f"{v} {gb:g} GB" for v, gb in self.sherpa_peak_gb.items()) +
-                " (what the audio adds grows with the square of the length)")
+        return "sherpa-onnx's peak memory " + "; ".join(said) + " (what the audio adds grows with the square of the " \
+                                                                "length)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -759,3 +770,77 @@ class Latest(Record):
     bundle: str
     manifest: str
     published_at: str | None
+
+
+# What each step hands on (its small manifest: XCom, convert's results, stdout of `python -m nemo2sherpa <step>`).
+@dataclass(frozen=True, kw_only=True)
+class ExportSummary(Record):
+    """The export step's: the model's spec, its parameter count, the files' sizes and the timings."""
+
+    spec: dict[str, Any]
+    params: int
+    files: dict[str, int]
+    timings_s: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetadataResult(Record):
+    """The metadata step's: the keys sherpa-onnx reads, the encoders that carry them, those written now."""
+
+    metadata: dict[str, str]
+    files: list[str]
+    written: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompatSummary(Record):
+    """The compat step's: each variant's range and each runtime's status, or why the matrix did not run."""
+
+    passed: bool | None = None
+    ranges: dict[str, str] | None = None
+    runtimes: dict[str, str] | None = None
+    seconds: float | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackageResult(Record):
+    """The package step's: each release archive (name, variant, format, size, sha256, ...) and the card's name."""
+
+    archives: list[dict[str, Any]]
+    card: str
+
+
+MADE_OPTIONS = tuple(o for v in VARIANTS.values() for o in v.options)  # how made variants were made: int8_recipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationSummary(Record):
+    """The validate step's: the verdict, the gates' count, the mode and limits, the headline figures per variant,
+    validate's figures (report.Figure, gated apart from reported), and how each made variant was made (`made`: its
+    options by name, variants.Variant.options, which the JSON holds beside the rest, as published manifests do)."""
+
+    passed: bool
+    gates: int = 0
+    mode: str = "full"
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    max_abs_diff: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    encoder_rel_err: dict[str, float | None] = field(default_factory=dict)
+    made: dict[str, Any] = field(default_factory=dict)
+    token_match: dict[str, float | None] = field(default_factory=dict)
+    wer_vs_base: dict[str, float] = json_key(f"wer_vs_{BASE.name}", default_factory=dict)
+    sherpa_wer_vs_nemo: dict[str, float | None] = field(default_factory=dict)
+    figures: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary's JSON: `made`'s options in its place, as keys of their own."""
+        out = super().to_json()
+        return {k: x for key, value in out.items() for k, x in (value.items() if key == "made" else [(key, value)])}
+
+    @classmethod
+    def from_json(cls, data: Any, what: str | None = None) -> ValidationSummary:
+        """The summary read back: the made variants' options (MADE_OPTIONS) gathered into `made`."""
+        if not isinstance(data, dict):
+            return super().from_json(data, what)
+        made = {k: data[k] for k in MADE_OPTIONS if k in data}
+        return super().from_json({**{k: x for k, x in data.items() if k not in made}, "made": made}, what)

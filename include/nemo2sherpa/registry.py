@@ -11,11 +11,53 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from typing import TYPE_CHECKING
+
+from .errors import InputError
+from .records import Record
+
+if TYPE_CHECKING:
+    from .modelspec import ModelSpec
 
 REGISTRY = Path(__file__).resolve().parent / "models.toml"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryEntry(Record):
+    """One model of the registry: its Hub repo and the revision it pins; the figures its config must have (checked
+    before NeMo loads it: `check`); the variants the refresh keeps published; its license,
+    languages and default evaluation set (relative to the registry file)."""
+
+    repo_id: str
+    revision: str | None = None
+    feat_dim: int | None = None
+    vocab_size: int | None = None
+    durations: list[int] | None = None
+    encoder_layers: int | None = None
+    variants: list[str] | None = None
+    license: str | None = None
+    languages: list[str] | None = None
+    eval_set: str | None = None
+
+    def check(self, spec: ModelSpec) -> None:
+        """The checkpoint's spec against this entry's figures; InputError naming each that differs (upstream changed
+        the model's shape, or the revision is not the registered one)."""
+        diffs = []
+        for key in ("feat_dim", "vocab_size", "encoder_layers", "durations"):
+            want = getattr(self, key)
+            got = list(getattr(spec, key)) if key == "durations" else getattr(spec, key)
+            if want is not None and got != want:
+                diffs.append(f"{key} {got} (registry: {want})")
+        if diffs:
+            raise InputError(
+                f"{self.repo_id}: the checkpoint's config does not match the registry: {'; '.join(diffs)}. Upstream "
+                f"changed the model, or the revision is not the one registered; check the revision, then update "
+                f"include/nemo2sherpa/models.toml if the change is intended"
+            )
 
 
 def registry_path() -> Path:
@@ -24,7 +66,9 @@ def registry_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def load_registry() -> dict[str, dict[str, Any]]:
-    """{model name: entry} from NEMO2SHERPA_REGISTRY, else the shipped models.toml."""
-    with open(registry_path(), "rb") as f:
-        return tomllib.load(f)
+def load_registry() -> dict[str, RegistryEntry]:
+    """{model name: entry} from NEMO2SHERPA_REGISTRY, else the shipped models.toml; an entry with a key this
+    nemo2sherpa does not know, or a value of another type, is refused naming the file, the model and the key."""
+    path = registry_path()
+    with open(path, "rb") as f:
+        return {name: RegistryEntry.from_json(entry, f"{path} [{name}]") for name, entry in tomllib.load(f).items()}

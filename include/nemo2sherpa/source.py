@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import InputError, TransientError
 from .progress import Progress
 from .records import Source
-from .registry import load_registry
+from .registry import RegistryEntry, load_registry
 from .s3input import client as s3_client, fetch, split_url
 
 log = logging.getLogger("nemo2sherpa.source")
@@ -70,7 +70,7 @@ def resolve_source(source: str, revision: str | None, download_dir: Path) -> Sou
     kind, value = classify(source)
     if kind == "registry":
         entry = load_registry()[value]
-        found = resolve_source(entry["repo_id"], revision or entry.get("revision"), download_dir)
+        found = resolve_source(entry.repo_id, revision or entry.revision, download_dir)
         return replace(found, name=value, registry=value)
     if kind == "local":
         p = Path(value)
@@ -172,11 +172,11 @@ def upstream_revision(source: str, revision: str | None = None) -> Source:
     if kind == "s3":
         with tempfile.TemporaryDirectory(prefix="nemo2sherpa-s3-") as tmp:
             return replace(download_s3(value, Path(tmp)), source=source, path=None)
-    entry = load_registry()[value] if kind == "registry" else {"repo_id": value}
-    info = hub_info(entry["repo_id"], revision or entry.get("revision"))
-    _nemo_file(info, entry["repo_id"])
+    entry = load_registry()[value] if kind == "registry" else RegistryEntry(repo_id=value)
+    info = hub_info(entry.repo_id, revision or entry.revision)
+    _nemo_file(info, entry.repo_id)
     name = value if kind == "registry" else value.split("/")[-1]
-    return Source(source=source, kind=kind, name=name, repo_id=entry["repo_id"], revision=info.sha)
+    return Source(source=source, kind=kind, name=name, repo_id=entry.repo_id, revision=info.sha)
 
 
 def download_hub(repo_id: str, revision: str | None, download_dir: Path) -> Source:

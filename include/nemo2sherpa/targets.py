@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 from . import PIPELINE_VERSION
 from .errors import InputError
-from .records import FileDigest, Manifest, Plan, Source
+from .records import FileDigest, Manifest, Plan, Source, ValidationSummary
 from .variants import VARIANT_FILES, VARIANTS
 
 MANIFEST = Manifest.FILE
@@ -148,12 +148,15 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
 TARGET_KINDS: dict[str, str] = {k.name: k.what for k in KINDS.values()}
 
 
+P50s = dict[str, dict[str, float]]  # the benchmark step's: sherpa-onnx CPU p50 (s) per variant and clip length
+
+
 def publish_to(target: Target, bundle: Path, source: Source, variants: list[str], run_id: str,
-               validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> PublishResult:
+               validated: ValidationSummary, bench: P50s, force: bool = False) -> PublishResult:
     """The publish task, whatever the target: the bundle published with validate's and the benchmark's figures in
     its manifest, then the run's summary logged, a line a record (the task's log shows what was published where)."""
     result = target.publish(Path(bundle), source, variants, run_id,
-                            {"validation": validated, "benchmark_p50_s": bench}, force)
+                            {"validation": validated.to_json(), "benchmark_p50_s": bench}, force)
     # Logged, not printed: a task's log records and its stdout reach Airflow on two channels, so a print could land
     # after the task's own "Post Execute" marker; a record keeps its place in the task's section.
     for line in summary_lines(result, bundle, variants, source, validated, bench):
@@ -172,6 +175,13 @@ def kind_of(url: str) -> TargetKind:
                      + " (nothing was done)")
 
 
+def target_url(published: str) -> str:
+    """The URL of the target a published URI lives in (a bundle's or a file's): its scheme and first segment, the
+    bucket or the Hub namespace."""
+    scheme, sep, rest = published.partition("://")
+    return f"{scheme}{sep}{rest.split('/', 1)[0]}"
+
+
 def open_targets(urls: Mapping[str, str], clients: Mapping[str, Callable[[], Any]],
                  options: TargetOptions = TargetOptions()) -> dict[str, Target]:
     """The targets of a run, by the names it gives them (the DAG: its kinds; convert: the URLs), each opened from its
@@ -182,7 +192,7 @@ def open_targets(urls: Mapping[str, str], clients: Mapping[str, Callable[[], Any
 
 
 def publish_all(targets: Mapping[str, Target], bundle: Path, source: Source, variants: list[str], run_id: str,
-                validated: dict[str, Any], bench: dict[str, Any], force: bool = False) -> dict[str, PublishResult]:
+                validated: ValidationSummary, bench: P50s, force: bool = False) -> dict[str, PublishResult]:
     """The publish step: the bundle published to each target in turn (publish_to), how long each took logged and
     kept (`wall_s`)."""
     out: dict[str, PublishResult] = {}
@@ -202,7 +212,7 @@ def published_xcom(results: Mapping[str, PublishResult], bundle: Path) -> dict[s
 
 
 def summary_lines(result: PublishResult, bundle: Path, variants: list[str], source: Source,
-                  validated: dict[str, Any], bench: dict[str, Any]) -> list[str]:
+                  validated: ValidationSummary, bench: P50s) -> list[str]:
     """What the publish task's log ends with: up to date; or what was added to, the objects published, the local
     bundle folder and the run's summary (run_summary)."""
     if result.skipped:
@@ -212,8 +222,7 @@ def summary_lines(result: PublishResult, bundle: Path, variants: list[str], sour
             f"local bundle folder: {bundle}", *run_summary(result, source, validated, bench)]
 
 
-def run_summary(result: PublishResult, source: Source, validated: dict[str, Any],
-                bench: dict[str, Any]) -> list[str]:
+def run_summary(result: PublishResult, source: Source, validated: ValidationSummary, bench: P50s) -> list[str]:
     """The last thing a run's log shows, a line each: what was published where, with the figures that vouch for
     it."""
     lines = [f"== nemo2sherpa: {source.name} @ {source.revision} (pipeline {PIPELINE_VERSION}) ==",
@@ -228,17 +237,16 @@ def run_summary(result: PublishResult, source: Source, validated: dict[str, Any]
     if result.validated:
         lines.append(f"validated bytes: {len(result.validated)} files carry the sha256s validate recorded (every "
                      f"upload re-hashed and matched): {', '.join(result.validated)}")
-    v = validated or {}
-    lines.append(f"validation: {'passed' if v.get('passed') else 'FAILED'}, {v.get('gates')} gates; token match "
-                 "vs NeMo " + ", ".join(f"{k} {x}" for k, x in (v.get("token_match") or {}).items()))
-    lines += _figure_lines(v.get("figures") or [])
-    for variant, diffs in (v.get("max_abs_diff") or {}).items():
+    v = validated
+    lines.append(f"validation: {'passed' if v.passed else 'FAILED'}, {v.gates} gates; token match "
+                 "vs NeMo " + ", ".join(f"{k} {x}" for k, x in v.token_match.items()))
+    lines += _figure_lines(v.figures)
+    for variant, diffs in v.max_abs_diff.items():
         lines.append(f"  {variant} max abs diff vs PyTorch: " + ", ".join(f"{k} {x:.2e}" for k, x in (diffs or {}).items()))
-    if v.get("encoder_rel_err"):
+    if v.encoder_rel_err:
         lines.append("  encoder relative error vs PyTorch (evaluation clips): " + ", ".join(
-            f"{variant} {x:.2e}" for variant, x in v["encoder_rel_err"].items() if x is not None))
-    if v.get("int8_recipe"):
-        lines.append(f"  int8 recipe: {v['int8_recipe']}")
+            f"{variant} {x:.2e}" for variant, x in v.encoder_rel_err.items() if x is not None))
+    lines += [f"  {option.replace('_', ' ')}: {x}" for option, x in v.made.items() if x]
     for variant, by_len in (bench or {}).items():
         lines.append(f"sherpa-onnx CPU p50 {variant}: " + ", ".join(f"{L} s clip {x * 1000:.1f} ms" for L, x in by_len.items()))
     lines.append("report: VALIDATION.md, validation.json, benchmark.json, benchmark.png in the bundle")

@@ -53,7 +53,7 @@ from .reference import Reference
 from .positions import limit as positions_limit
 from .records import (ClipRow, Decoding, Drift, Export, ExportClip, FileDigest, Frontend, FrontendClip, Gate,
                       LongAudio, LongRecording, ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff,
-                      Stepwise, Timestamps, Validation, VariantResult)
+                      Stepwise, Timestamps, Validation, ValidationSummary, VariantResult)
 from .source import sha256_file
 from .report import figures, render_markdown
 from .sherpa import check_in_subprocess
@@ -557,7 +557,8 @@ def _long_audio(exp: Export, clips: list[ExportClip]) -> LongAudio:
     too)."""
     longest = max(clips, key=lambda c: c.duration_s)
     return LongAudio(positions=exp.positions or "not recorded by export", limit=positions_limit(exp.positions),
-                     longest_clip=longest.name, longest_proven_s=longest.duration_s)
+                     longest_clip=longest.name, longest_proven_s=longest.duration_s,
+                     longest_clip_s=longest.duration_s)
 
 
 def _decoding_gates(v: str, d: Decoding, sw: Stepwise | None, base: Decoding | None,
@@ -738,8 +739,12 @@ def long_recording(ctx: _Context, v: str, wav: Path, seconds: float) -> LongReco
 
 
 def proven_long_audio(a: LongAudio, variants: dict[str, VariantResult]) -> LongAudio:
-    """LongAudio once the long-recording gate ran on every variant: its recording is the longest proven where every
-    variant held it; sherpa-onnx's peak memory on it per variant."""
+    """LongAudio once every variant was decoded: sherpa-onnx's peak memory on the evaluation clips per variant; and,
+    where the long-recording gate ran, its recording, the longest proven where every variant held it, and sherpa-onnx's
+    peak memory on it per variant."""
+    clips = {v: round(x.sherpa.peak_rss_bytes / 1e9, 2) for v, x in variants.items()
+             if x.sherpa is not None and x.sherpa.peak_rss_bytes}
+    a = replace(a, clips_peak_gb=clips or None)
     runs = {v: x.long_recording for v, x in variants.items() if x.long_recording is not None}
     if not runs:
         return a
@@ -891,21 +896,22 @@ def _finish(result: Validation, r: Report, report_path: Path | None) -> Validati
     return result
 
 
-def summary(result: Validation) -> dict[str, Any]:
+def summary(result: Validation) -> ValidationSummary:
     """The validate step's small manifest (XCom, the publish summary): verdict and headline figures per variant."""
     per = result.variants
-    out = {"passed": result.passed, "gates": len(result.gates or []), "mode": result.mode,
-           "thresholds": result.thresholds, "max_abs_diff": {v: x.max_abs_diff for v, x in per.items()},
-           "encoder_rel_err": {v: x.encoder_rel_err for v, x in per.items()}}
+    made: dict[str, Any] = {}
     for v in VARIANTS.values():  # how a made variant was made, in one figure (int8: int8_recipe)
         if v.module:
-            out.update(v.maker().headline(result.made.get(v.name, {})))
-    out["token_match"] = {v: x.decoding.token_match_rate if x.decoding else None for v, x in per.items()}
-    out[f"wer_vs_{BASE.name}"] = {v: x.decoding.wer_vs_base for v, x in per.items()
-                                  if x.decoding and x.decoding.wer_vs_base is not None}
-    out["sherpa_wer_vs_nemo"] = {v: x.sherpa.wer_vs_nemo for v, x in per.items() if x.sherpa}
-    out["figures"] = [f.to_json() for f in figures(result)]  # gated apart from reported only (publish's log)
-    return out
+            made.update(v.maker().headline(result.made.get(v.name, {})))
+    return ValidationSummary(
+        passed=result.passed, gates=len(result.gates or []), mode=result.mode, thresholds=result.thresholds,
+        max_abs_diff={v: x.max_abs_diff for v, x in per.items()},
+        encoder_rel_err={v: x.encoder_rel_err for v, x in per.items()}, made=made,
+        token_match={v: x.decoding.token_match_rate if x.decoding else None for v, x in per.items()},
+        wer_vs_base={v: x.decoding.wer_vs_base for v, x in per.items()
+                     if x.decoding and x.decoding.wer_vs_base is not None},
+        sherpa_wer_vs_nemo={v: x.sherpa.wer_vs_nemo for v, x in per.items() if x.sherpa},
+        figures=[f.to_json() for f in figures(result)])  # gated apart from reported only (publish's log)
 
 
 def file_digests(bundle: Path, variants: list[str], shared: bool = True) -> list[FileDigest]:
