@@ -2,9 +2,11 @@
 
 The DAG builds one virtualenv task per step from `STEPS` (task id, requirements, queue, docs); `convert`
 runs the same steps, each in the same venv, as child processes; `python -m nemo2sherpa step <name>` runs
-one over a plan. A plan (records.Plan) lays out a run's workspace and choices (`make_plan`); each step reads its
-arguments from it (and, after `source`, from the source manifest, records.Source) and returns a small manifest
-(XCom). Stage modules are imported inside the steps: each venv has only its own packages.
+one over a plan. A plan (records.Plan) lays out a run's workspace and choices (`make_plan`). Each step declares its
+arguments as a dataclass (`Step.inputs`), makes them from the plan (and, after `source`, from the source manifest,
+records.Source: `Step.args`), and runs its one call over them (`Step.run`), which returns a small manifest (XCom);
+`python -m nemo2sherpa <step>` makes the same arguments from flags (cli.step_command). Stage modules are imported
+inside the steps: each venv has only its own packages.
 """
 
 from __future__ import annotations
