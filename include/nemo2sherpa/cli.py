@@ -66,7 +66,7 @@ def _floats(s: str) -> list[float]:
 
 
 def _source_json(a: argparse.Namespace) -> Source | None:
-    return Source.from_json(json.loads(Path(a.source_json).read_text()), str(a.source_json)) if a.source_json else None
+    return Source.load(a.source_json) if a.source_json else None
 
 
 INT8_RECIPE_FLAG: Flag = ("--int8-recipe", {"choices": list(INT8_RECIPES), "default": DEFAULT_INT8_RECIPE,
@@ -123,8 +123,9 @@ def step_flags(inputs: type) -> list[Flag]:
     file `--<field>-json`; a flag `--<field>` (`--no-<field>` where it defaults on); a list comma-separated; the gate
     limits as GATE_FLAGS. Required where the field has no default."""
     out: list[Flag] = []
+    hints = typing.get_type_hints(inputs)
     for f in dataclasses.fields(inputs):
-        tp, name = _bare(typing.get_type_hints(inputs)[f.name]), f.name.replace("_", "-")
+        tp, name = _bare(hints[f.name]), f.name.replace("_", "-")
         opts = {"default": None, **SHARED_FLAGS.get(f.name, {}), **f.metadata}
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name == "gates":
@@ -132,8 +133,8 @@ def step_flags(inputs: type) -> list[Flag]:
         elif _is_record(tp):
             out.append((f"--{name}-json", {**opts, "dest": f"{f.name}_json", "required": required}))
         elif tp is bool:
-            out.append((f"--no-{name}", {"dest": f.name, "action": "store_false", "help": opts.get("help")}) if f.default
-                       else (f"--{name}", {"action": "store_true", "help": opts.get("help")}))
+            out.append((f"--no-{name}", {"dest": f.name, "action": "store_false", "help": opts.get("help")})
+                       if f.default else (f"--{name}", {"action": "store_true", "help": opts.get("help")}))
         else:
             out.append((f"--{name}", {**({"type": tp} if tp in (int, float, Path) else {}), **opts,
                                       "required": required}))
@@ -144,13 +145,14 @@ def step_args(inputs: type, a: argparse.Namespace) -> Any:
     """A step's arguments from its flags (step_flags): each given flag read as its field's type, the others at the
     field's default."""
     given: dict[str, Any] = {}
+    hints = typing.get_type_hints(inputs)
     for f in dataclasses.fields(inputs):
-        tp = _bare(typing.get_type_hints(inputs)[f.name])
+        tp = _bare(hints[f.name])
         if f.name == "gates":
             given[f.name] = {g.param: getattr(a, g.param) for g in GATES if getattr(a, g.param) is not None}
         elif _is_record(tp):
             path = getattr(a, f"{f.name}_json")
-            given[f.name] = tp.from_json(json.loads(Path(path).read_text()), str(path)) if path else None
+            given[f.name] = tp.load(path) if path else None
         elif getattr(a, f.name) is not None:
             value = getattr(a, f.name)
             given[f.name] = ((_floats if typing.get_args(tp) == (float,) else _csv)(value)
@@ -181,7 +183,7 @@ def _make_variant(a):
 
 def _step(a):
     from .pipeline import run_step
-    return run_step(a.step, Plan.from_json(json.loads(a.plan.read_text()), str(a.plan)), _source_json(a))
+    return run_step(a.step, Plan.load(a.plan), _source_json(a))
 
 
 def _convert(a):

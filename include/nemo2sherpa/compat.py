@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GateFailed
-from .records import (MACHINE_LIMIT, CompatSummary, Compatibility, Example, Export, ExportClip, RuntimeOnVariant, RuntimeRow,
-                      SherpaRun, Validation)
+from .records import (MACHINE_LIMIT, CompatSummary, Compatibility, Example, Export, ExportClip, RuntimeOnVariant,
+                      RuntimeRow, SherpaRun, Validation)
 from .runtimes import KINDS, RUNTIMES, Graphs, Runtime, chosen, decode, install, ranges_of
 from .variants import EXTERNAL_WEIGHTS, layout
 

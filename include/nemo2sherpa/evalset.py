@@ -278,9 +278,9 @@ def with_eval_set(found: Source, eval_set: str | None, dest: Path, max_clips: in
     """The source manifest with its evaluation set prepared (evalset.prepare) at the checkpoint's sample rate: the
     run's eval_set, else the registry entry's (relative to the registry file), else the built-in clips."""
     from .modelspec import ModelSpec, read_nemo_config
-    from .registry import load_registry, registry_path
+    from .registry import entry_of, registry_path
 
-    entry = load_registry().get(found.registry or "")
+    entry = entry_of(found)
     spec = eval_set or (str((registry_path().parent / entry.eval_set).resolve()) if entry and entry.eval_set else None)
     # A set of the user's is resampled to the checkpoint's rate; the built-in set is 16 kHz (export refuses it for a
     # model of another rate, naming the fix: an evaluation set of its own).

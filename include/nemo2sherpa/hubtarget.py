@@ -122,7 +122,7 @@ class HubTarget:
         """Each variant's release committed to its repo (created where missing), its manifest.json in the same
         commit; a repo that holds these bytes of this revision is left alone (no commit) unless `force`."""
         from .archive import releases
-        from .registry import RegistryEntry, load_registry
+        from .registry import entry_of
 
         if self.reference is None:
             raise PermanentError("the Hub target needs the run's reference folder (the test clips): give reference")
@@ -132,9 +132,10 @@ class HubTarget:
         files: list[FileDigest] = []
         validated: list[str] = []
         missing = published_state(None if force else self.manifest(source.name, source.revision), variants)
-        entry = load_registry().get(source.registry or "") or RegistryEntry(repo_id=source.repo_id or source.name)
-        matter = {v: front_matter(source, v, entry.license, entry.languages) for v in variants}
-        for rel in releases(Path(bundle), self.reference, variants, source, entry.license):
+        entry = entry_of(source)
+        license_, languages = (entry.license, entry.languages) if entry else (None, None)
+        matter = {v: front_matter(source, v, license_, languages) for v in variants}
+        for rel in releases(Path(bundle), self.reference, variants, source, license_):
             repo_id = f"{self.namespace}/{rel.name}"
             commit, entries, checked, by = self._publish_release(rel, repo_id, matter[rel.variant], source, run_id,
                                                                  summary, force)

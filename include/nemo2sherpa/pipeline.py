@@ -125,14 +125,12 @@ class ExportArgs:
 def export_step(x: ExportArgs) -> ExportSummary:
     """NeMo's export of the checkpoint, checked against its registry entry; the step's small manifest."""
     from .export import export_nemo, summary
-    from .registry import load_registry
+    from .registry import entry_of
 
     evalset = x.source.eval_set if x.source else None
-    expect = load_registry().get(x.source.registry) if x.source and x.source.registry else None
-    return summary(export_nemo(x.nemo, x.bundle, x.reference, clips_dir=x.clips_dir or (evalset.dir if evalset else
-                                                                                         None),
-                               expect=expect, baseline_lengths=x.baseline_lengths, eval_record=evalset,
-                               source=x.source))
+    clips_dir = x.clips_dir or (evalset.dir if evalset else None)
+    return summary(export_nemo(x.nemo, x.bundle, x.reference, clips_dir=clips_dir, expect=entry_of(x.source),
+                               baseline_lengths=x.baseline_lengths, eval_record=evalset, source=x.source))
 
 
 def _export_args(plan: Plan, src: Source | None) -> ExportArgs:
@@ -267,10 +265,10 @@ def package_step(x: PackageArgs) -> PackageResult:
 
 
 def _package_args(plan: Plan, src: Source | None) -> PackageArgs:
-    from .registry import load_registry
+    from .registry import entry_of
 
     src = _needed(src)
-    entry = load_registry().get(src.registry or "")
+    entry = entry_of(src)
     return PackageArgs(bundle=plan.bundle, reference=plan.reference, variants=plan.variants, source=src,
                        license=entry.license if entry else None)
 

@@ -101,10 +101,14 @@ class Record:
 
 
     @classmethod
+    def load(cls: type[R], path: Path) -> R:
+        """The record in the JSON file at `path` (errors name the file)."""
+        return cls.from_json(json.loads(Path(path).read_text()), str(path))
+
+    @classmethod
     def read(cls: type[R], folder: Path) -> R:
         """The record kept in `folder`, in its FILE."""
-        path = Path(folder) / cls.FILE
-        return cls.from_json(json.loads(path.read_text()), str(path))
+        return cls.load(Path(folder) / cls.FILE)
 
 
 _hints = functools.cache(typing.get_type_hints)  # each record class's field types, resolved once
@@ -460,8 +464,7 @@ class LongAudio(Record):
                         f"{per_variant(self.clips_peak_gb)}")
         if not said:
             return None
-        return "sherpa-onnx's peak memory " + "; ".join(said) + " (what the audio adds grows with the square of the " \
-                                                                "length)"
+        return f"sherpa-onnx's peak memory {'; '.join(said)} (what the audio adds grows with the square of the length)"
 
 
 @dataclass(frozen=True, kw_only=True)

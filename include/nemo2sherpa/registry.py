@@ -14,11 +14,10 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .records import Record
+from .records import Record, Source
 
 if TYPE_CHECKING:
     from .modelspec import ModelSpec
@@ -72,3 +71,8 @@ def load_registry() -> dict[str, RegistryEntry]:
     path = registry_path()
     with open(path, "rb") as f:
         return {name: RegistryEntry.from_json(entry, f"{path} [{name}]") for name, entry in tomllib.load(f).items()}
+
+
+def entry_of(source: Source | None) -> RegistryEntry | None:
+    """The registry entry a source manifest came from (a run that named a registry model), else None."""
+    return load_registry().get(source.registry) if source is not None and source.registry else None

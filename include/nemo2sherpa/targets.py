@@ -130,19 +130,21 @@ class TargetKind:
     url_from: Callable[[Mapping[str, Any]], str]
 
     def open(self, url: str, client: Any, options: TargetOptions) -> Target:
-        """The target at `url` through `client` (InputError for a URL its module refuses, naming the fix)."""
+        """The target at `url` (its form checked by kind_of) through `client`."""
         return importlib.import_module(f"{__package__}.{self.module}").open_target(url, client, options)
 
 
 # Where a run may publish, declared once (the DAG's param, convert's --publish-to, the refresh DAG, the report plugin):
 # each kind, what it is; a run chooses one or both.
 KINDS: dict[str, TargetKind] = {k.name: k for k in (
-    TargetKind("s3", "s3://", "s3://<bucket>[/<prefix>]", r"^s3://[^/\s]+(/\S*)?$", "the S3 bucket and prefix below, through the S3 "
-               "connection: the bundle's files, manifest.json last, latest.json", "publish",
+    TargetKind("s3", "s3://", "s3://<bucket>[/<prefix>]", r"^s3://[^/\s]+(/\S*)?$",
+               "the S3 bucket and prefix below, through the S3 connection: the bundle's files, manifest.json last, "
+               "latest.json", "publish",
                lambda p: f"s3://{p['bucket']}/{p['prefix']}"),
-    TargetKind("hub", "hf://", "hf://<user or organization>", rf"^hf://{HUB_NAME}/?$", "Hugging Face Hub model repos under the Hub namespace "
-               "below, one a variant (<namespace>/sherpa-onnx-nemo-<model>[-<variant>]), laid out as sherpa-onnx's "
-               "own, one commit each; the token is the Airflow Variable hf_token (write access)", "hubtarget",
+    TargetKind("hub", "hf://", "hf://<user or organization>", rf"^hf://{HUB_NAME}/?$",
+               "Hugging Face Hub model repos under the Hub namespace below, one a variant "
+               "(<namespace>/sherpa-onnx-nemo-<model>[-<variant>]), laid out as sherpa-onnx's own, one commit each; "
+               "the token is the Airflow Variable hf_token (write access)", "hubtarget",
                lambda p: f"hf://{p['hub_namespace']}"),
 )}
 TARGET_KINDS: dict[str, str] = {k.name: k.what for k in KINDS.values()}
