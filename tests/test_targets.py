@@ -14,7 +14,7 @@ import pytest
 from nemo2sherpa import PIPELINE_VERSION
 from nemo2sherpa.errors import InputError
 from nemo2sherpa.publish import S3Target, bundle_key
-from nemo2sherpa.records import FileDigest, Manifest, RecordError, Source, ValidationSummary
+from nemo2sherpa.records import FileDigest, Manifest, RecordError, RunFigures, Source, ValidationSummary
 from nemo2sherpa.report import Figure
 from nemo2sherpa.targets import (KINDS, MANIFEST, Download, PublishResult, Target, TargetOptions, open_targets,
                                  publish_all, publish_to, published_state, published_xcom, target_url)
@@ -40,8 +40,8 @@ class MemoryTarget:
     def download(self, uri: str, model: str, variant: str, expires_s: int) -> Download:
         return Download(name=f"{model}-{variant}", url=f"{uri}{variant}")
 
-    def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str, summary: dict | None = None,
-                force: bool = False) -> PublishResult:
+    def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
+                summary: RunFigures | None = None, force: bool = False) -> PublishResult:
         uri = self.where(source.name, source.revision)
         existing = None if force else self.manifest(source.name, source.revision)
         if existing is not None and published_state(existing, variants) is None:
@@ -50,7 +50,7 @@ class MemoryTarget:
                  for p in sorted(bundle.iterdir())]
         for f in files:
             self.objects[f"{uri}{f.name}"] = (bundle / f.name).read_bytes()
-        manifest = Manifest(format="test/1", run_id=run_id, files=files, summary=summary or {})
+        manifest = Manifest(format="test/1", run_id=run_id, files=files, summary=(summary or RunFigures()).to_json())
         self.objects[f"{uri}{MANIFEST}"] = json.dumps(manifest.to_json()).encode()
         return PublishResult(uri, f"{uri}{MANIFEST}", [f"{uri}{f.name}" for f in files] + [f"{uri}{MANIFEST}"],
                              skipped=False, announce=True, files=files)

@@ -25,11 +25,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import PermanentError
 from .progress import Progress
-from .records import Compatibility, Export, PackageResult, Source, Validation
+from .records import Archive, Compatibility, Export, PackageResult, Source, TestWav, Validation
 from .variants import BASE, BPE_VOCAB, TOKENS, VARIANTS, variant_paths
 
 log = logging.getLogger("nemo2sherpa.archive")
@@ -138,14 +137,14 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, want: tuple[int, str] |
                              f"validated {want[1][:16]}): re-run validate; nothing was packaged")
 
 
-def test_wavs(export: Export, known: set[str]) -> list[dict[str, Any]]:
-    """The archive's test clips: the TEST_WAVS shortest clips the model knows (else the shortest), with the text
-    sherpa-onnx gave on each (what the model card's snippets must print)."""
-    clips = [{"name": c.name, "path": str(c.path), "text": c.text, "duration_s": c.duration_s} for c in export.clips]
-    index = {c["name"]: i for i, c in enumerate(clips)}
-    pool = [c for c in clips if c["name"] in known] or clips
-    chosen = sorted(pool, key=lambda c: c["duration_s"])[:TEST_WAVS]
-    return [{**c, "index": index[c["name"]]} for c in sorted(chosen, key=lambda c: index[c["name"]])]
+def test_wavs(export: Export, known: set[str]) -> list[TestWav]:
+    """The archive's test clips: the TEST_WAVS shortest clips the model knows (else the shortest), in export's order
+    (each with its index there: where the text sherpa-onnx gave on it is, what the model card's snippets must print)."""
+    clips = [TestWav(name=c.name, path=Path(c.path), text=c.text, duration_s=c.duration_s, index=i)
+             for i, c in enumerate(export.clips)]
+    pool = [c for c in clips if c.name in known] or clips
+    chosen = sorted(pool, key=lambda c: c.duration_s)[:TEST_WAVS]
+    return sorted(chosen, key=lambda c: c.index)
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ class Release:
 
 
 def _inputs(bundle: Path, reference: Path,
-            source: Source) -> tuple[Validation, Compatibility | None, list[dict[str, Any]], str]:
+            source: Source) -> tuple[Validation, Compatibility | None, list[TestWav], str]:
     """What the releases and their cards are made from: validation.json, compatibility.json (None where the matrix
     was off), the test clips, the model's name."""
     validated = Validation.read(bundle)
@@ -193,9 +192,8 @@ def releases(bundle: Path, reference: Path, variants: list[str], source: Source,
         name = archive_name(model, v)
         files = [*variant_paths(bundle, v), bundle / TOKENS, bundle / BPE_VOCAB]
         members = [Member(p.name, path=p, want=digests.get(p.name)) for p in files if p.exists()]
-        members += [Member(f"test_wavs/{i}.wav", path=Path(w["path"])) for i, w in enumerate(wavs)]
-        members.append(Member("test_wavs/trans.txt", text="".join(f"{i}.wav {w['text']}\n"
-                                                                   for i, w in enumerate(wavs))))
+        members += [Member(f"test_wavs/{i}.wav", path=w.path) for i, w in enumerate(wavs)]
+        members.append(Member("test_wavs/trans.txt", text="".join(f"{i}.wav {w.text}\n" for i, w in enumerate(wavs))))
         card = model_card(name, v, model, source, validated, compat, wavs, license_)
         out.append(Release(name, v, [*members, Member(CARD, text=card)]))
     return out
@@ -212,7 +210,7 @@ def package(bundle: Path, reference: Path, variants: list[str], source: Source,
     _check_disk(bundle, variants)
     out = [_write(bundle, r) for r in releases(bundle, reference, variants, source, license_)]
     (bundle / CARD).write_text(model_card(archive_name(model, BASE.name), BASE.name, model, source, validated, compat,
-                                          wavs, license_, archives=[a["name"] for a in out]))
+                                          wavs, license_, archives=[a.name for a in out]))
     return PackageResult(archives=out, card=CARD)
 
 
@@ -227,7 +225,7 @@ def _check_disk(bundle: Path, variants: list[str]) -> None:
                              f"is free: free disk space (or build fewer variants); nothing was packaged")
 
 
-def _write(bundle: Path, release: Release) -> dict[str, Any]:
+def _write(bundle: Path, release: Release) -> Archive:
     """One archive in the variant's format, its members in one folder of the release's name, through
     <file>.partial renamed when complete (no half-written archive behind a failure)."""
     name, variant = release.name, release.variant
@@ -256,8 +254,8 @@ def _write(bundle: Path, release: Release) -> dict[str, Any]:
     raw_size = sum(p.stat().st_size for p in models)
     log.info("%s: %s bytes (%.3f of its %s bytes: %s), %.1f s", dest.name, f"{size:,}", size / max(raw_size, 1),
              f"{raw_size:,}", ", ".join(p.name for p in models), time.monotonic() - t0)
-    return {"name": dest.name, "variant": variant, "format": VARIANTS[variant].archive, "size": size,
-            "sha256": digest.hexdigest(), "seconds": round(time.monotonic() - t0, 1)}
+    return Archive(name=dest.name, variant=variant, format=VARIANTS[variant].archive, size=size,
+                   sha256=digest.hexdigest(), seconds=round(time.monotonic() - t0, 1))
 
 
 def _bytes(tar: tarfile.TarFile, arcname: str, text: str) -> None:

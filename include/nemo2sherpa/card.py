@@ -8,9 +8,8 @@ written by the test suite on the published archive (tests/test_archive.py): they
 
 from __future__ import annotations
 
-from typing import Any
 
-from .records import Compatibility, Source, Validation, VariantResult, given
+from .records import Compatibility, Source, TestWav, Validation, VariantResult, given
 from .variants import BASE, VARIANTS
 
 LICENSE_UNKNOWN = "not recorded: the source checkpoint's own license applies"
@@ -154,7 +153,7 @@ Set the same fields on the `#[repr(C)]` config: `model_type` `"nemo_transducer"`
 
 
 def model_card(name: str, variant: str, model: str, source: Source, validated: Validation,
-               compat: Compatibility | None, wavs: list[dict[str, Any]], license_: str | None,
+               compat: Compatibility | None, wavs: list[TestWav], license_: str | None,
                archives: list[str] | None = None) -> str:
     """README.md of one archive (or, with `archives`, of the bundle folder that lists them)."""
     m = validated.model
@@ -179,6 +178,6 @@ def model_card(name: str, variant: str, model: str, source: Source, validated: V
     out += ["", "## Runtimes", "", *_runtimes(compat, variant), "", "## Test clips", "",
             "`test_wavs/` holds clips of the evaluation set; `trans.txt` their reference texts. sherpa-onnx "
             "(greedy search) transcribes them as:", ""]
-    out += [f"- `{i}.wav`: {sherpa[w['index']] if w['index'] < len(sherpa) else '?'}" for i, w in enumerate(wavs)]
+    out += [f"- `{i}.wav`: {sherpa[w.index] if w.index < len(sherpa) else '?'}" for i, w in enumerate(wavs)]
     out += ["", "## Usage", "", usage(variant, int(m.feat_dim))]
     return "\n".join(out) + "\n"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import Record
+from .records import Usage
 
 INCLUDE = Path(__file__).resolve().parents[1]
 
@@ -67,18 +67,6 @@ def held_credentials(environ: dict[str, str] | None = None) -> list[str]:
 def run_module(args: list[str], python: str | Path = sys.executable, **kw) -> subprocess.CompletedProcess:
     """`python -m nemo2sherpa <args>` in a child process (text mode), the project's include/ on its path."""
     return subprocess.run(_cmd(args, python), text=True, env=_env(), **kw)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Usage(Record):
-    """What a child process took (run_measured): wall time, peak RSS, its process tree's peak memory (None: not
-    sampled), CPU time, and the share of the machine's CPUs other processes used meanwhile."""
-
-    wall_s: float
-    peak_rss_bytes: int
-    peak_tree_bytes: int | None
-    cpu_s: float
-    other_load: float
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None,

@@ -25,8 +25,8 @@ from .errors import (EXIT_CODES, PERMANENT, TRANSIENT, VERDICT, GateFailed, Inpu
 from .benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS
 from .gates import GATE_DEFAULTS, GATES
 from .pipeline import STEP, STEPS, Step, make_plan
-from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES
-from .records import Export, Plan, Record, Source, ValidationSummary
+from .quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES, REPORT as QUANTIZE_REPORT
+from .records import Export, Plan, Record, Source, ValidationSummary, dump
 from .runtimes import KINDS
 from .targets import Target
 from .variants import BASE, DEFAULT_VARIANTS, VARIANTS
@@ -63,6 +63,13 @@ def _csv(s: str) -> list[str]:
 
 def _floats(s: str) -> list[float]:
     return [float(x) for x in _csv(s)]
+
+
+def _list_of(item: tuple[type, ...]) -> Callable[[str], list[Any]]:
+    """How a comma-separated flag is read for a list field of these item types (floats, ints, else strings)."""
+    if item == (float,):
+        return _floats
+    return (lambda s: [int(x) for x in _csv(s)]) if item == (int,) else _csv
 
 
 def _source_json(a: argparse.Namespace) -> Source | None:
@@ -155,8 +162,7 @@ def step_args(inputs: type, a: argparse.Namespace) -> Any:
             given[f.name] = tp.load(path) if path else None
         elif getattr(a, f.name) is not None:
             value = getattr(a, f.name)
-            given[f.name] = ((_floats if typing.get_args(tp) == (float,) else _csv)(value)
-                             if typing.get_origin(tp) is list else value)
+            given[f.name] = (_list_of(typing.get_args(tp))(value) if typing.get_origin(tp) is list else value)
     return inputs(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -345,7 +351,7 @@ def convert(src: str, out: Path, *, variants: list[str], revision: str | None = 
         results, steps = _run_steps(plan, work)
         published = _publish(targets, plan, results, work.name)
         bundle = plan.bundle
-        for report in (Export.FILE, "quantize.json"):  # what the steps learned, beside the bundle
+        for report in (Export.FILE, QUANTIZE_REPORT):  # what the steps learned, beside the bundle
             if (plan.reference / report).exists():
                 shutil.copy2(plan.reference / report, bundle / report)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -424,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         c = COMMANDS[a.cmd]
         out = c.run(a)
-        print(out if c.plain else json.dumps(out.to_json() if isinstance(out, Record) else out, default=str))
+        print(out if c.plain else json.dumps(dump(out), default=str))
         return 0
     except PermanentError as e:
         print(f"nemo2sherpa: error: {e}", file=sys.stderr)

@@ -16,10 +16,9 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
 from .errors import PermanentError
 from .positions import POSITION_NODES
+from .records import MadeReport
 from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Maker, Variant, fp32_bytes, made_by, single_file_max
 
 log = logging.getLogger("nemo2sherpa.fp16")
@@ -33,7 +32,7 @@ def _weights_bytes(model) -> int:
     return sum(len(t.raw_data) for t in (*model.graph.initializer, *consts))
 
 
-def fp16_bundle(bundle: Path) -> dict[str, Any]:
+def fp16_bundle(bundle: Path) -> MadeReport:
     """fp16 of every module (weights and compute; float32 I/O), each file renamed into place when complete."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -46,7 +45,7 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
     scratch = bundle.parent / ".fp16-tmp"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    report: dict[str, Any] = {"files": {}, "timings_s": {}}
+    report = MadeReport(files={}, timings_s={})
     try:
         for name in MODULES:
             t0 = time.monotonic()
@@ -84,8 +83,8 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
             os.replace(partial, dst)
             size = dst.stat().st_size + (weights.stat().st_size if external else 0)
             fp32, dt = fp32_bytes(bundle, name), time.monotonic() - t0
-            report["files"][dst.name] = size
-            report["timings_s"][dst.name] = round(dt, 2)
+            report.files[dst.name] = size
+            report.timings_s[dst.name] = round(dt, 2)
             log.info("%-18s %14s bytes%s (fp32 %s bytes, %.2fx smaller) in %.1f s", dst.name, f"{size:,}",
                      f" with {weights.name}" if external else "", f"{fp32:,}", fp32 / size, dt)
     finally:
@@ -93,7 +92,7 @@ def fp16_bundle(bundle: Path) -> dict[str, Any]:
     return report
 
 
-def make(variant: Variant, bundle: Path, reference: Path) -> dict[str, Any]:
+def make(variant: Variant, bundle: Path, reference: Path) -> MadeReport:
     """The variant registry's entry point: the fp16 variant (it writes no report of its own)."""
     assert variant == FP16, variant
     return fp16_bundle(bundle)

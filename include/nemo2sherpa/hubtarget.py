@@ -26,7 +26,7 @@ from typing import Any
 
 from . import PIPELINE_VERSION, __version__
 from .errors import InputError, PermanentError, TransientError
-from .records import FileDigest, Manifest, Source
+from .records import FileDigest, Manifest, RunFigures, Source
 from .targets import MANIFEST, Download, PublishResult, TargetOptions, published_state
 from .variants import BASE, VARIANTS
 
@@ -118,7 +118,7 @@ class HubTarget:
                         needs="a Hub sign-in that may read it, where the repo is private")
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
-                summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
+                summary: RunFigures | None = None, force: bool = False) -> PublishResult:
         """Each variant's release committed to its repo (created where missing), its manifest.json in the same
         commit; a repo that holds these bytes of this revision is left alone (no commit) unless `force`."""
         from .archive import releases
@@ -158,8 +158,7 @@ class HubTarget:
         """The Hub's URL (huggingface.co, or HF_ENDPOINT)."""
         return str(getattr(self.api, "endpoint", "https://huggingface.co")).rstrip("/")
 
-    def _publish_release(self, rel, repo_id: str, matter: str, source: Source, run_id: str,
-                         summary: dict[str, Any] | None,
+    def _publish_release(self, rel, repo_id: str, matter: str, source: Source, run_id: str, summary: RunFigures | None,
                          force: bool) -> tuple[str | None, list[FileDigest], list[str], str | None]:
         """One variant's commit: its commit sha (None when the repo already held it), the manifest's entries, the
         files committed under validate's digests, the run whose manifest the repo held."""
@@ -190,7 +189,8 @@ class HubTarget:
         manifest = Manifest(format=FORMAT, nemo2sherpa=__version__, pipeline_version=PIPELINE_VERSION,
                             source=source.identity(SOURCE_KEYS), run_id=run_id,
                             published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), files=entries,
-                            variants={rel.variant: list(VARIANTS[rel.variant].published)}, summary=summary or {})
+                            variants={rel.variant: list(VARIANTS[rel.variant].published)},
+                            summary=(summary or RunFigures()).to_json())
         ops.append(CommitOperationAdd(path_in_repo=MANIFEST, path_or_fileobj=json.dumps(
             manifest.to_json(), indent=1).encode()))
         size = sum(f.size for f in entries)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,8 +22,8 @@ from .child import INCLUDE, held_credentials, run_module_measured
 from .evalset import MAX_CLIPS
 from .errors import PermanentError, error_for_exit
 from .gates import limits
-from .records import (Benchmark, CompatSummary, Export, ExportSummary, MetadataResult, PackageResult, Plan,
-                      Record, Source, Validation, ValidationSummary)
+from .records import (Benchmark, CompatSummary, Export, ExportSummary, MadeReport, MetadataResult, PackageResult,
+                      Plan, Source, Validation, ValidationSummary, dump)
 from .variants import BASE, DEFAULT_VARIANTS, MADE, with_base
 
 log = logging.getLogger("nemo2sherpa.pipeline")
@@ -181,11 +181,11 @@ class QuantizeArgs:
         return getattr(self, name)
 
 
-def make_variants(x: QuantizeArgs) -> dict[str, Any]:
+def make_variants(x: QuantizeArgs) -> dict[str, MadeReport]:
     """The variants made from fp32 (int8, fp16: variants.MADE), each by its module in a child process of its own:
     at 1.1B each holds the fp32 encoder in memory (quantize peaks at ~10 GB), and memory one has used is not
     always returned to the next."""
-    out: dict[str, Any] = {}
+    out: dict[str, MadeReport] = {}
     for v in (v for v in MADE if v.name in x.variants):
         options = {k: x.option(k) for k in v.options}
         proc, usage = run_module_measured(["make-variant", v.name, "--bundle", str(x.bundle), "--reference",
@@ -200,7 +200,8 @@ def make_variants(x: QuantizeArgs) -> dict[str, Any]:
                                                              if proc.returncode == -9 else "")
                    if proc.returncode < 0 else f"exit {proc.returncode}")
             raise PermanentError(f"making the {v.name} variant failed ({how}); its error is above")
-        out[v.name] = {**json.loads(proc.stdout.strip().splitlines()[-1]), **usage.to_json()}
+        out[v.name] = replace(MadeReport.from_json(json.loads(proc.stdout.strip().splitlines()[-1]), v.name),
+                              usage=usage)
         log.info("%s variant made in %.1f s, peak RSS %.2f GB", v.name, usage.wall_s, usage.peak_rss_bytes / 1e9)
     if not out:
         log.info("no variant but fp32 requested: nothing to make from fp32")
@@ -357,4 +358,4 @@ def run_step(name: str, plan: Plan, src: Source | None = None) -> Any:
              else "holds no credential, Airflow connection or variable")
     step = STEP[name]
     out = step.run(step.args(plan, src))
-    return out.to_json() if isinstance(out, Record) else out
+    return dump(out)

@@ -28,7 +28,7 @@ from typing import Any
 from . import PIPELINE_VERSION, __version__
 from .errors import InputError, PermanentError, TransientError
 from .progress import Progress
-from .records import Benchmark, Compatibility, FileDigest, Latest, Manifest, Source, Validation
+from .records import Benchmark, Compatibility, FileDigest, Latest, Manifest, RunFigures, Source, Validation
 from .s3input import classified, split_url
 from .source import sha256_file
 from .targets import MANIFEST, Download, PublishResult, TargetOptions, published_state
@@ -107,7 +107,7 @@ class S3Target:
         return Download(name=name, url=url, expires_s=expires_s)
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
-                summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
+                summary: RunFigures | None = None, force: bool = False) -> PublishResult:
         """publish_run under the bundle's key; the store's failures classified (s3input.classified)."""
         key = bundle_key(self.prefix, source.name, source.revision)
         try:
@@ -163,7 +163,7 @@ def transfer_config():
 
 
 def publish_bundle(client, bundle: Path, bucket: str, key: str, source: Source,
-                   summary: dict[str, Any] | None = None, create_bucket: bool = True,
+                   summary: RunFigures | None = None, create_bucket: bool = True,
                    existing: Manifest | None = None, run_id: str = "") -> Upload:
     """Upload the bundle under s3://bucket/key/, manifest last, then the model's latest pointer.
 
@@ -222,13 +222,13 @@ def publish_bundle(client, bundle: Path, bucket: str, key: str, source: Source,
 
 
 def _manifest(source: Source, entries: list[FileDigest], carried: list[FileDigest], existing: Manifest | None,
-              summary: dict[str, Any] | None, run_id: str) -> Manifest:
+              summary: RunFigures | None, run_id: str) -> Manifest:
     """manifest.json: what is published (every file, with sha256), from what, by which run, each variant's files."""
     return Manifest(
         format="nemo2sherpa-bundle/1", nemo2sherpa=__version__, pipeline_version=PIPELINE_VERSION,
         source=source.identity(("kind", "name", "repo_id", "url", "revision", "revision_date", "sha256", "size")),
         published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), run_id=run_id, files=entries + carried,
-        variants=_variant_files(entries + carried, existing), summary=summary or {},
+        variants=_variant_files(entries + carried, existing), summary=(summary or RunFigures()).to_json(),
         # what this publish added to the bundle that was there
         added=sorted({e.name for e in entries} - {e.name for e in existing.files}) if existing else None)
 
@@ -268,7 +268,7 @@ def _read(client, bucket: str, key: str) -> tuple[bytes, str] | None:
 
 
 def publish_run(client, bundle: Path, bucket: str, key: str, source: Source, variants: list[str],
-                run_id: str, summary: dict[str, Any] | None = None, create_bucket: bool = True,
+                run_id: str, summary: RunFigures | None = None, create_bucket: bool = True,
                 force: bool = False) -> PublishResult:
     """The publish task: converges on the complete state (every file, the manifest, latest.json) whichever write
     failed before. A bundle already published with every variant asked for is up to date (unless `force`): its

@@ -29,9 +29,10 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from .errors import PermanentError
+from .records import EncoderRewrite, MadeReport
 from .variants import BASE, MODULES, WEIGHTS_SUFFIX, Maker, Variant, fp32_bytes, made_by
 
 log = logging.getLogger("nemo2sherpa.quantize")
@@ -353,7 +354,7 @@ def encoder_outputs_match(original: Path, rewritten: Path, feat_dim: int, frames
 
 
 def _matmul_encoder(src: Path, work: Path, external: bool,
-                    reference: Path | None = None) -> tuple[Path, dict[str, Any]]:
+                    reference: Path | None = None) -> tuple[Path, EncoderRewrite]:
     """The fp32 encoder with its pointwise convolutions as MatMul, saved in `work` (its weights in one file beside
     it when the source has external weights), and checked against the source on the same input."""
     import onnx
@@ -373,7 +374,7 @@ def _matmul_encoder(src: Path, work: Path, external: bool,
     diff = encoder_outputs_match(src, out, feat_dim, reference=reference) if n else 0.0
     log.info("%s: %d pointwise convolutions rewritten as MatMul; same output as the exported graph within %.2g "
              "(relative, allowed %g) in %.1f s", src.name, n, diff, REWRITE_TOL, time.monotonic() - t0)
-    return out, {"pointwise_convs_as_matmul": n, "rewrite_max_rel_diff": float(f"{diff:.3g}")}
+    return out, EncoderRewrite(pointwise_convs_as_matmul=n, rewrite_max_rel_diff=float(f"{diff:.3g}"))
 
 
 def integer_ops(path: Path) -> dict[str, int]:
@@ -389,7 +390,7 @@ def integer_ops(path: Path) -> dict[str, int]:
 
 
 def _quantize_module(bundle: Path, module: str, scratch: Path, rc: Int8Recipe, frugal: bool,
-                     report: dict[str, Any], reference: Path | None = None) -> None:
+                     report: MadeReport, reference: Path | None = None) -> None:
     """One module's int8 file by the recipe, renamed into place when complete; its figures go into `report`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -404,8 +405,8 @@ def _quantize_module(bundle: Path, module: str, scratch: Path, rc: Int8Recipe, f
     t0 = time.monotonic()
     fp32 = src
     if rc.pointwise_to_matmul and module == "encoder":
-        fp32, report["encoder"] = _matmul_encoder(src, scratch / "matmul", external, reference)
-        report["timings_s"]["encoder: pointwise rewrite and its check"] = round(time.monotonic() - t0, 2)
+        fp32, report.encoder = _matmul_encoder(src, scratch / "matmul", external, reference)
+        report.timings_s["encoder: pointwise rewrite and its check"] = round(time.monotonic() - t0, 2)
     # onnxruntime's quantizer logs a root line per tensor (INFO, and a WARNING for each tensor whose
     # type shape inference missed: 88 at 1.1B). Count them into one line instead.
     muted = _Mute()
@@ -433,19 +434,19 @@ def _quantize_module(bundle: Path, module: str, scratch: Path, rc: Int8Recipe, f
     if partial.stat().st_size > 2**31 - 1:
         raise PermanentError(f"{dst.name} is over protobuf's 2 GB limit; an int8 file with external data "
                              f"is not supported yet")
-    report["integer_ops"][dst.name] = integer_ops(partial)
+    ops = report.integer_ops[dst.name] = integer_ops(partial)
     os.replace(partial, dst)  # atomic: a killed run never leaves a half-written int8 file
     dt = time.monotonic() - t0
     fp32_size = fp32_bytes(bundle, module)
-    report["files"][dst.name] = dst.stat().st_size
-    report["timings_s"][dst.name] = round(dt, 2)
+    report.files[dst.name] = dst.stat().st_size
+    report.timings_s[dst.name] = round(dt, 2)
     log.info("%-18s %12s bytes (fp32 %s bytes, %.2fx smaller) in %.1f s; integer ops: %s", dst.name,
              f"{dst.stat().st_size:,}", f"{fp32_size:,}", fp32_size / dst.stat().st_size, dt,
-             ", ".join(f"{k} {v}" for k, v in report["integer_ops"][dst.name].items()) or "none")
+             ", ".join(f"{k} {v}" for k, v in ops.items()) or "none")
 
 
 def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = True, recipe: str | None = None,
-                    reference: Path | None = None) -> dict[str, Any]:
+                    reference: Path | None = None) -> MadeReport:
     """int8 of every module by the named recipe (INT8_RECIPES; default DEFAULT_INT8_RECIPE). frugal=False leaves
     onnxruntime's quantizer as shipped (for comparison). With `reference`, the report also goes to
     <reference>/quantize.json for validate."""
@@ -457,7 +458,7 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
     bundle = Path(bundle)
     before_quantize(bundle)
     scratch = Path(scratch or bundle.parent / ".quantize-tmp")
-    report: dict[str, Any] = {"recipe": name, "summary": rc.summary, "files": {}, "timings_s": {}, "integer_ops": {}}
+    report = MadeReport(recipe=name, summary=rc.summary, integer_ops={}, files={}, timings_s={})
     log.info("int8 recipe %s: %s", name, rc.summary)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -471,35 +472,30 @@ def quantize_bundle(bundle: Path, scratch: Path | None = None, frugal: bool = Tr
         tempfile.tempdir = old_tmp
         shutil.rmtree(scratch, ignore_errors=True)
     if reference is not None:
-        Path(reference, REPORT).write_text(json.dumps(report, indent=2))
+        Path(reference, REPORT).write_text(json.dumps(report.to_json(), indent=2))
     return report
 
 
-def make(variant: Variant, bundle: Path, reference: Path, int8_recipe: str | None = None) -> dict[str, Any]:
+def make(variant: Variant, bundle: Path, reference: Path, int8_recipe: str | None = None) -> MadeReport:
     """The variant registry's entry point: the int8 variant by the run's recipe, its report for validate."""
     assert variant == INT8, variant
     return quantize_bundle(bundle, recipe=int8_recipe, reference=reference)
 
 
-def recorded(report: dict[str, Any]) -> dict[str, Any]:
-    """What validation.json keeps of quantize.json: the recipe, the rewrite's check, the integer ops."""
-    return {k: report[k] for k in ("recipe", "summary", "encoder", "integer_ops") if k in report}
-
-
-def headline(recorded: dict[str, Any]) -> dict[str, Any]:
+def headline(report: MadeReport | None) -> dict[str, str | None]:
     """The validate step's one figure for int8: the recipe."""
-    return {f"{INT8.name}_recipe": recorded.get("recipe")}
+    return {f"{INT8.name}_recipe": report.recipe if report else None}
 
 
-def describe(q: dict[str, Any]) -> str:
+def describe(q: MadeReport) -> str:
     """VALIDATION.md's line on how the int8 files were made."""
-    enc = q.get("encoder", {})
-    ops = q.get("integer_ops", {}).get(INT8.file("encoder"), {})
-    return (f"{INT8.name} recipe `{q['recipe']}`: {q['summary']}" + (
-        f"; {enc['pointwise_convs_as_matmul']} pointwise convolutions rewritten as MatMul, same fp32 output "
-        f"within {enc['rewrite_max_rel_diff']:g} (relative)" if enc else "")
+    enc = q.encoder
+    ops = (q.integer_ops or {}).get(INT8.file("encoder"), {})
+    return (f"{INT8.name} recipe `{q.recipe}`: {q.summary}" + (
+        f"; {enc.pointwise_convs_as_matmul} pointwise convolutions rewritten as MatMul, same fp32 output "
+        f"within {enc.rewrite_max_rel_diff:g} (relative)" if enc else "")
         + f"; integer ops in the {INT8.name} encoder: "
         + (", ".join(f"{k} {n}" for k, n in ops.items()) or "none") + ".")
 
 
-MAKER = Maker(make, REPORT, recorded, headline, describe)
+MAKER = Maker(make, REPORT, headline, describe)

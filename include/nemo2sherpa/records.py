@@ -73,7 +73,7 @@ class Record:
             value = getattr(self, f.name)
             if value is ABSENT or (value is None and f.default is None):
                 continue
-            out[_key(f)] = _dump(value)
+            out[_key(f)] = dump(value)
         return out
 
     @classmethod
@@ -114,15 +114,16 @@ class Record:
 _hints = functools.cache(typing.get_type_hints)  # each record class's field types, resolved once
 
 
-def _dump(value: Any) -> Any:
+def dump(value: Any) -> Any:
+    """A value as JSON-able data: records by their to_json, in lists and dicts too; a Path as its string."""
     if isinstance(value, Record):
         return value.to_json()
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return [_dump(x) for x in value]
+        return [dump(x) for x in value]
     if isinstance(value, dict):
-        return {k: _dump(x) for k, x in value.items()}
+        return {k: dump(x) for k, x in value.items()}
     return value
 
 
@@ -647,7 +648,7 @@ class Validation(Record):
     source: dict[str, Any] | None = None
     eval_set: EvalSet | None = None
     long_audio: LongAudio | None = None
-    made: dict[str, dict[str, Any]] = field(default_factory=dict)
+    made: dict[str, MadeReport] = field(default_factory=dict)
     known_clips: list[str] | None = None
     by_length: dict[str, dict[str, Any]] | None = None
     files: list[FileDigest] | None = None
@@ -757,7 +758,7 @@ class Manifest(Record):
     run_id: str | None = None
     files: list[FileDigest]
     variants: dict[str, list[str]] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # RunFigures' JSON, as the publishing version wrote it
     added: list[str] | None = None  # what this publish added to a bundle that lacked a variant
 
 
@@ -773,6 +774,48 @@ class Latest(Record):
     bundle: str
     manifest: str
     published_at: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage(Record):
+    """What a child process took (child.run_measured): wall time, peak RSS, its process tree's peak memory (None: not
+    sampled), CPU time, and the share of the machine's CPUs other processes used meanwhile."""
+
+    wall_s: float
+    peak_rss_bytes: int
+    peak_tree_bytes: int | None
+    cpu_s: float
+    other_load: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderRewrite(Record):
+    """An int8 recipe's rewrite of the fp32 encoder (pointwise convolutions as MatMul) and its check: the largest
+    difference from the exported graph on the same input, relative to the output's scale."""
+
+    pointwise_convs_as_matmul: int
+    rewrite_max_rel_diff: float
+
+
+@dataclass(kw_only=True)
+class MadeReport(Record):
+    """What a variant's maker reports (variants.Maker.make), filled in as it goes: each file's bytes and seconds; int8
+    also its recipe and the recipe's line, the encoder rewrite's check and each file's integer ops (the whole report:
+    reference/quantize.json). The quantize step adds the maker's process's usage. validation.json keeps `recorded()`.
+    """
+
+    recipe: str | None = None
+    summary: str | None = None
+    encoder: EncoderRewrite | None = None
+    integer_ops: dict[str, dict[str, int]] | None = None
+    files: dict[str, int] | None = None
+    timings_s: dict[str, float] | None = None
+    usage: Usage | None = None
+
+    def recorded(self) -> "MadeReport":
+        """What validation.json keeps of it under the variant's name: how it was made, not the files' bytes and
+        timings (validation.json has its own) nor the process's usage."""
+        return dataclasses.replace(self, files=None, timings_s=None, usage=None)
 
 
 # What each step hands on (its small manifest: XCom, convert's results, stdout of `python -m nemo2sherpa <step>`).
@@ -807,10 +850,36 @@ class CompatSummary(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PackageResult(Record):
-    """The package step's: each release archive (name, variant, format, size, sha256, ...) and the card's name."""
+class Archive(Record):
+    """One release archive the package step wrote: its file name, variant, format, size, sha256 and the seconds it
+    took."""
 
-    archives: list[dict[str, Any]]
+    name: str
+    variant: str
+    format: str
+    size: int
+    sha256: str
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestWav(Record):
+    """One clip of a release's test_wavs/ (archive.test_wavs): the evaluation clip's name, file, reference text and
+    length, and its index in export.json's clips (where sherpa-onnx's text on it is)."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+    name: str
+    path: Path
+    text: str
+    duration_s: float
+    index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackageResult(Record):
+    """The package step's: each release archive and the card's name."""
+
+    archives: list[Archive]
     card: str
 
 
@@ -829,7 +898,7 @@ class ValidationSummary(Record):
     thresholds: dict[str, float | None] = field(default_factory=dict)
     max_abs_diff: dict[str, dict[str, float] | None] = field(default_factory=dict)
     encoder_rel_err: dict[str, float | None] = field(default_factory=dict)
-    made: dict[str, Any] = field(default_factory=dict)
+    made: dict[str, str | None] = field(default_factory=dict)
     token_match: dict[str, float | None] = field(default_factory=dict)
     wer_vs_base: dict[str, float] = json_key(f"wer_vs_{BASE.name}", default_factory=dict)
     sherpa_wer_vs_nemo: dict[str, float | None] = field(default_factory=dict)
@@ -847,3 +916,16 @@ class ValidationSummary(Record):
             return super().from_json(data, what)
         made = {k: data[k] for k in MADE_OPTIONS if k in data}
         return super().from_json({**{k: x for k, x in data.items() if k not in made}, "made": made}, what)
+
+
+P50s = dict[str, dict[str, float]]  # the benchmark step's: sherpa-onnx CPU p50 (s) per variant and clip length
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFigures(Record):
+    """What a run measured, as the publish step hands it to a target: validate's summary and the benchmark's
+    sherpa-onnx CPU p50s. The target keeps its JSON as the manifest's `summary`, which readers take as the version that
+    published it wrote it (Manifest.summary: a bucket holds manifests of other versions)."""
+
+    validation: ValidationSummary | None = None
+    benchmark_p50_s: P50s | None = None

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 from . import PIPELINE_VERSION
 from .errors import InputError
-from .records import FileDigest, Manifest, Plan, Source, ValidationSummary
+from .records import FileDigest, Manifest, P50s, Plan, RunFigures, Source, ValidationSummary
 from .variants import VARIANT_FILES, VARIANTS
 
 MANIFEST = Manifest.FILE
@@ -97,7 +97,7 @@ class Target(Protocol):
         works in a browser for at most `expires_s` seconds where the store signs URLs."""
 
     def publish(self, bundle: Path, source: Source, variants: list[str], run_id: str,
-                summary: dict[str, Any] | None = None, force: bool = False) -> PublishResult:
+                summary: RunFigures | None = None, force: bool = False) -> PublishResult:
         """Publish the bundle of `source` (its name and revision say where), its manifest written last: up to date
         when already published with every variant (unless `force`), a variant added to one that lacks it, else the
         whole bundle. `run_id` is recorded in the manifest, `summary` (the gates' figures) too. Raises errors
@@ -150,15 +150,12 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
 TARGET_KINDS: dict[str, str] = {k.name: k.what for k in KINDS.values()}
 
 
-P50s = dict[str, dict[str, float]]  # the benchmark step's: sherpa-onnx CPU p50 (s) per variant and clip length
-
-
 def publish_to(target: Target, bundle: Path, source: Source, variants: list[str], run_id: str,
                validated: ValidationSummary, bench: P50s, force: bool = False) -> PublishResult:
     """The publish task, whatever the target: the bundle published with validate's and the benchmark's figures in
     its manifest, then the run's summary logged, a line a record (the task's log shows what was published where)."""
-    result = target.publish(Path(bundle), source, variants, run_id,
-                            {"validation": validated.to_json(), "benchmark_p50_s": bench}, force)
+    result = target.publish(Path(bundle), source, variants, run_id, RunFigures(validation=validated,
+                                                                               benchmark_p50_s=bench), force)
     # Logged, not printed: a task's log records and its stdout reach Airflow on two channels, so a print could land
     # after the task's own "Post Execute" marker; a record keeps its place in the task's section.
     for line in summary_lines(result, bundle, variants, source, validated, bench):
@@ -286,7 +283,7 @@ def published_as(target: Target, source: Source, plan: Plan) -> str:
     missing = published_state(manifest, plan.variants)
     if manifest is None or missing:
         return f"{missing} at {uri}"
-    made = manifest.summary.get("validation") or {}
+    made = manifest.summary.get("validation") or {}  # as the version that published it wrote it: read tolerantly
     differ = [f"{o} {made.get(o)} (this run: {plan.option(o)})" for v in plan.variants for o in VARIANTS[v].options
               if made.get(o) != plan.option(o)]
     if differ:

@@ -539,7 +539,7 @@ def _result_head(exp: Export, mode: str, lim: dict[str, float | None], clips: li
     for name in variants:  # how each made variant was made (int8: recipe, rewrite check, integer ops), if it says
         maker = VARIANTS[name].maker() if VARIANTS[name].module else None
         if maker is not None and maker.report and (reference_dir / maker.report).exists():
-            made[name] = maker.recorded(json.loads((reference_dir / maker.report).read_text()))
+            made[name] = MadeReport.load(reference_dir / maker.report).recorded()
     return Validation(
         mode=mode, model=ModelFigures.from_json({k: exp.spec[k] for k in (
             "model_class", "feat_dim", "vocab_size", "durations", "pred_rnn_layers", "pred_hidden", "encoder_layers",
@@ -899,10 +899,10 @@ def _finish(result: Validation, r: Report, report_path: Path | None) -> Validati
 def summary(result: Validation) -> ValidationSummary:
     """The validate step's small manifest (XCom, the publish summary): verdict and headline figures per variant."""
     per = result.variants
-    made: dict[str, Any] = {}
+    made: dict[str, str | None] = {}
     for v in VARIANTS.values():  # how a made variant was made, in one figure (int8: int8_recipe)
         if v.module:
-            made.update(v.maker().headline(result.made.get(v.name, {})))
+            made.update(v.maker().headline(result.made.get(v.name)))
     return ValidationSummary(
         passed=result.passed, gates=len(result.gates or []), mode=result.mode, thresholds=result.thresholds,
         max_abs_diff={v: x.max_abs_diff for v, x in per.items()},

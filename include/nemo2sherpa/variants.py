@@ -13,7 +13,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 MODULES = ("encoder", "decoder", "joiner")  # the three graphs of a sherpa-onnx NeMo transducer bundle
 TOKENS = "tokens.txt"  # every variant's: `piece id` per line, <blk> last
@@ -47,25 +47,26 @@ EXTERNAL_WEIGHTS = Layout("external weights", "the encoder's weights in a .weigh
 LAYOUTS: dict[str, Layout] = {x.name: x for x in (SINGLE_FILE, EXTERNAL_WEIGHTS)}
 
 
-def _nothing(report: dict[str, Any]) -> dict[str, Any]:
+# A maker's report is a records.MadeReport; records reads this module, so the name is not imported here.
+def _no_figure(report: MadeReport | None) -> dict[str, str | None]:
     return {}
 
 
-def _no_words(report: dict[str, Any]) -> str | None:
+def _no_words(report: MadeReport) -> str | None:
     return None
 
 
 @dataclass(frozen=True)
 class Maker:
     """How a variant is made from fp32, declared by the module that makes it (its `MAKER`): `make(variant, bundle,
-    reference, **options)` and, where it leaves a report in reference/, what validation.json keeps of it, the validate
-    step's one figure from that, and VALIDATION.md's line on it."""
+    reference, **options)` gives its report (records.MadeReport); where it also leaves that in reference/, the file's
+    name (validation.json keeps `MadeReport.recorded()` of it), the validate step's one figure from it and
+    VALIDATION.md's line on it."""
 
-    make: Callable[..., dict[str, Any]]
+    make: Callable[..., MadeReport]
     report: str | None = None  # the report it writes in reference/ (int8: quantize.json)
-    recorded: Callable[[dict[str, Any]], dict[str, Any]] = _nothing  # report -> what validation.json keeps
-    headline: Callable[[dict[str, Any]], dict[str, Any]] = _nothing  # recorded -> the validate step's figure
-    describe: Callable[[dict[str, Any]], str | None] = _no_words  # recorded -> VALIDATION.md's line
+    headline: Callable[[MadeReport | None], dict[str, str | None]] = _no_figure  # the validate step's figure
+    describe: Callable[[MadeReport], str | None] = _no_words  # VALIDATION.md's line
 
 
 @dataclass(frozen=True)
