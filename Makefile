@@ -52,9 +52,10 @@ test: venv system-deps
 
 ## make convert SRC=<.nemo path | repo id | registry name> OUT=<new dir> [VARIANTS=fp32,int8] [INT8_RECIPE=sherpa-onnx]
 ##              [EVAL=<manifest.jsonl | folder of audio>] [PUBLISH=s3://<bucket>/<prefix>,hf://<namespace>]
+##              [LOCAL_ATTENTION=on | <left>,<right>]  (local attention: memory linear in a recording's length)
 convert: venv
 	@if [ -z "$(SRC)" ] || [ -z "$(OUT)" ]; then echo "usage: make convert SRC=<.nemo|repo id> OUT=<new dir>" >&2; exit 2; fi
-	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)") $(if $(EVAL),--eval-set "$(EVAL)") $(if $(PUBLISH),--publish-to "$(PUBLISH)")
+	$(PY) -m nemo2sherpa convert "$(SRC)" "$(OUT)" --variants "$(VARIANTS)" $(if $(INT8_RECIPE),--int8-recipe "$(INT8_RECIPE)") $(if $(EVAL),--eval-set "$(EVAL)") $(if $(PUBLISH),--publish-to "$(PUBLISH)") $(if $(LOCAL_ATTENTION),--local-attention "$(LOCAL_ATTENTION)")
 
 ## make hotwords-check BUNDLE=<bundle dir> NEMO=<its .nemo> PHRASES=<hotwords file>: how sherpa-onnx will split
 ## each phrase (bpe.vocab) against the checkpoint's tokenizer; differences flagged (STRICT=1: exit 3 on any).

@@ -1,13 +1,16 @@
 """Long recordings at full size: what sherpa-onnx needs, in memory and time, to decode 1, 5 and 10 minutes at once
-with parakeet-tdt-1.1b's architecture, fp32 and int8.
+with parakeet-tdt-1.1b's architecture, fp32 and int8; with local attention, 1, 10 and 30 minutes.
 
     make bench-long-audio                  # = .venv/bin/python benchmarks/long_audio.py (~25 min, ~20 GB RAM)
     make bench-long-audio ARGS='--minutes 1,5'
+    make bench-long-audio ARGS='--local-attention on'   # NeMo's local attention (nemo2sherpa.localattn), ~40 min
 
 The exported encoder computes its positions from the input's length (nemo2sherpa.positions), so no table bounds the
 length a bundle decodes; memory does. FastConformer's attention is full: each of its 42 layers holds score matrices
 of heads x T x T (and the relative positions' heads x T x 2T) for T encoder frames (12.5 a second), so the memory a
-recording needs grows with the square of its length. This measures it where it matters, at 1.1B.
+recording needs grows with the square of its length. This measures it where it matters, at 1.1B. With
+`--local-attention` the encoder is exported with NeMo's local attention (each frame attends to a window), whose memory
+grows linearly: that record is long-audio-local-1.1b.
 
 Builds the architecture with random weights (tests/fixtures/build_tiny_model.py --family tdt-1.1b-full, as make
 bench-full-size does), exports it and makes the int8 variant and the metadata (the export, quantize and metadata
@@ -34,11 +37,12 @@ from pathlib import Path
 
 from full_size import ROOT, build, command, machine, write_record
 
-from nemo2sherpa import venvs
+from nemo2sherpa import localattn, venvs
 from nemo2sherpa.child import run_measured
 
 NAME = "long-audio-1.1b"
 MINUTES = (1.0, 5.0, 10.0)
+LOCAL_MINUTES = (1.0, 10.0, 30.0)  # with local attention: past what full attention fits in this machine's memory
 VARIANTS = ("int8", "fp32")
 DISTURBED = 0.10  # other load above which a row's times are flagged
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "include")}
@@ -51,7 +55,7 @@ def stage(venv: str, *args: str) -> None:
     proc, usage = run_measured([str(venvs.ensure(venv) / "bin" / "python"), "-m", "nemo2sherpa", *args], env=ENV)
     if proc.returncode != 0:
         raise SystemExit(f"nemo2sherpa {args[0]} failed (exit {proc.returncode})")
-    print(f"{args[0]}: {usage['wall_s']:.0f} s, peak RSS {usage['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
+    print(f"{args[0]}: {usage.wall_s:.0f} s, peak RSS {usage.peak_rss_bytes / 1e9:.2f} GB", flush=True)
 
 
 def recordings(folder: Path, minutes: tuple[float, ...]) -> dict[str, tuple[Path, float]]:
@@ -76,8 +80,8 @@ def decode(bundle: Path, variant: str, wav: Path, seconds: float) -> dict:
     cmd = [str(venvs.ensure("onnx") / "bin" / "python"), "-m", "nemo2sherpa", "sherpa-decode", "--bundle", str(bundle),
            "--variant", variant, "--threads", "2", str(wav)]
     proc, usage = run_measured(cmd, env=ENV)
-    row = {"variant": variant, "audio_s": round(seconds, 1), "wall_s": round(usage["wall_s"], 1),
-           "peak_rss_bytes": usage["peak_rss_bytes"], "other_load": round(usage["other_load"], 2),
+    row = {"variant": variant, "audio_s": round(seconds, 1), "wall_s": round(usage.wall_s, 1),
+           "peak_rss_bytes": usage.peak_rss_bytes, "other_load": round(usage.other_load, 2),
            "exit_code": proc.returncode}
     if proc.returncode == -signal.SIGKILL:
         row["killed"] = "by the kernel (out of memory)"
@@ -94,21 +98,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("NEMO2SHERPA_LONG_AUDIO_WORK",
                                                                     "/tmp/nemo2sherpa-long-audio")))
-    ap.add_argument("--minutes", default=",".join(f"{m:g}" for m in MINUTES), help="recording lengths, minutes")
+    ap.add_argument("--minutes", help="recording lengths, minutes (default 1,5,10; with local attention 1,10,30)")
+    ap.add_argument("--local-attention", help="export with local attention: on, or LEFT,RIGHT encoder frames")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint, bundle and recordings in --work")
     ap.add_argument("--render", type=Path, help="only write the markdown again from this record's JSON")
     a = ap.parse_args()
     if a.render:
         render(a.render)
         return 0
-    minutes = tuple(float(m) for m in a.minutes.split(","))
+    context = localattn.parse(a.local_attention)
+    minutes = tuple(float(m) for m in a.minutes.split(",")) if a.minutes else LOCAL_MINUTES if context else MINUTES
+    if context:
+        a.work = a.work.with_name(a.work.name + "-local")
     if not (a.work / "bundle" / "encoder.int8.onnx").exists():
         shutil.rmtree(a.work, ignore_errors=True)
         a.work.mkdir(parents=True)
         nemo, bundle, reference = a.work / "model.nemo", a.work / "bundle", a.work / "reference"
         info, built = build(nemo)
         print(f"built {info['params'] / 1e9:.3f} B params in {built['wall_s']:.0f} s", flush=True)
-        stage("nemo", "export", "--nemo", str(nemo), "--bundle", str(bundle), "--reference", str(reference))
+        stage("nemo", "export", "--nemo", str(nemo), "--bundle", str(bundle), "--reference", str(reference),
+              *(["--local-attention", ",".join(map(str, context))] if context else []))
         nemo.unlink()
         stage("onnx", "quantize", "--bundle", str(bundle))
         stage("onnx", "metadata", "--bundle", str(bundle), "--reference", str(reference))
@@ -117,9 +126,10 @@ def main() -> int:
     rows = [{"recording": name, **decode(bundle, v, wav, seconds)}
             for name, (wav, seconds) in wavs.items() for v in VARIANTS]  # lengths interleaved between variants
     rec = {"made": date.today().isoformat(), "command": command("make bench-long-audio"), "machine": machine(),
-           "threads": 2, "runtime": "sherpa-onnx (Python wheel), greedy search", "runs": rows,
+           "threads": 2, "runtime": "sherpa-onnx (Python wheel), greedy search", "attention":
+           localattn.describe(context), "runs": rows,
            "files": {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}}
-    write_record(NAME, rec, markdown(rec))
+    write_record(NAME.replace("-1.1b", "-local-1.1b") if context else NAME, rec, markdown(rec))
     if not a.keep:
         shutil.rmtree(a.work, ignore_errors=True)
     return 0
@@ -129,13 +139,20 @@ def markdown(rec: dict) -> str:
     """The record as a person reads it: per variant, peak RSS and time at each length, what the audio adds."""
     m = rec["machine"]
     load = {r["variant"]: r["peak_rss_bytes"] for r in rec["runs"] if r["recording"] == "load"}
-    lines = ["# Long recordings at full size: parakeet-tdt-1.1b architecture, random weights", "",
+    local = rec.get("attention", "full").startswith("local")
+    lines = ["# Long recordings at full size: parakeet-tdt-1.1b architecture, random weights"
+             + (f", {rec['attention']} attention" if local else ""), "",
              f"Made {rec['made']} by `{rec['command']}` on {m['cpus']} cores of an {m['cpu']}, {m['memory_gb']} GiB "
              f"RAM; {rec['runtime']}, {rec['threads']} threads, one recording a process.", "",
-             "Positions are computed in the encoder's graph: no table bounds the length; memory does, and full "
-             "attention makes it grow with the square of the length. `added`: the peak RSS minus the same variant's "
-             "on the shortest clip (the model's own footprint); `per minute`: `added` over the minutes, which grows "
-             "with the length. `other load`: the share of the machine other processes used meanwhile; over "
+             ("NeMo's local attention (each encoder frame attends to its window; nemo2sherpa.localattn): its "
+              "positions are a table of the window's offsets, so no table bounds the length; memory does, and grows "
+              "linearly with the length. " if local else
+              "Positions are computed in the encoder's graph: no table bounds the length; memory does, and full "
+              "attention makes it grow with the square of the length. ")
+             + "`added`: the peak RSS minus the same variant's "
+             "on the shortest clip (the model's own footprint); `per minute`: `added` over the minutes"
+             + (". " if local else ", which grows with the length. ")
+             + "`other load`: the share of the machine other processes used meanwhile; over "
              f"{DISTURBED:.0%} the row's times are disturbed (its memory is not).", "",
              "| recording | variant | audio (s) | peak RSS (GB) | added (GB) | per minute (GB) | load (s) | decode (s) | "
              "RTF | other load |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -27,6 +27,7 @@ from nemo2sherpa.benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS, MAX_LENG
 from nemo2sherpa.evalset import MAX_EVAL_CLIPS  # noqa: E402
 from nemo2sherpa.publish import PREFIX_PATTERN  # noqa: E402
 from nemo2sherpa.gates import GATE_DEFAULTS, GATES  # noqa: E402
+from nemo2sherpa.localattn import DEFAULT_CONTEXT, LOCAL_ATTENTION_PATTERN  # noqa: E402
 from nemo2sherpa.pipeline import STEPS, Step  # noqa: E402
 from nemo2sherpa.quantize import DEFAULT_INT8_RECIPE, INT8_RECIPES  # noqa: E402
 from nemo2sherpa.registry import load_registry  # noqa: E402
@@ -76,6 +77,13 @@ PARAMS = {
     "int8_recipe": Param(DEFAULT_INT8_RECIPE, type="string", enum=list(INT8_RECIPES), title="int8 recipe",
                          description="How the int8 variant is made. " + " ".join(
                              f"{k}: {r.summary}." for k, r in INT8_RECIPES.items())),
+    "local_attention": Param(
+        "off", type="string", pattern=LOCAL_ATTENTION_PATTERN, title="Local attention",
+        description="off: the checkpoint's own (full) attention, whose memory grows with the square of a recording's "
+                    "length (10 minutes at 1.1B: ~16 GB in sherpa-onnx). on, or LEFT,RIGHT encoder frames each side "
+                    f"(on: {','.join(map(str, DEFAULT_CONTEXT))}, ~10 s each way): NeMo's local attention, memory "
+                    "linear in the length, for long dictation; every gate holds the bundle to NeMo with the same "
+                    "attention."),
     "eval_set": Param(None, type=["null", "string"], title="Evaluation set",
                       description="The audio every gate is measured on: a NeMo JSON-lines manifest (audio_filepath, "
                                   "optional text; relative paths from its folder) or a folder of audio files with an "
@@ -142,7 +150,7 @@ PARAMS = {
 
 
 # Params that reach make_plan by name, as they are.
-PLAN_PARAMS = ("int8_recipe", "eval_set", "eval_max_clips", "runtime_matrix", "runtimes")
+PLAN_PARAMS = ("int8_recipe", "eval_set", "eval_max_clips", "runtime_matrix", "runtimes", "local_attention")
 
 
 def _step(plan: dict, step: str, src: dict | None = None):

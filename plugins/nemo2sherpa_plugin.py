@@ -330,7 +330,8 @@ def headline(m: Manifest, get, links=None) -> str:
                    f"<td>{esc(supported)}</td><td>{runtimes}</td><td>{_download_cell(found, sizes)}</td></tr>")
     a = val.long_audio if val else None
     memory = a.memory() if a else None
-    long = (f"<p class='long'><b>Long recordings</b>: length limit {esc(a.limit)}. Longest recording validated: "
+    long = (f"<p class='long'><b>Long recordings</b>: " + (f"attention {esc(a.attention)}; " if a.attention else "")
+            + f"length limit {esc(a.limit)}. Longest recording validated: "
             f"{esc(a.proven())}." + (f" Memory: {esc(memory)}." if memory else "") + "</p>") if a else ""
     return "\n".join(out) + "</table>" + long
 

@@ -89,7 +89,8 @@ def test_params_schema_rejects_bad_input(dag):
     assert "parakeet-tdt-1.1b" in p.get_param("source").schema["examples"]
     for name, bad in [("variants", ["bf16"]), ("variants", []), ("bucket", "Bad_Bucket!"), ("source", ""),
                       ("gpu_benchmark", "yes"), ("int8_wer_max", -0.1), ("int8_wer_max", "five"),
-                      ("sherpa_wer_max", -1), ("fp16_wer_max", -0.5), ("int8_recipe", "int4")]:
+                      ("sherpa_wer_max", -1), ("fp16_wer_max", -0.5), ("int8_recipe", "int4"),
+                      ("local_attention", "1,2,3"), ("local_attention", "0,128")]:
         with pytest.raises(ParamValidationError):
             p.get_param(name).resolve(bad)
     assert p.get_param("variants").resolve(["int8", "fp16"]) == ["int8", "fp16"]
@@ -109,6 +110,7 @@ def test_params_schema_rejects_bad_input(dag):
         assert said in proc.stdout + proc.stderr, (env, proc.stdout, proc.stderr[-500:])
     assert p.get_param("int8_recipe").resolve() == "matmul-qint8"  # the VNNI recipe by default
     assert p.get_param("int8_recipe").resolve("sherpa-onnx") == "sherpa-onnx"  # the upstream scripts' recipe, on demand
+    assert p.get_param("local_attention").resolve() == "off" and p.get_param("local_attention").resolve("64,32")
 
 
 def test_refresh_dag_is_scheduled_and_maps_over_the_registry(airflow_db):

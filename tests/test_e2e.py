@@ -121,7 +121,8 @@ def test_dag_converts_validates_benchmarks_and_publishes(airflow_db, nasty_s3, t
     assert "badge pass" in top and "<td>sherpa-onnx &gt;= 1.12.14</td>" in top and "ms at 2 s" in top
     assert "<td>sherpa-onnx &gt;= 1.12.36 (or &gt;= 1.12.21 run from the model&#x27;s folder" in top  # fp32's layout
     assert "<th>gated (limit)</th><th>reported only</th>" in top and "&le; 0.07" in top  # the run's int8 limit
-    assert "<b>Long recordings</b>: length limit none but memory" in top and "Longest recording validated: " in top
+    assert "<b>Long recordings</b>: attention full; length limit none but memory" in top
+    assert "Longest recording validated: " in top
     assert "min, the long-recording gate&#x27;s: the evaluation clips in turn with pauses)" in top and \
         "Memory: sherpa-onnx&#x27;s peak memory decoding 1.3 min at once: fp32 " in top  # 75 s and the clip it ends in
     row = top[top.index("<td><b>int8</b></td>"):]

@@ -652,3 +652,34 @@ def test_the_encoder_computes_its_positions_so_a_recording_past_the_old_table_de
     longest = max(c["duration_s"] for c in json.loads((validated / "reference" / "export.json").read_text())["clips"])
     assert a["longest_clip_s"] == longest and set(a["clips_peak_gb"]) == {"fp32", "int8"}, a
     assert all(0.05 < a["clips_peak_gb"][v] < a["sherpa_peak_gb"][v] for v in ("fp32", "int8")), a
+
+
+LOCAL_RECORDING_S = 1800  # the local-attention bundle's long-recording gate: 30 minutes
+
+
+def test_local_attention_exports_right_and_decodes_30_minutes_at_once(source_manifest, tmp_path):
+    """Local attention, opt in (localattn): each encoder frame attends to 128 frames each side, so memory grows
+    linearly with the length. NeMo's own export of it is silently wrong (masks written in place on a view, chunk
+    strides frozen at the export input's length: the fp32 encoder differed from PyTorch by up to 3.1); exported with
+    the out-of-place forms it is held to NeMo with local attention by every gate on the evaluation clips (the 61 s clip
+    spans several windows), and the long-recording gate decodes 30 minutes at once in sherpa-onnx as the reference
+    decoder does. fp32 (int8 and fp16 are made from it as from any export)."""
+    d = tmp_path
+    run_cli("nemo", "export", "--nemo", str(FIXTURE), "--bundle", str(d / "bundle"), "--reference",
+            str(d / "reference"), "--source-json", str(source_manifest), "--local-attention", "128,128")
+    exp = json.loads((d / "reference" / "export.json").read_text())
+    assert exp["attention"] == "local [128, 128]" and "window" in exp["positions"], exp["positions"]
+    run_cli("onnx", "validate", "--bundle", str(d / "bundle"), "--reference", str(d / "reference"), "--variants",
+            "fp32", "--source-json", str(source_manifest), "--report", str(d / "bundle" / "validation.json"),
+            "--long-recording-s", str(LOCAL_RECORDING_S))
+    val = json.loads((d / "bundle" / "validation.json").read_text())
+    assert val["passed"], [g for g in val["gates"] if not g["passed"]]
+    fp32 = val["variants"]["fp32"]
+    assert fp32["max_abs_diff"]["encoder_clips"] < 1e-4 and fp32["decoding"]["token_match_rate"] == 1.0, fp32
+    run = fp32["long_recording"]
+    assert run["seconds"] >= LOCAL_RECORDING_S and "error" not in run, run
+    assert run["agreement"]["tokens"] > 1000 and (run["agreement"]["exact"] or run["agreement"]["tie"]), run
+    a = val["long_audio"]
+    assert a["attention"] == "local [128, 128]" and "linearly" in a["limit"] and a["recording_s"] >= LOCAL_RECORDING_S
+    md = (d / "bundle" / "VALIDATION.md").read_text()
+    assert "attention local [128, 128]" in md and "grows linearly with the length" in md

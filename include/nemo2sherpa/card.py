@@ -45,7 +45,8 @@ def _long_recordings(validated: Validation) -> list[str]:
     if a is None:
         return []
     memory = a.memory()
-    return ["", "## Long recordings", "", f"- Positions: {a.positions}.", f"- Length limit: {a.limit}.",
+    return ["", "## Long recordings", ""] + ([f"- Attention: {a.attention}."] if a.attention else []) + [
+            f"- Positions: {a.positions}.", f"- Length limit: {a.limit}.",
             f"- Longest recording validated: {a.proven()}."] + ([f"- Memory: {memory}."] if memory else [])
 
 

@@ -197,6 +197,7 @@ def _convert(a):
                    gates={k: getattr(a, k) for k in GATE_DEFAULTS if getattr(a, k) is not None},
                    int8_recipe=a.int8_recipe, eval_set=a.eval_set, eval_max_clips=a.eval_max_clips,
                    runtime_matrix=a.runtime_matrix, keep_work_on_failure=a.keep_work_on_failure,
+                   local_attention=a.local_attention,
                    runtimes=_csv(a.runtimes), publish_to=_csv(a.publish_to or ""), hub_private=a.hub_private)
 
 
@@ -279,7 +280,10 @@ COMMANDS: dict[str, Command] = {
                                                                                 if VARIANTS[v].module]})]),
     "convert": Command("every step in its venv, no publish", [
         VARIANTS_FLAG, ("--revision", {}), LENGTHS, ("--gpu", {"action": "store_true"}),
-        *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS, ("--no-runtime-matrix", {
+        *GATE_FLAGS, INT8_RECIPE_FLAG, *EVAL_FLAGS, ("--local-attention", {
+            "help": "export with local attention: on (128,128) or LEFT,RIGHT encoder frames each side; memory linear "
+                    "in the recording's length, for long dictation (default off: the checkpoint's own attention)"}),
+        ("--no-runtime-matrix", {
             "dest": "runtime_matrix", "action": "store_false", "help": "skip the compat step's runtime matrix"}),
         RUNTIMES_FLAG,
         ("--keep-work-on-failure", {"action": "store_true", "help": "keep the work folder (beside OUT) when a step "
@@ -327,7 +331,7 @@ def convert(src: str, out: Path, *, variants: list[str], revision: str | None = 
             eval_set: str | None = None, eval_max_clips: int | None = None,
             runtime_matrix: bool = True, keep_work_on_failure: bool = False,
             runtimes: list[str] | None = None, publish_to: list[str] | None = None,
-            hub_private: bool = False) -> dict[str, Any]:
+            hub_private: bool = False, local_attention: str | None = None) -> dict[str, Any]:
     """The command-line conversion: every pipeline step in the DAG's venv for it, then, with `publish_to`, publish to
     each target as the DAG does. Each step's usage goes to <work>/steps.json as it ends; the work folder is removed
     unless a step fails and `keep_work_on_failure`."""
@@ -340,7 +344,8 @@ def convert(src: str, out: Path, *, variants: list[str], revision: str | None = 
         eval_set = str(Path(eval_set).expanduser().resolve())  # the steps run elsewhere
     plan = make_plan(work, src, revision=revision, variants=variants, gpu=gpu, lengths=_floats(lengths), gates=gates,
                      int8_recipe=int8_recipe, eval_set=eval_set, eval_max_clips=eval_max_clips,
-                     runtime_matrix=runtime_matrix, runtimes=runtimes)  # checks the choices
+                     runtime_matrix=runtime_matrix, runtimes=runtimes,
+                     local_attention=local_attention)  # checks the choices
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give a new folder (nothing was written)")
     targets = publish_targets(publish_to or [], plan.reference, hub_private)

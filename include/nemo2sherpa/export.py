@@ -25,6 +25,7 @@ from .decode import first_divergence
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
+from .localattn import describe as attention, exportable, use_local_attention
 from .positions import compute_in_graph, describe
 from .progress import Phases
 from .records import Engine, EvalSet, Export, ExportClip, ExportSummary, Source
@@ -393,6 +394,8 @@ def _export_files(model, spec: ModelSpec, bundle_dir: Path) -> tuple[list[str], 
     bpe.vocab."""
     t0 = time.monotonic()
     compute_in_graph(model.encoder)  # no positional table in the graph: no length limit, bytes independent of clips
+    if exportable(model.encoder):  # local attention's chunks and masks, out of place: the trace keeps them
+        log.info("local attention: chunking and masking rebound to their out-of-place forms for export")
     files = _export_encoder(model, bundle_dir)
     log.info("encoder.onnx exported in %.1f s", time.monotonic() - t0)
     model.decoder.export(str(bundle_dir / "decoder.onnx"))
@@ -469,7 +472,8 @@ def _restore(nemo_path: Path, bundle_dir: Path, reference_dir: Path):
 
 def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_dir: Path | None = None,
                 expect: RegistryEntry | None = None, baseline_lengths: list[float] | None = None,
-                eval_record: EvalSet | None = None, source: Source | None = None) -> Export:
+                eval_record: EvalSet | None = None, source: Source | None = None,
+                local_attention: list[int] | None = None) -> Export:
     """Export one checkpoint. Returns the export manifest (also written to reference/export.json).
 
     `expect`: a registry entry whose figures the checkpoint's config must match (checked before NeMo loads).
@@ -477,6 +481,8 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     `clips_dir` / `eval_record`: the evaluation set (evalset.prepare's folder and record; default the built-in clips).
     `source`: the source step's manifest: sherpa-onnx's metadata goes on encoder.onnx now, so the fp32 files
     validate_export holds are the bytes that get published (the metadata step leaves them as they are).
+    `local_attention`: [left, right] encoder frames: the model switched to local attention (NeMo's own switch, before
+    its transcripts and references, so every gate holds the bundle to NeMo with local attention; localattn).
     """
     nemo_path, bundle_dir, reference_dir = Path(nemo_path), Path(bundle_dir), Path(reference_dir)
     spec = checked_spec(nemo_path, bundle_dir.parent, expect)
@@ -489,6 +495,9 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
         model = _restore(nemo_path, bundle_dir, reference_dir)
     params = sum(p.numel() for p in model.parameters())
     log.info("restored %s (%.1f M params)", spec.model_class, params / 1e6)
+    context = (local_attention[0], local_attention[1]) if local_attention else None
+    if context:
+        use_local_attention(model, context)
     with phase("reference"):
         ref, clips = _references(model, spec, clips_dir)
         ref.save(reference_dir)
@@ -511,7 +520,7 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
     manifest = Export(nemo2sherpa=__version__, nemo_path=str(nemo_path), spec=spec.to_dict(), params=params,
                       tokens=n_tokens, files=sizes, eval_set=replace(eval_record, dir=None) if eval_record else None,
                       timings_s={"nemo_baseline": 0.0, **phase.seconds}, clips=clips, nemo_baseline=baseline,
-                      positions=describe(model.encoder))
+                      positions=describe(model.encoder), attention=attention(context))
     (reference_dir / Export.FILE).write_text(json.dumps(manifest.to_json(), indent=2))
     for f, s in sizes.items():
         log.info("%-16s %12s bytes", f, f"{s:,}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from . import localattn
 from .benchmark import DEFAULT_LENGTHS as BENCHMARK_LENGTHS
 from .child import INCLUDE, held_credentials, run_module_measured
 from .evalset import MAX_CLIPS
@@ -52,9 +53,9 @@ class Step:
 def make_plan(ws: Path, source: str, *, revision: str | None = None, variants: list[str], gpu: bool = False,
               lengths: list[float], gates: dict[str, Any] | None = None, int8_recipe: str | None = None,
               eval_set: str | None = None, eval_max_clips: int | None = None, runtime_matrix: bool = True,
-              runtimes: list[str] | None = None) -> Plan:
-    """The run's layout and choices; bad thresholds, an unknown int8 recipe, runtimes whose tools this worker cannot
-    have (naming each, and how to get it) raise InputError here, before any work."""
+              runtimes: list[str] | None = None, local_attention: str | list[int] | None = None) -> Plan:
+    """The run's layout and choices; bad thresholds, an unknown int8 recipe, a malformed local attention, runtimes
+    whose tools this worker cannot have (naming each, and how to get it) raise InputError here, before any work."""
     from .runtimes import chosen, missing_toolchains
 
     from .benchmark import MAX_LENGTH_S
@@ -67,6 +68,10 @@ def make_plan(ws: Path, source: str, *, revision: str | None = None, variants: l
                          f"{MAX_LENGTH_S:g} s")
     if eval_max_clips is not None and not 1 <= int(eval_max_clips) <= MAX_EVAL_CLIPS:
         raise InputError(f"evaluation clips at most {eval_max_clips}: give 1 to {MAX_EVAL_CLIPS}")
+    try:
+        context = localattn.parse(local_attention)
+    except ValueError as e:
+        raise InputError(f"{e} (nothing was done)") from None
     kinds = chosen(runtimes)
     missing = missing_toolchains(kinds) if runtime_matrix else []
     if missing:
@@ -76,7 +81,8 @@ def make_plan(ws: Path, source: str, *, revision: str | None = None, variants: l
                 reference=ws / "reference", variants=with_base(variants), source=source, revision=revision,
                 gpu=bool(gpu), lengths=[float(x) for x in lengths], gates=limits(gates),
                 int8_recipe=recipe_name(int8_recipe), eval_set=(eval_set or "").strip() or None, eval=ws / "eval",
-                eval_max_clips=int(eval_max_clips or MAX_CLIPS), runtime_matrix=bool(runtime_matrix), runtimes=kinds)
+                eval_max_clips=int(eval_max_clips or MAX_CLIPS), runtime_matrix=bool(runtime_matrix), runtimes=kinds,
+                local_attention=list(context) if context else None)
 
 
 def _variants() -> list[str]:
@@ -120,6 +126,9 @@ class ExportArgs:
                                                                    "manifest's, else the four built-in clips"})
     baseline_lengths: list[float] | None = field(default=None, metadata={
         "help": "also time NeMo transcribe() at these clip lengths (s), e.g. 2,5"})
+    local_attention: list[int] | None = field(default=None, metadata={
+        "help": "export with local attention, LEFT,RIGHT encoder frames each side (e.g. 128,128): memory linear in "
+                "the length (localattn); default the checkpoint's own attention"})
 
 
 def export_step(x: ExportArgs) -> ExportSummary:
@@ -130,13 +139,14 @@ def export_step(x: ExportArgs) -> ExportSummary:
     evalset = x.source.eval_set if x.source else None
     clips_dir = x.clips_dir or (evalset.dir if evalset else None)
     return summary(export_nemo(x.nemo, x.bundle, x.reference, clips_dir=clips_dir, expect=entry_of(x.source),
-                               baseline_lengths=x.baseline_lengths, eval_record=evalset, source=x.source))
+                               baseline_lengths=x.baseline_lengths, eval_record=evalset, source=x.source,
+                               local_attention=x.local_attention))
 
 
 def _export_args(plan: Plan, src: Source | None) -> ExportArgs:
     src = _needed(src)
     return ExportArgs(nemo=Path(src.path), bundle=plan.bundle, reference=plan.reference, source=src,
-                      baseline_lengths=plan.lengths)
+                      baseline_lengths=plan.lengths, local_attention=plan.local_attention)
 
 
 def _needed(src: Source | None) -> Source:
@@ -157,7 +167,7 @@ class ValidateArgs:
     mode: str = field(default="full", metadata={"choices": ["pre", "full"]})
     source: Source | None = None
     report: Path | None = field(default=None, metadata={"help": "write validation.json here, VALIDATION.md beside"})
-    gates: dict[str, Any] = field(default_factory=dict)  # gates.GATES by param name: the run's limits
+    gates: dict[str, float | None] = field(default_factory=dict)  # gates.GATES by param name: the run's limits
 
 
 def validate_step(x: ValidateArgs) -> ValidationSummary:

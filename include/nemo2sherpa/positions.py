@@ -21,22 +21,29 @@ log = logging.getLogger("nemo2sherpa.positions")
 
 POSITION_NODES = "/pos_enc/"  # the exported graph's name prefix of the module's nodes
 TABLE_KIND = "RelPositionalEncoding"  # the kind with a growing table (local attention's is fixed by its window)
+WINDOW_KIND = "LocalAttRelPositionalEncoding"  # local attention's (localattn): one row per offset in the window
 COMPUTED = "computed in the graph from the input's length"
+WINDOW = "NeMo's table of the local attention window's offsets (the same whatever the length)"
 # What bounds the length a bundle decodes, by how its encoder gets its positions.
 NO_LIMIT = ("none but memory: full attention holds scores for every pair of encoder frames (12.5 a second), so "
             "the memory a recording needs grows with the square of its length; split long recordings with a VAD")
+LINEAR = ("none but memory: local attention holds scores for each encoder frame's window only, so the memory a "
+          "recording needs grows linearly with its length")
 NOT_STATED = "not stated: the encoder's positions are not computed in the graph"
 
 
 def describe(encoder: Any) -> str:
-    """How the encoder, as it will be exported, gets its positions: COMPUTED, or the kind of NeMo's module."""
+    """How the encoder, as it will be exported, gets its positions: COMPUTED, WINDOW (local attention), or the kind
+    of NeMo's module."""
     pos = getattr(encoder, "pos_enc", None)
-    return COMPUTED if getattr(pos, "in_graph", False) else f"NeMo's {type(pos).__name__}"
+    if getattr(pos, "in_graph", False):
+        return COMPUTED
+    return WINDOW if type(pos).__name__ == WINDOW_KIND else f"NeMo's {type(pos).__name__}"
 
 
 def limit(positions: str | None) -> str:
     """What bounds the length a bundle decodes, given how its encoder gets its positions (export.json)."""
-    return NO_LIMIT if positions == COMPUTED else NOT_STATED
+    return {COMPUTED: NO_LIMIT, WINDOW: LINEAR}.get(positions or "", NOT_STATED)
 
 
 def compute_in_graph(encoder: Any) -> bool:

@@ -239,6 +239,7 @@ class Plan(Record):
     runtimes: list[str]
     run_key: str | None = None  # with an object-store workspace: the run's folder under it
     remote: str | None = None  # ... and that folder's URL
+    local_attention: list[int] | None = None  # [left, right] encoder frames: export with local attention (localattn)
 
     def option(self, name: str) -> Any:
         """One of the run's choices by name (a variant maker's options: variants.Variant.options)."""
@@ -298,6 +299,7 @@ class Export(Record):
     clips: list[ExportClip]
     nemo_baseline: Engine | None = None  # NeMo transcribe()'s timings, for the benchmark
     positions: str | None = None  # how the exported encoder gets its positions (positions.describe)
+    attention: str | None = None  # the encoder's attention: "full", or "local [left, right]" (localattn.describe)
 
     def model_spec(self) -> ModelSpec:
         """The model's spec (modelspec.ModelSpec)."""
@@ -441,6 +443,7 @@ class LongAudio(Record):
     sherpa_peak_gb: dict[str, float] | None = None
     longest_clip_s: float | None = None
     clips_peak_gb: dict[str, float] | None = None
+    attention: str | None = None  # the encoder's attention (export.json's): "full" or "local [left, right]"
 
     GATE: ClassVar[str] = "long-recording gate"  # longest_clip when the gate's recording is the longest proven
 
@@ -465,7 +468,13 @@ class LongAudio(Record):
                         f"{per_variant(self.clips_peak_gb)}")
         if not said:
             return None
-        return f"sherpa-onnx's peak memory {'; '.join(said)} (what the audio adds grows with the square of the length)"
+        grows = "linearly with" if self.local else "with the square of"
+        return f"sherpa-onnx's peak memory {'; '.join(said)} (what the audio adds grows {grows} the length)"
+
+    @property
+    def local(self) -> bool:
+        """Whether the encoder attends locally (localattn): memory linear in the length, not quadratic."""
+        return (self.attention or "").startswith("local")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -197,7 +197,8 @@ def render_markdown(result: Validation, compatibility: Compatibility | None = No
     a = result.long_audio
     if a:
         memory = a.memory()
-        out += ["", f"Long recordings: positions {a.positions}; length limit: {a.limit}. Longest recording "
+        out += ["", f"Long recordings: {f'attention {a.attention}; ' if a.attention else ''}positions "
+                    f"{a.positions}; length limit: {a.limit}. Longest recording "
                     f"validated: {a.proven()}." + (f" Memory: {memory}." if memory else "")]
     out += ["", f"{len(gates)} gates, {len(failed)} failed.", "",
             "| variant | enc diff | enc rel. error | dec diff | joiner diff | token match vs NeMo | exact clips "

@@ -52,8 +52,8 @@ from .progress import Phases
 from .reference import Reference
 from .positions import limit as positions_limit
 from .records import (ClipRow, Decoding, Drift, Export, ExportClip, FileDigest, Frontend, FrontendClip, Gate,
-                      LongAudio, LongRecording, ModelFigures, PerClip, PreValidation, SherpaRun, Source, StepDiff,
-                      Stepwise, Timestamps, Validation, ValidationSummary, VariantResult)
+                      LongAudio, LongRecording, MadeReport, ModelFigures, PerClip, PreValidation, SherpaRun, Source,
+                      StepDiff, Stepwise, Timestamps, Validation, ValidationSummary, VariantResult)
 from .source import sha256_file
 from .report import figures, render_markdown
 from .sherpa import check_in_subprocess
@@ -558,7 +558,7 @@ def _long_audio(exp: Export, clips: list[ExportClip]) -> LongAudio:
     longest = max(clips, key=lambda c: c.duration_s)
     return LongAudio(positions=exp.positions or "not recorded by export", limit=positions_limit(exp.positions),
                      longest_clip=longest.name, longest_proven_s=longest.duration_s,
-                     longest_clip_s=longest.duration_s)
+                     longest_clip_s=longest.duration_s, attention=exp.attention)
 
 
 def _decoding_gates(v: str, d: Decoding, sw: Stepwise | None, base: Decoding | None,
