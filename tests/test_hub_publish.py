@@ -98,7 +98,7 @@ def test_each_variant_is_a_hub_repo_that_sherpa_onnx_decodes_and_a_second_publis
         # sherpa-onnx decodes the downloaded repo to what validate recorded for those clips
         out = last_json(run_cli("onnx", "sherpa-decode", "--bundle", str(got), "--variant", variant,
                                 *(str(got / f"test_wavs/{i}.wav") for i in range(len(wavs)))))
-        want = [validated.variants[variant].sherpa.texts[w["index"]] for w in wavs]
+        want = [validated.variants[variant].sherpa.texts[w.index] for w in wavs]
         assert out["texts"] == want
 
     again = _publish(d, src, ["fp32", "int8"], "run-2", private=True)
