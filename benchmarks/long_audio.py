@@ -139,7 +139,7 @@ def markdown(rec: dict) -> str:
     """The record as a person reads it: per variant, peak RSS and time at each length, what the audio adds."""
     m = rec["machine"]
     load = {r["variant"]: r["peak_rss_bytes"] for r in rec["runs"] if r["recording"] == "load"}
-    local = rec.get("attention", "full").startswith("local")
+    local = rec.get("attention", localattn.FULL) != localattn.FULL
     lines = ["# Long recordings at full size: parakeet-tdt-1.1b architecture, random weights"
              + (f", {rec['attention']} attention" if local else ""), "",
              f"Made {rec['made']} by `{rec['command']}` on {m['cpus']} cores of an {m['cpu']}, {m['memory_gb']} GiB "

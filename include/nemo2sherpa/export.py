@@ -25,7 +25,7 @@ from .decode import first_divergence
 from .audio import load_clips, read_wav
 from .errors import InputError
 from .modelspec import ModelSpec, read_nemo_config
-from .localattn import describe as attention, exportable, use_local_attention
+from .localattn import describe as attention, exportable, parse as attention_context, use_local_attention
 from .positions import compute_in_graph, describe
 from .progress import Phases
 from .records import Engine, EvalSet, Export, ExportClip, ExportSummary, Source
@@ -495,7 +495,7 @@ def export_nemo(nemo_path: Path, bundle_dir: Path, reference_dir: Path, clips_di
         model = _restore(nemo_path, bundle_dir, reference_dir)
     params = sum(p.numel() for p in model.parameters())
     log.info("restored %s (%.1f M params)", spec.model_class, params / 1e6)
-    context = (local_attention[0], local_attention[1]) if local_attention else None
+    context = attention_context(local_attention)
     if context:
         use_local_attention(model, context)
     with phase("reference"):

@@ -19,6 +19,7 @@ bit-identical to NeMo's (a test holds that); the exported graph then matches PyT
 from __future__ import annotations
 
 import logging
+import re
 import types
 from typing import Any
 
@@ -37,20 +38,19 @@ def describe(context: tuple[int, int] | None) -> str:
 
 
 def parse(text: str | list[int] | None) -> tuple[int, int] | None:
-    """A run's choice: "" / "off" / "full": the checkpoint's own attention; "on": DEFAULT_CONTEXT; "L,R" (or [L, R]):
-    that many encoder frames before and after each frame. ValueError naming the forms otherwise."""
+    """A run's choice, in LOCAL_ATTENTION_PATTERN's forms: "off" (or nothing): the checkpoint's own attention; "on":
+    DEFAULT_CONTEXT; "L,R" (or [L, R]): that many encoder frames before and after each frame. ValueError naming the
+    forms otherwise."""
     if isinstance(text, (list, tuple)):
         text = ",".join(str(x) for x in text)
-    t = (text or "").strip().lower()
-    if t in ("", "off", "full", "none"):
-        return None
-    if t in ("on", "local", "default"):
-        return DEFAULT_CONTEXT
-    parts = [p.strip() for p in t.replace("[", "").replace("]", "").split(",")]
-    if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
-        return int(parts[0]), int(parts[1])
-    raise ValueError(f"local attention {text!r}: give off, on ({DEFAULT_CONTEXT[0]},{DEFAULT_CONTEXT[1]}) or "
-                     f"'left,right' in encoder frames (each > 0)")
+    t = (text or "off").strip()
+    if not re.match(LOCAL_ATTENTION_PATTERN, t):
+        raise ValueError(f"local attention {text!r}: give off, on ({DEFAULT_CONTEXT[0]},{DEFAULT_CONTEXT[1]}) or "
+                         f"'left,right' in encoder frames (each > 0)")
+    if t in ("off", "on"):
+        return DEFAULT_CONTEXT if t == "on" else None
+    left, right = (int(p) for p in t.split(","))
+    return left, right
 
 
 def use_local_attention(model: Any, context: tuple[int, int]) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .errors import PermanentError
+from .localattn import FULL as FULL_ATTENTION
 from .variants import BASE, VARIANTS
 
 if TYPE_CHECKING:
@@ -474,7 +475,7 @@ class LongAudio(Record):
     @property
     def local(self) -> bool:
         """Whether the encoder attends locally (localattn): memory linear in the length, not quadratic."""
-        return (self.attention or "").startswith("local")
+        return self.attention not in (None, FULL_ATTENTION)
 
 
 @dataclass(frozen=True, kw_only=True)
